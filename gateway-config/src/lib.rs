@@ -1,0 +1,313 @@
+//! The gateway's routing and sampling configuration.
+//!
+//! This crate is the contract between the syncer, which renders this file from the
+//! config repository (`tenants/*/tenant.yaml` and `tenants/*/sampling.yaml`), and the
+//! gateway, which reads it from a mounted ConfigMap and hot-reloads it. It is
+//! machine-written: durations are plain milliseconds and every field is explicit, so
+//! the gateway never has to guess a default the syncer meant differently.
+//!
+//! It depends on serde and schemars only, so the syncer can use it without pulling in
+//! the gateway's network stack.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Current format version. The gateway refuses a file with another version rather
+/// than guessing what a newer syncer meant.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Name of the file inside the gateway ConfigMap.
+pub const FILE_NAME: &str = "gateway.json";
+
+/// The whole routing and sampling configuration of one gateway deployment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Format version; must equal [`FORMAT_VERSION`].
+    pub version: u32,
+    /// Git commit the file was rendered from, for `/status` and logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Tenant id (`X-Scope-OrgID`) that receives data whose namespace no tenant owns.
+    /// `None` means such data is rejected with an error to the client, never dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_tenant: Option<String>,
+    /// Every tenant, ordered by id.
+    pub tenants: Vec<TenantRoute>,
+}
+
+/// Where one tenant's data comes from and how its traces are sampled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantRoute {
+    /// Tenant id, sent to the backends as `X-Scope-OrgID`.
+    pub id: String,
+    /// Kubernetes namespaces owned by this tenant: exact names, or glob patterns
+    /// with `*` (any run of characters) and `?` (one character).
+    pub namespaces: Vec<String>,
+    /// Files holding bearer tokens that authenticate clients of this tenant
+    /// (mounted Secrets). An authenticated client can only write to this tenant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_files: Vec<String>,
+    /// Tail-sampling settings for this tenant's traces.
+    pub sampling: Sampling,
+}
+
+/// Tail sampling for one tenant. A trace is kept when any policy keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sampling {
+    /// How long to wait after a trace's last span before deciding.
+    pub decision_wait_ms: u64,
+    /// Most traces held in memory at once for this tenant; the oldest is decided
+    /// early (and the eviction counted) when a new trace would exceed it.
+    pub max_traces: u64,
+    /// Upper bound on kept spans per second for the tenant; `None` is unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_spans_per_second: Option<u64>,
+    /// Policies applied to every trace unless a service override matches.
+    pub policies: Vec<Policy>,
+    /// Per-service policy lists, keyed by the `service.name` of the trace's root span
+    /// (or of its first span when the root was not seen). They replace `policies`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_overrides: BTreeMap<String, Vec<Policy>>,
+}
+
+/// One sampling policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Name, reported in metrics (`policy` label) and logs.
+    pub name: String,
+    /// What the policy keeps.
+    pub rule: PolicyRule,
+}
+
+/// What a policy keeps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PolicyRule {
+    /// Keep traces where any span has status code ERROR.
+    Errors,
+    /// Keep traces whose duration (earliest start to latest end) is at least this.
+    Latency {
+        /// Threshold in milliseconds.
+        threshold_ms: u64,
+    },
+    /// Keep this share of traces, decided from the trace id so every replica agrees.
+    Probabilistic {
+        /// Share in percent, 0 to 100.
+        percentage: f64,
+    },
+    /// Keep traces where any span or its resource has this attribute with one of
+    /// these values (string form). An empty `values` list matches any value.
+    Attribute {
+        /// Attribute key, for example `http.route`.
+        key: String,
+        /// Accepted values.
+        #[serde(default)]
+        values: Vec<String>,
+    },
+    /// Keep every trace.
+    Always,
+}
+
+/// A config that is well-formed but not usable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unsupported format version {found}; this gateway reads version {FORMAT_VERSION}")]
+    Version { found: u32 },
+    #[error("tenant id {0:?} appears twice")]
+    DuplicateTenant(String),
+    #[error("tenant id {0:?} is not valid: use 1-150 characters of [A-Za-z0-9!-_.*'()]")]
+    InvalidTenantId(String),
+    #[error("default_tenant {0:?} is not one of the tenants")]
+    UnknownDefaultTenant(String),
+    #[error("tenant {tenant}: policy {policy}: percentage {value} is outside 0..=100")]
+    Percentage {
+        tenant: String,
+        policy: String,
+        value: f64,
+    },
+    #[error("tenant {tenant}: max_traces must be at least 1")]
+    MaxTraces { tenant: String },
+}
+
+impl GatewayConfig {
+    /// Checks what serde cannot: version, unique tenants, valid ids and ranges.
+    /// Returns every problem found.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        if self.version != FORMAT_VERSION {
+            errors.push(ConfigError::Version {
+                found: self.version,
+            });
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for t in &self.tenants {
+            if !seen.insert(t.id.as_str()) {
+                errors.push(ConfigError::DuplicateTenant(t.id.clone()));
+            }
+            if !is_valid_tenant_id(&t.id) {
+                errors.push(ConfigError::InvalidTenantId(t.id.clone()));
+            }
+            if t.sampling.max_traces == 0 {
+                errors.push(ConfigError::MaxTraces {
+                    tenant: t.id.clone(),
+                });
+            }
+            let all = t
+                .sampling
+                .policies
+                .iter()
+                .chain(t.sampling.service_overrides.values().flatten());
+            for p in all {
+                if let PolicyRule::Probabilistic { percentage } = p.rule
+                    && !(0.0..=100.0).contains(&percentage)
+                {
+                    errors.push(ConfigError::Percentage {
+                        tenant: t.id.clone(),
+                        policy: p.name.clone(),
+                        value: percentage,
+                    });
+                }
+            }
+        }
+        if let Some(d) = &self.default_tenant
+            && !seen.contains(d.as_str())
+        {
+            errors.push(ConfigError::UnknownDefaultTenant(d.clone()));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Mimir's rule for tenant ids: at most 150 bytes of alphanumerics and
+/// `!-_.*'()`, and not `.` or `..`
+/// (<https://grafana.com/docs/mimir/latest/configure/about-tenant-ids/>).
+pub fn is_valid_tenant_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 150
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!-_.*'()".contains(&b))
+}
+
+/// Matches a namespace against a pattern with `*` and `?` wildcards.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    // Iterative matcher with single backtrack point: linear in practice, no recursion.
+    let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ni));
+            pi += 1;
+        } else if let Some((sp, sn)) = star {
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == b'*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> GatewayConfig {
+        GatewayConfig {
+            version: FORMAT_VERSION,
+            revision: Some("abc".into()),
+            default_tenant: Some("platform".into()),
+            tenants: vec![TenantRoute {
+                id: "platform".into(),
+                namespaces: vec!["mop-system".into(), "kube-*".into()],
+                token_files: vec!["/etc/mop/tokens/platform".into()],
+                sampling: Sampling {
+                    decision_wait_ms: 10_000,
+                    max_traces: 50_000,
+                    max_spans_per_second: Some(1000),
+                    policies: vec![
+                        Policy {
+                            name: "errors".into(),
+                            rule: PolicyRule::Errors,
+                        },
+                        Policy {
+                            name: "base".into(),
+                            rule: PolicyRule::Probabilistic { percentage: 10.0 },
+                        },
+                    ],
+                    service_overrides: BTreeMap::new(),
+                },
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let c = example();
+        let text = serde_json::to_string_pretty(&c).unwrap();
+        assert!(text.contains(r#""type": "probabilistic""#), "{text}");
+        let back: GatewayConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_reports_every_problem() {
+        let mut c = example();
+        c.version = 9;
+        c.default_tenant = Some("nobody".into());
+        c.tenants.push(c.tenants[0].clone());
+        c.tenants[1].sampling.policies[1].rule = PolicyRule::Probabilistic { percentage: 101.0 };
+        let errs = c.validate().unwrap_err();
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(errs.contains(&ConfigError::DuplicateTenant("platform".into())));
+    }
+
+    #[test]
+    fn unknown_policy_type_is_rejected() {
+        let err = serde_json::from_str::<Policy>(r#"{"name":"x","rule":{"type":"sometimes"}}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("sometimes"), "{err}");
+    }
+
+    #[test]
+    fn glob_matches_like_shell_patterns() {
+        assert!(glob_match("team-a-*", "team-a-prod"));
+        assert!(glob_match("team-?", "team-b"));
+        assert!(!glob_match("team-?", "team-bc"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("a*b*c", "axxbyy"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+    }
+
+    #[test]
+    fn tenant_ids_follow_mimir_rules() {
+        assert!(is_valid_tenant_id("team-a"));
+        assert!(!is_valid_tenant_id(""));
+        assert!(!is_valid_tenant_id(".."));
+        assert!(!is_valid_tenant_id("a|b"));
+        assert!(!is_valid_tenant_id(&"x".repeat(151)));
+    }
+}

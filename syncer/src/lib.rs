@@ -1,0 +1,1 @@
+//! MOP's syncer library.
