@@ -1,1 +1,16 @@
-//! MOP's syncer library.
+//! MOP's syncer: the config-repository model, validation, rendering, planning and
+//! (later) applying. The `mop` binary is a thin CLI over this library.
+//!
+//! Pipeline: [`source`] (a commit or directory → [`source::Snapshot`]) →
+//! [`validate`] (→ [`repo::Repo`] + diagnostics) → [`render`] (→ [`render::Desired`])
+//! → [`plan`] (desired vs desired/live → changes).
+
+pub mod diag;
+pub mod logql;
+pub mod model;
+pub mod plan;
+pub mod render;
+pub mod repo;
+pub mod schema;
+pub mod source;
+pub mod validate;

@@ -1,0 +1,330 @@
+//! Diagnostics: every problem found in a config repository, with where it is and how
+//! to fix it. Validation collects them all instead of stopping at the first.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// How bad a problem is. Only errors make a repository invalid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem in one file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Diagnostic {
+    /// Path relative to the repository root, with `/` separators.
+    pub file: String,
+    /// 1-based line; 0 when the problem concerns the whole file.
+    pub line: u32,
+    /// 1-based column; 0 when unknown.
+    pub column: u32,
+    pub severity: Severity,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn error(
+        file: impl Into<String>,
+        line: u32,
+        column: u32,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            file: file.into(),
+            line,
+            column,
+            severity: Severity::Error,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn warning(
+        file: impl Into<String>,
+        line: u32,
+        column: u32,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            severity: Severity::Warning,
+            ..Self::error(file, line, column, message)
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    /// `file:line:col: error: message`, then `  hint: …` on its own line, as compilers
+    /// print them so editors and CI annotators can jump to the place.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        match (self.line, self.column) {
+            (0, _) => write!(f, "{}: {sev}: {}", self.file, self.message)?,
+            (l, 0) => write!(f, "{}:{l}: {sev}: {}", self.file, self.message)?,
+            (l, c) => write!(f, "{}:{l}:{c}: {sev}: {}", self.file, self.message)?,
+        }
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The closest candidate to `word`, if it is close enough to be a likely typo.
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+/// Turns a serde-saphyr error into a diagnostic: location, a message without the
+/// library's own position prefix, and a "did you mean" hint for unknown names.
+pub fn from_yaml_error(file: &str, err: &serde_saphyr::Error) -> Diagnostic {
+    let (line, column) = err
+        .location()
+        .map(|l| {
+            (
+                u32::try_from(l.line()).unwrap_or(0),
+                u32::try_from(l.column()).unwrap_or(0),
+            )
+        })
+        .unwrap_or((0, 0));
+    let rendered = err.render_with_options(serde_saphyr::render_options! {
+        snippets: serde_saphyr::SnippetMode::Off,
+    });
+    let message = strip_position_prefix(rendered.trim());
+    let mut d = Diagnostic::error(file, line, column, message.clone());
+    if let Some(h) = hint_for_message(&message) {
+        d = d.with_hint(h);
+    }
+    d
+}
+
+/// serde-saphyr prefixes `error: line N column M: `; we print the position ourselves.
+fn strip_position_prefix(msg: &str) -> String {
+    let mut m = msg.strip_prefix("error: ").unwrap_or(msg);
+    if let Some(rest) = m.strip_prefix("line ")
+        && let Some((_, after)) = rest.split_once(": ")
+        && rest.split(' ').nth(1) == Some("column")
+    {
+        m = after;
+    }
+    // Keep the first line: the rest is a snippet or a repeat.
+    let first = m.lines().next().unwrap_or(m);
+    let first = first.trim_end_matches(", set DuplicateKeyPolicy in Options if acceptable");
+    first.to_string()
+}
+
+/// Hints for serde's standard messages.
+pub fn hint_for_message(msg: &str) -> Option<String> {
+    for kind in ["unknown field `", "unknown variant `"] {
+        if let Some(rest) = msg.strip_prefix(kind)
+            && let Some((word, tail)) = rest.split_once('`')
+        {
+            if kind == "unknown field `" && looks_like_secret_key(word) {
+                return Some(crate::model::common::INLINE_SECRET_HINT.to_string());
+            }
+            let expected = tail
+                .split_once("expected one of ")
+                .or_else(|| tail.split_once("expected "))
+                .map(|(_, list)| list)
+                .unwrap_or("");
+            let candidates: Vec<&str> = expected
+                .split(", ")
+                .map(|c| c.trim_matches(|ch: char| ch == '`' || ch == ' '))
+                .filter(|c| !c.is_empty())
+                .collect();
+            return match did_you_mean(word, candidates.iter().copied()) {
+                Some(c) => Some(format!("did you mean `{c}`?")),
+                None if !candidates.is_empty() => {
+                    Some(format!("valid names here: {}", candidates.join(", ")))
+                }
+                None => None,
+            };
+        }
+    }
+    if let Some(field) = msg.strip_prefix("missing field `") {
+        let field = field.trim_end_matches('`');
+        return Some(format!(
+            "add `{field}:`; see docs/config-reference.md for what it means"
+        ));
+    }
+    None
+}
+
+/// Keys that, written with a literal value, mean a credential was pasted into git.
+pub fn looks_like_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "password",
+        "passwd",
+        "token",
+        "secret",
+        "api_key",
+        "apikey",
+        "bearer",
+        "credentials",
+        "private_key",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+        && !k.ends_with("_file")
+        && !k.ends_with("_ref")
+}
+
+/// Values with the unmistakable shape of a credential: provider token prefixes and
+/// PEM private keys. Deliberately narrow, so it never flags ordinary text.
+pub fn looks_like_credential(value: &str) -> Option<&'static str> {
+    let v = value.trim();
+    const PREFIXES: &[(&str, &str)] = &[
+        ("ghp_", "a GitHub token"),
+        ("gho_", "a GitHub token"),
+        ("ghs_", "a GitHub token"),
+        ("github_pat_", "a GitHub token"),
+        ("glpat-", "a GitLab token"),
+        ("glsa_", "a Grafana service-account token"),
+        ("glc_", "a Grafana Cloud token"),
+        ("xoxb-", "a Slack token"),
+        ("xoxp-", "a Slack token"),
+        ("sk_live_", "a Stripe key"),
+    ];
+    for (p, what) in PREFIXES {
+        if v.starts_with(p) && v.len() >= p.len() + 16 {
+            return Some(what);
+        }
+    }
+    if v.contains("-----BEGIN") && v.contains("PRIVATE KEY-----") {
+        return Some("a private key");
+    }
+    if v.len() == 20
+        && v.starts_with("AKIA")
+        && v.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    {
+        return Some("an AWS access key id");
+    }
+    None
+}
+
+/// 1-based line and column of a byte offset in `text`.
+pub fn line_col(text: &str, offset: usize) -> (u32, u32) {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    (
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(column).unwrap_or(u32::MAX),
+    )
+}
+
+/// Byte offset of a top-level key of a JSON object, without building a tree: used to
+/// point at `uid` in a dashboard only when something is wrong with it.
+pub fn json_top_level_key(text: &str, key: &str) -> Option<usize> {
+    let b = text.as_bytes();
+    let (mut i, mut depth) = (0usize, 0i32);
+    while i < b.len() {
+        match b[i] {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth -= 1,
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    if b[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                if depth == 1 && text.get(start + 1..i) == Some(key) {
+                    let mut j = i + 1;
+                    while j < b.len() && b[j].is_ascii_whitespace() {
+                        j += 1;
+                    }
+                    if b.get(j) == Some(&b':') {
+                        return Some(start);
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_is_compiler_style() {
+        let d = Diagnostic::error("tenants/a/tenant.yaml", 3, 5, "bad").with_hint("fix it");
+        assert_eq!(
+            d.to_string(),
+            "tenants/a/tenant.yaml:3:5: error: bad\n  hint: fix it"
+        );
+        assert_eq!(
+            Diagnostic::error("mop.yaml", 0, 0, "missing").to_string(),
+            "mop.yaml: error: missing"
+        );
+    }
+
+    #[test]
+    fn unknown_field_gets_did_you_mean() {
+        let h =
+            hint_for_message("unknown field `namspaces`, expected one of id, namespaces, grafana");
+        assert_eq!(h.as_deref(), Some("did you mean `namespaces`?"));
+        let h = hint_for_message("unknown field `password`, expected one of url, admin_user");
+        assert!(h.unwrap().contains("file:"));
+    }
+
+    #[test]
+    fn finds_top_level_json_keys_only() {
+        let t = r#"{"panels":[{"uid":"inner"}],
+  "uid": "outer"}"#;
+        let off = json_top_level_key(t, "uid").unwrap();
+        assert_eq!(line_col(t, off), (2, 3));
+        assert_eq!(json_top_level_key(t, "nope"), None);
+    }
+
+    #[test]
+    fn credentials_are_recognised_narrowly() {
+        assert!(looks_like_credential("glsa_0123456789abcdef0123456789abcdef_0a1b2c3d").is_some());
+        assert!(looks_like_credential("-----BEGIN OPENSSH PRIVATE KEY-----\nabc").is_some());
+        assert!(looks_like_credential("ghp_short").is_none());
+        assert!(looks_like_credential("the token bucket refills").is_none());
+    }
+}

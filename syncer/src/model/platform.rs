@@ -1,0 +1,167 @@
+//! `mop.yaml`: the platform itself: cluster, namespaces, backend endpoints, sync policy.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Duration, Loc, SecretRef};
+use super::tenant::Limits;
+
+/// `mop.yaml`, at the root of the config repository.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformFile {
+    /// Name of the cluster; recorded on every object MOP applies.
+    pub cluster: String,
+    /// Namespace where MOP's own workloads (gateway, agent) and ConfigMaps live.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// How the syncer reconciles.
+    #[serde(default)]
+    pub sync: SyncPolicy,
+    /// Grafana, where each tenant gets an organisation.
+    pub grafana: GrafanaEndpoint,
+    /// The storage backends.
+    pub backends: Backends,
+    /// The tenant-routing gateway.
+    #[serde(default)]
+    pub gateway: GatewaySettings,
+    /// Limits for every tenant that does not set its own (per field).
+    #[serde(default)]
+    pub defaults: Limits,
+}
+
+fn default_namespace() -> String {
+    "mop-system".into()
+}
+
+/// How the syncer reconciles.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyncPolicy {
+    /// How often the syncer polls the repository (a webhook triggers sooner).
+    #[serde(default = "default_interval")]
+    pub interval: Duration,
+    /// Delete objects MOP owns that the repository no longer holds.
+    #[serde(default = "yes")]
+    pub prune: bool,
+    /// What to do when a live object differs from the repository.
+    #[serde(default)]
+    pub drift: DriftPolicy,
+    /// Refuse to prune more than this percentage of MOP-owned objects of one target
+    /// in one sync, unless forced (`--allow-mass-prune`).
+    #[serde(default = "default_max_prune")]
+    pub max_prune_percent: f64,
+}
+
+impl Default for SyncPolicy {
+    fn default() -> Self {
+        Self {
+            interval: default_interval(),
+            prune: true,
+            drift: DriftPolicy::default(),
+            max_prune_percent: default_max_prune(),
+        }
+    }
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_prune() -> f64 {
+    30.0
+}
+fn yes() -> bool {
+    true
+}
+
+/// What the syncer does about drift.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftPolicy {
+    /// Report drift (metrics, events, `/drift`) and leave the live object alone.
+    #[default]
+    Report,
+    /// Report drift and put the live object back to what the repository says.
+    Heal,
+}
+
+/// Grafana's address and server-admin credentials (org and user management need a
+/// server admin over basic auth; service-account tokens cannot do it).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrafanaEndpoint {
+    /// Base URL, e.g. `http://grafana.monitoring.svc:3000`.
+    pub url: Loc<String>,
+    /// Server-admin user name.
+    #[serde(default = "default_admin")]
+    pub admin_user: String,
+    /// Server-admin password, by reference only.
+    pub admin_password: SecretRef,
+    /// Name of the platform organisation whose datasources see every tenant.
+    #[serde(default = "default_platform_org")]
+    pub platform_org: String,
+}
+
+fn default_admin() -> String {
+    "admin".into()
+}
+fn default_platform_org() -> String {
+    "Platform".into()
+}
+
+/// The LGTM+P backends MOP configures.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backends {
+    /// Mimir: metrics and the metrics ruler.
+    pub mimir: Backend,
+    /// Loki: logs and the logs ruler.
+    pub loki: Backend,
+    /// Tempo: traces.
+    pub tempo: Backend,
+    /// Pyroscope: profiles (optional).
+    #[serde(default)]
+    pub pyroscope: Option<Backend>,
+}
+
+/// One backend.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// Base URL used by Grafana datasources and, for Mimir and Loki, the ruler API.
+    pub url: Loc<String>,
+    /// URL the gateway sends data to, when it differs from `url` (e.g. Tempo's OTLP
+    /// receiver on port 4317, Mimir's `/api/v1/push`, Loki's `/loki/api/v1/push`).
+    #[serde(default)]
+    pub push_url: Option<Loc<String>>,
+    /// The ConfigMap holding this backend's runtime `overrides:` file, which MOP
+    /// renders for every tenant.
+    pub overrides: ConfigMapKey,
+}
+
+/// A key of a ConfigMap.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigMapKey {
+    /// Namespace of the ConfigMap.
+    pub namespace: String,
+    /// Name of the ConfigMap.
+    pub name: String,
+    /// Key (file name) inside the ConfigMap.
+    #[serde(default = "default_overrides_key")]
+    pub key: String,
+}
+
+fn default_overrides_key() -> String {
+    "overrides.yaml".into()
+}
+
+/// Gateway routing settings that are not per tenant.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// Tenant (directory name under `tenants/`) that receives data from namespaces
+    /// no tenant owns. Unset: such data is rejected with an error to the sender.
+    #[serde(default)]
+    pub default_tenant: Option<Loc<String>>,
+}

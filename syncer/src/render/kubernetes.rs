@@ -1,0 +1,420 @@
+//! Kubernetes objects: tenant namespace labels, the gateway's routing and sampling
+//! ConfigMap, the backends' runtime-overrides ConfigMaps, and the gateway and agent
+//! workloads at the versions pinned in `versions.yaml`.
+
+use std::collections::BTreeMap;
+
+use mop_gateway_config as gw;
+use serde_json::{Value, json};
+
+use super::overrides::{self, Backend};
+use super::{Builder, Kind, RenderError, Result, Target};
+use crate::model::SecretRef;
+use crate::model::sampling::PolicySpec;
+use crate::repo::{Repo, Tenant};
+
+/// Name of the ConfigMap holding the gateway's routing and sampling config.
+pub const GATEWAY_CONFIGMAP: &str = "mop-gateway-routing";
+const GATEWAY: &str = "mop-gateway";
+const AGENT: &str = "mop-agent";
+const TOKENS_DIR: &str = "/etc/mop/tokens";
+const CONFIG_DIR: &str = "/etc/mop/gateway";
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "mop");
+pub const TENANT_LABEL: &str = "mop.dev/tenant";
+
+fn labels(name: &str, tenant: Option<&str>, extra: &[(&str, &str)]) -> Value {
+    let mut m = BTreeMap::new();
+    m.insert(MANAGED_BY.0, MANAGED_BY.1);
+    if !name.is_empty() {
+        m.insert("app.kubernetes.io/name", name);
+        m.insert("app.kubernetes.io/part-of", "mop");
+    }
+    if let Some(t) = tenant {
+        m.insert(TENANT_LABEL, t);
+    }
+    for (k, v) in extra {
+        m.insert(k, v);
+    }
+    json!(m)
+}
+
+fn add(b: &mut Builder, tenant: Option<&str>, kind: Kind, body: Value) -> Result<()> {
+    let ns = body["metadata"]["namespace"].as_str().unwrap_or("");
+    let name = body["metadata"]["name"].as_str().unwrap_or("");
+    let id = if ns.is_empty() {
+        name.to_string()
+    } else {
+        format!("{ns}/{name}")
+    };
+    b.add(Target::Kubernetes, tenant, kind, id, None, &body)
+}
+
+fn image_ref(image: &str, version: &str) -> String {
+    if version.starts_with("sha256:") {
+        format!("{image}@{version}")
+    } else {
+        format!("{image}:{version}")
+    }
+}
+
+/// The gateway's routing and sampling config, as the gateway reads it.
+pub fn gateway_config(repo: &Repo) -> gw::GatewayConfig {
+    let mut tenants: Vec<gw::TenantRoute> = repo.tenants.iter().map(tenant_route).collect();
+    tenants.sort_by(|a, b| a.id.cmp(&b.id));
+    gw::GatewayConfig {
+        version: gw::FORMAT_VERSION,
+        revision: repo.revision.clone(),
+        default_tenant: repo
+            .platform
+            .gateway
+            .default_tenant
+            .as_ref()
+            .map(|t| t.value.clone()),
+        tenants,
+    }
+}
+
+fn token_files(t: &Tenant) -> Vec<String> {
+    t.spec
+        .ingest
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(i, r)| match r {
+            SecretRef::File(f) => f.clone(),
+            SecretRef::Secret(s) => format!("{TOKENS_DIR}/{}/{i}/{}", t.key, s.key),
+        })
+        .collect()
+}
+
+fn policy(p: &PolicySpec) -> gw::Policy {
+    let rule = match p {
+        PolicySpec::Errors { .. } => gw::PolicyRule::Errors,
+        PolicySpec::Latency { threshold, .. } => gw::PolicyRule::Latency {
+            threshold_ms: threshold.millis,
+        },
+        PolicySpec::Probabilistic { percentage, .. } => gw::PolicyRule::Probabilistic {
+            percentage: percentage.value,
+        },
+        PolicySpec::Attribute { key, values, .. } => gw::PolicyRule::Attribute {
+            key: key.clone(),
+            values: values.clone(),
+        },
+        PolicySpec::Always { .. } => gw::PolicyRule::Always,
+    };
+    gw::Policy {
+        name: p.name().value.clone(),
+        rule,
+    }
+}
+
+fn tenant_route(t: &Tenant) -> gw::TenantRoute {
+    let sampling = match &t.sampling {
+        Some(s) => gw::Sampling {
+            decision_wait_ms: s.decision_wait.millis,
+            max_traces: s.max_traces,
+            max_spans_per_second: s.max_spans_per_second,
+            policies: s.policies.iter().map(policy).collect(),
+            service_overrides: s
+                .services
+                .iter()
+                .map(|(svc, ps)| (svc.clone(), ps.iter().map(policy).collect()))
+                .collect(),
+        },
+        // No sampling.yaml: keep every trace, decide as soon as the wait allows.
+        None => gw::Sampling {
+            decision_wait_ms: 5_000,
+            max_traces: 50_000,
+            max_spans_per_second: None,
+            policies: vec![gw::Policy {
+                name: "keep-all".into(),
+                rule: gw::PolicyRule::Always,
+            }],
+            service_overrides: BTreeMap::new(),
+        },
+    };
+    gw::TenantRoute {
+        id: t.id().to_string(),
+        namespaces: t.spec.namespaces.iter().map(|n| n.value.clone()).collect(),
+        token_files: token_files(t),
+        sampling,
+    }
+}
+
+pub(super) fn render(repo: &Repo, b: &mut Builder) -> Result<()> {
+    let mop_ns = repo.platform.namespace.as_str();
+
+    for t in &repo.tenants {
+        for ns in &t.spec.namespaces {
+            // Patterns name no object; the gateway matches them at routing time.
+            if ns.value.contains(['*', '?']) {
+                continue;
+            }
+            add(
+                b,
+                Some(&t.key),
+                Kind::Namespace,
+                json!({
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": { "name": ns.value, "labels": labels("", Some(&t.key), &[]) },
+                }),
+            )?;
+        }
+    }
+
+    let cfg = gateway_config(repo);
+    let cfg_text = serde_json::to_string_pretty(&cfg).map_err(|source| RenderError::Serialise {
+        what: "gateway config".into(),
+        source,
+    })?;
+    add(
+        b,
+        None,
+        Kind::ConfigMap,
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": { "name": GATEWAY_CONFIGMAP, "namespace": mop_ns, "labels": labels(GATEWAY, None, &[]) },
+            "data": { gw::FILE_NAME: cfg_text + "\n" },
+        }),
+    )?;
+
+    let be = &repo.platform.backends;
+    let mut backends = vec![
+        (Backend::Mimir, &be.mimir),
+        (Backend::Loki, &be.loki),
+        (Backend::Tempo, &be.tempo),
+    ];
+    if let Some(p) = &be.pyroscope {
+        backends.push((Backend::Pyroscope, p));
+    }
+    for (kind, backend) in backends {
+        let doc = overrides::document(repo, kind);
+        let text = super::to_yaml(&doc, &backend.overrides.name)?;
+        add(
+            b,
+            None,
+            Kind::ConfigMap,
+            json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": backend.overrides.name,
+                    "namespace": backend.overrides.namespace,
+                    "labels": labels("", None, &[("mop.dev/overrides", &format!("{kind:?}").to_lowercase())]),
+                },
+                "data": { backend.overrides.key.clone(): text },
+            }),
+        )?;
+    }
+
+    gateway_workload(repo, b)?;
+    agent_workload(repo, b)?;
+    Ok(())
+}
+
+fn push_url(b: &crate::model::platform::Backend) -> String {
+    b.push_url.as_ref().unwrap_or(&b.url).value.clone()
+}
+
+fn gateway_workload(repo: &Repo, b: &mut Builder) -> Result<()> {
+    let ns = repo.platform.namespace.as_str();
+    let v = &repo.versions.gateway;
+    let version_label = v.version.value.replace(['@', ':'], "_");
+    let sel = json!({ "app.kubernetes.io/name": GATEWAY });
+    add(
+        b,
+        None,
+        Kind::ServiceAccount,
+        json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": { "name": GATEWAY, "namespace": ns, "labels": labels(GATEWAY, None, &[]) },
+            "automountServiceAccountToken": false,
+        }),
+    )?;
+    add(
+        b,
+        None,
+        Kind::Service,
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": { "name": GATEWAY, "namespace": ns, "labels": labels(GATEWAY, None, &[]) },
+            "spec": {
+                "selector": sel,
+                "ports": [
+                    { "name": "otlp-grpc", "port": 4317, "targetPort": "otlp-grpc", "protocol": "TCP", "appProtocol": "grpc" },
+                    { "name": "otlp-http", "port": 4318, "targetPort": "otlp-http", "protocol": "TCP" },
+                    { "name": "admin", "port": 8888, "targetPort": "admin", "protocol": "TCP" },
+                ],
+            },
+        }),
+    )?;
+
+    let mut volumes =
+        vec![json!({ "name": "routing", "configMap": { "name": GATEWAY_CONFIGMAP } })];
+    let mut mounts = vec![json!({ "name": "routing", "mountPath": CONFIG_DIR, "readOnly": true })];
+    volumes.push(json!({ "name": "queue", "emptyDir": { "sizeLimit": "2Gi" } }));
+    mounts.push(json!({ "name": "queue", "mountPath": "/var/lib/mop-gateway" }));
+    for t in &repo.tenants {
+        for (i, r) in t.spec.ingest.tokens.iter().enumerate() {
+            if let SecretRef::Secret(s) = r {
+                let name = format!("token-{}-{i}", t.key);
+                volumes.push(json!({ "name": name, "secret": { "secretName": s.name, "items": [{ "key": s.key, "path": s.key }] } }));
+                mounts.push(json!({ "name": name, "mountPath": format!("{TOKENS_DIR}/{}/{i}", t.key), "readOnly": true }));
+            }
+        }
+    }
+    let be = &repo.platform.backends;
+    add(
+        b,
+        None,
+        Kind::Deployment,
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": GATEWAY,
+                "namespace": ns,
+                "labels": labels(GATEWAY, None, &[("app.kubernetes.io/version", &version_label)]),
+            },
+            "spec": {
+                "replicas": v.replicas,
+                "selector": { "matchLabels": sel },
+                // Never below full capacity during a rollout: ingestion must not shrink.
+                "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": v.rollout.max_surge } },
+                "progressDeadlineSeconds": v.rollout.health_timeout.millis / 1000,
+                "template": {
+                    "metadata": { "labels": labels(GATEWAY, None, &[("app.kubernetes.io/version", &version_label)]) },
+                    "spec": {
+                        "serviceAccountName": GATEWAY,
+                        "automountServiceAccountToken": false,
+                        "securityContext": { "runAsNonRoot": true, "runAsUser": 65532, "fsGroup": 65532, "seccompProfile": { "type": "RuntimeDefault" } },
+                        "terminationGracePeriodSeconds": 60,
+                        "containers": [{
+                            "name": "gateway",
+                            "image": image_ref(&v.image.value, &v.version.value),
+                            "args": [
+                                format!("--config={CONFIG_DIR}/{}", gw::FILE_NAME),
+                                "--otlp-grpc-addr=0.0.0.0:4317".to_string(),
+                                "--otlp-http-addr=0.0.0.0:4318".to_string(),
+                                "--admin-addr=0.0.0.0:8888".to_string(),
+                                "--queue-dir=/var/lib/mop-gateway".to_string(),
+                                format!("--tempo-endpoint={}", push_url(&be.tempo)),
+                                format!("--mimir-remote-write-url={}", push_url(&be.mimir)),
+                                format!("--loki-push-url={}", push_url(&be.loki)),
+                            ],
+                            "ports": [
+                                { "name": "otlp-grpc", "containerPort": 4317 },
+                                { "name": "otlp-http", "containerPort": 4318 },
+                                { "name": "admin", "containerPort": 8888 },
+                            ],
+                            "readinessProbe": { "httpGet": { "path": "/readyz", "port": "admin" }, "periodSeconds": 5 },
+                            "livenessProbe": { "httpGet": { "path": "/healthz", "port": "admin" }, "periodSeconds": 10, "failureThreshold": 6 },
+                            "resources": { "requests": { "cpu": "500m", "memory": "512Mi" }, "limits": { "memory": "2Gi" } },
+                            "securityContext": { "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": { "drop": ["ALL"] } },
+                            "volumeMounts": mounts,
+                        }],
+                        "volumes": volumes,
+                    },
+                },
+            },
+        }),
+    )
+}
+
+fn agent_workload(repo: &Repo, b: &mut Builder) -> Result<()> {
+    let ns = repo.platform.namespace.as_str();
+    let v = &repo.versions.agent;
+    let version_label = v.version.value.replace(['@', ':'], "_");
+    let sel = json!({ "app.kubernetes.io/name": AGENT });
+    add(
+        b,
+        None,
+        Kind::ServiceAccount,
+        json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": { "name": AGENT, "namespace": ns, "labels": labels(AGENT, None, &[]) },
+        }),
+    )?;
+    // The agent reads pod metadata of its own node to name namespaces and workloads.
+    add(
+        b,
+        None,
+        Kind::ClusterRole,
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": { "name": AGENT, "labels": labels(AGENT, None, &[]) },
+            "rules": [{ "apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"] }],
+        }),
+    )?;
+    add(
+        b,
+        None,
+        Kind::ClusterRoleBinding,
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": { "name": AGENT, "labels": labels(AGENT, None, &[]) },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": AGENT },
+            "subjects": [{ "kind": "ServiceAccount", "name": AGENT, "namespace": ns }],
+        }),
+    )?;
+    add(
+        b,
+        None,
+        Kind::DaemonSet,
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {
+                "name": AGENT,
+                "namespace": ns,
+                "labels": labels(AGENT, None, &[("app.kubernetes.io/version", &version_label)]),
+            },
+            "spec": {
+                "selector": { "matchLabels": sel },
+                "updateStrategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": v.rollout.max_unavailable.value } },
+                "template": {
+                    "metadata": { "labels": labels(AGENT, None, &[("app.kubernetes.io/version", &version_label)]) },
+                    "spec": {
+                        "serviceAccountName": AGENT,
+                        // Host PIDs: the agent maps kernel events' pids to processes and containers.
+                        "hostPID": true,
+                        "priorityClassName": "system-node-critical",
+                        "tolerations": [{ "operator": "Exists" }],
+                        "securityContext": { "seccompProfile": { "type": "RuntimeDefault" } },
+                        "containers": [{
+                            "name": "agent",
+                            "image": image_ref(&v.image.value, &v.version.value),
+                            "args": [
+                                format!("--otlp-endpoint=http://{GATEWAY}.{ns}.svc:4317"),
+                                "--admin-addr=0.0.0.0:8889".to_string(),
+                            ],
+                            "env": [{ "name": "NODE_NAME", "valueFrom": { "fieldRef": { "fieldPath": "spec.nodeName" } } }],
+                            "ports": [{ "name": "admin", "containerPort": 8889 }],
+                            "readinessProbe": { "httpGet": { "path": "/readyz", "port": "admin" }, "periodSeconds": 10 },
+                            "livenessProbe": { "httpGet": { "path": "/healthz", "port": "admin" }, "periodSeconds": 10, "failureThreshold": 6 },
+                            "resources": { "requests": { "cpu": "100m", "memory": "128Mi" }, "limits": { "memory": "512Mi" } },
+                            "securityContext": {
+                                "runAsUser": 0,
+                                "allowPrivilegeEscalation": false,
+                                "readOnlyRootFilesystem": true,
+                                // BPF+PERFMON: load programs and attach tracepoints; SYS_PTRACE:
+                                // read other processes' /proc entries; SYS_RESOURCE: memlock on
+                                // kernels before 5.11; DAC_READ_SEARCH: read tracefs ids.
+                                "capabilities": { "drop": ["ALL"], "add": ["BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE", "DAC_READ_SEARCH"] },
+                            },
+                            "volumeMounts": [{ "name": "tracefs", "mountPath": "/sys/kernel/tracing", "readOnly": true }],
+                        }],
+                        "volumes": [{ "name": "tracefs", "hostPath": { "path": "/sys/kernel/tracing", "type": "Directory" } }],
+                    },
+                },
+            },
+        }),
+    )
+}

@@ -1,0 +1,70 @@
+//! The validated domain model of a config repository: what rendering reads.
+//! Everything here has passed [`crate::validate`]; nothing downstream re-checks it.
+
+use crate::model::{PlatformFile, RuleFile, SamplingFile, TenantFile, VersionsFile};
+
+/// A whole, valid config repository at one revision.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    /// Commit id when read from git.
+    pub revision: Option<String>,
+    pub platform: PlatformFile,
+    pub versions: VersionsFile,
+    /// Ordered by directory name.
+    pub tenants: Vec<Tenant>,
+}
+
+/// One tenant: `tenants/<key>/`.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    /// Directory name under `tenants/`.
+    pub key: String,
+    pub spec: TenantFile,
+    /// `None` when the tenant has no `sampling.yaml` (keep every trace).
+    pub sampling: Option<SamplingFile>,
+    /// Ordered by path.
+    pub dashboards: Vec<Dashboard>,
+    /// Metric rule files (Mimir ruler), ordered by path.
+    pub metric_rules: Vec<RuleNamespace>,
+    /// Log rule files (Loki ruler), ordered by path.
+    pub log_rules: Vec<RuleNamespace>,
+}
+
+impl Tenant {
+    /// The `X-Scope-OrgID`.
+    pub fn id(&self) -> &str {
+        &self.spec.id.value
+    }
+
+    /// Grafana organisation name.
+    pub fn org_name(&self) -> &str {
+        self.spec
+            .grafana
+            .org
+            .as_ref()
+            .map(|o| o.value.as_str())
+            .or(self.spec.display_name.as_deref())
+            .unwrap_or(self.id())
+    }
+}
+
+/// A dashboard, as Grafana's JSON model with the instance-specific fields (`id`,
+/// `version`) removed, serialised compactly with sorted keys.
+#[derive(Debug, Clone)]
+pub struct Dashboard {
+    pub path: String,
+    /// Folder directory name under `dashboards/`.
+    pub folder: String,
+    pub uid: String,
+    pub title: String,
+    pub json: String,
+}
+
+/// One rule file: a ruler namespace holding its groups.
+#[derive(Debug, Clone)]
+pub struct RuleNamespace {
+    pub path: String,
+    /// The ruler namespace: the file name without `.yaml`.
+    pub namespace: String,
+    pub file: RuleFile,
+}

@@ -1,0 +1,906 @@
+//! Validation: a [`Snapshot`] in, a [`Repo`] and every problem found out.
+//!
+//! Like rust-analyzer's parser, validation never stops at the first problem: each
+//! file is parsed on its own, cross-file checks run on whatever parsed, and the
+//! caller gets the full list. Only a snapshot without errors yields a `Repo`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use mop_gateway_config::{glob_match, is_valid_tenant_id};
+use serde::de::DeserializeOwned;
+
+use crate::diag::{self, Diagnostic, did_you_mean};
+use crate::model::common::Loc;
+use crate::model::platform::PlatformFile;
+use crate::model::rules::{RuleFile, RuleGroup};
+use crate::model::sampling::{PolicySpec, SamplingFile};
+use crate::model::tenant::TenantFile;
+use crate::model::versions::{VersionsFile, floating_pin_problem};
+use crate::repo::{Dashboard, Repo, RuleNamespace, Tenant};
+use crate::source::Snapshot;
+
+/// Grafana refuses dashboard uids longer than this.
+pub const MAX_UID_LEN: usize = 40;
+
+/// What validation found.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The validated repository; `None` when there is any error.
+    pub repo: Option<Repo>,
+    /// Every problem, ordered by file and position.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Outcome {
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+}
+
+/// Which kind of config file a path is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FileKind {
+    Platform,
+    Versions,
+    Tenant { tenant: String },
+    Sampling { tenant: String },
+    Dashboard { tenant: String, folder: String },
+    MetricRules { tenant: String },
+    LogRules { tenant: String },
+    Docs,
+    Unknown { hint: String },
+}
+
+fn classify(path: &str) -> FileKind {
+    if path == "mop.yaml" {
+        return FileKind::Platform;
+    }
+    if path == "versions.yaml" {
+        return FileKind::Versions;
+    }
+    let parts: Vec<&str> = path.split('/').collect();
+    if path.ends_with(".md") {
+        return FileKind::Docs;
+    }
+    let yaml = |f: &str| f.ends_with(".yaml") || f.ends_with(".yml");
+    match parts.as_slice() {
+        ["tenants", t, "tenant.yaml"] => FileKind::Tenant {
+            tenant: (*t).into(),
+        },
+        ["tenants", t, "sampling.yaml"] => FileKind::Sampling {
+            tenant: (*t).into(),
+        },
+        ["tenants", t, "dashboards", folder, f] if f.ends_with(".json") => FileKind::Dashboard {
+            tenant: (*t).into(),
+            folder: (*folder).into(),
+        },
+        ["tenants", _, "dashboards", f] if f.ends_with(".json") => FileKind::Unknown {
+            hint: "put dashboards in a folder directory: tenants/<tenant>/dashboards/<folder>/<name>.json (the folder becomes the Grafana folder)".into(),
+        },
+        ["tenants", t, "rules", "metrics", f] if yaml(f) => FileKind::MetricRules {
+            tenant: (*t).into(),
+        },
+        ["tenants", t, "rules", "logs", f] if yaml(f) => FileKind::LogRules {
+            tenant: (*t).into(),
+        },
+        ["tenants", _, f] if yaml(f) => {
+            let known = ["tenant.yaml", "sampling.yaml"];
+            FileKind::Unknown {
+                hint: match did_you_mean(f, known) {
+                    Some(k) => format!("did you mean `{k}`? MOP reads tenant.yaml and sampling.yaml in a tenant directory"),
+                    None => "a tenant directory holds tenant.yaml, sampling.yaml, dashboards/<folder>/*.json and rules/{metrics,logs}/*.yaml".into(),
+                },
+            }
+        }
+        _ => FileKind::Unknown {
+            hint: "a tenant directory holds tenant.yaml, sampling.yaml, dashboards/<folder>/*.json and rules/{metrics,logs}/*.yaml".into(),
+        },
+    }
+}
+
+#[derive(Default)]
+struct TenantParts {
+    spec: Option<TenantFile>,
+    spec_path: String,
+    sampling: Option<(String, SamplingFile)>,
+    dashboards: Vec<Dashboard>,
+    metric_rules: Vec<RuleNamespace>,
+    log_rules: Vec<RuleNamespace>,
+    has_files: bool,
+}
+
+/// Validates a snapshot.
+pub fn validate(snapshot: &Snapshot) -> Outcome {
+    let mut diags = Vec::new();
+    let mut platform: Option<PlatformFile> = None;
+    let mut versions: Option<VersionsFile> = None;
+    let mut tenants: BTreeMap<String, TenantParts> = BTreeMap::new();
+
+    for (path, bytes) in &snapshot.files {
+        let kind = classify(path);
+        if matches!(kind, FileKind::Docs) {
+            continue;
+        }
+        if let FileKind::Unknown { hint } = kind {
+            diags
+                .push(Diagnostic::error(path, 0, 0, "MOP does not read this file").with_hint(hint));
+            continue;
+        }
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            diags.push(Diagnostic::error(path, 0, 0, "file is not valid UTF-8"));
+            continue;
+        };
+        scan_credentials(path, text, &mut diags);
+        match kind {
+            FileKind::Platform => platform = parse_yaml(path, text, &mut diags),
+            FileKind::Versions => versions = parse_yaml(path, text, &mut diags),
+            FileKind::Tenant { tenant } => {
+                let t = tenants.entry(tenant).or_default();
+                t.has_files = true;
+                t.spec_path = path.clone();
+                t.spec = parse_yaml(path, text, &mut diags);
+            }
+            FileKind::Sampling { tenant } => {
+                let t = tenants.entry(tenant).or_default();
+                t.has_files = true;
+                if let Some(s) = parse_yaml::<SamplingFile>(path, text, &mut diags) {
+                    check_sampling(path, &s, &mut diags);
+                    t.sampling = Some((path.clone(), s));
+                }
+            }
+            FileKind::Dashboard { tenant, folder } => {
+                let t = tenants.entry(tenant).or_default();
+                t.has_files = true;
+                if let Some(d) = parse_dashboard(path, &folder, text, &mut diags) {
+                    t.dashboards.push(d);
+                }
+            }
+            FileKind::MetricRules { tenant } | FileKind::LogRules { tenant } => {
+                let logs = path.contains("/rules/logs/");
+                let t = tenants.entry(tenant).or_default();
+                t.has_files = true;
+                if let Some(file) = parse_yaml::<RuleFile>(path, text, &mut diags) {
+                    check_rule_file(path, &file, logs, &mut diags);
+                    let namespace = rule_namespace(path);
+                    let ns = RuleNamespace {
+                        path: path.clone(),
+                        namespace,
+                        file,
+                    };
+                    if logs {
+                        t.log_rules.push(ns);
+                    } else {
+                        t.metric_rules.push(ns);
+                    }
+                }
+            }
+            FileKind::Docs | FileKind::Unknown { .. } => {}
+        }
+    }
+
+    if !snapshot.files.contains_key("mop.yaml") {
+        diags.push(
+            Diagnostic::error("mop.yaml", 0, 0, "file is missing")
+                .with_hint("every config repository has a mop.yaml at its root; start from repo-template/mop.yaml"),
+        );
+    }
+    if !snapshot.files.contains_key("versions.yaml") {
+        diags.push(
+            Diagnostic::error("versions.yaml", 0, 0, "file is missing")
+                .with_hint("pin the agent and gateway versions in versions.yaml; start from repo-template/versions.yaml"),
+        );
+    }
+    if let Some(p) = &platform {
+        check_platform(p, &mut diags);
+    }
+    if let Some(v) = &versions {
+        check_versions(v, &mut diags);
+    }
+    for (key, t) in &tenants {
+        if t.has_files && t.spec_path.is_empty() {
+            diags.push(
+                Diagnostic::error(format!("tenants/{key}/tenant.yaml"), 0, 0, "file is missing")
+                    .with_hint("every tenant directory needs a tenant.yaml with at least `id` and `namespaces`"),
+            );
+        }
+    }
+    check_tenants(&tenants, &mut diags);
+    if let Some(p) = &platform {
+        check_default_tenant(p, &tenants, &mut diags);
+    }
+
+    diags.sort();
+    diags.dedup();
+    let has_errors = diags.iter().any(Diagnostic::is_error);
+    let repo = match (has_errors, platform, versions) {
+        (false, Some(platform), Some(versions)) => Some(Repo {
+            revision: snapshot.revision.clone(),
+            platform,
+            versions,
+            tenants: tenants
+                .into_iter()
+                .filter_map(|(key, mut t)| {
+                    let spec = t.spec?;
+                    t.dashboards.sort_by(|a, b| a.path.cmp(&b.path));
+                    t.metric_rules.sort_by(|a, b| a.path.cmp(&b.path));
+                    t.log_rules.sort_by(|a, b| a.path.cmp(&b.path));
+                    Some(Tenant {
+                        key,
+                        spec,
+                        sampling: t.sampling.map(|(_, s)| s),
+                        dashboards: t.dashboards,
+                        metric_rules: t.metric_rules,
+                        log_rules: t.log_rules,
+                    })
+                })
+                .collect(),
+        }),
+        _ => None,
+    };
+    Outcome {
+        repo,
+        diagnostics: diags,
+    }
+}
+
+fn parse_yaml<T: DeserializeOwned>(
+    path: &str,
+    text: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    match serde_saphyr::from_str::<T>(text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            diags.push(diag::from_yaml_error(path, &e));
+            None
+        }
+    }
+}
+
+fn rule_namespace(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    file.trim_end_matches(".yaml")
+        .trim_end_matches(".yml")
+        .to_string()
+}
+
+fn err_at<T>(path: &str, at: &Loc<T>, msg: impl Into<String>) -> Diagnostic {
+    Diagnostic::error(path, at.line, at.column, msg)
+}
+
+/// Credentials pasted as values anywhere in a file: provider tokens and private keys.
+fn scan_credentials(path: &str, text: &str, diags: &mut Vec<Diagnostic>) {
+    if let Some(off) = text.find("-----BEGIN")
+        && text[off..].contains("PRIVATE KEY-----")
+    {
+        let (l, c) = diag::line_col(text, off);
+        diags.push(
+            Diagnostic::error(path, l, c, "inline secret: this is a private key")
+                .with_hint(crate::model::common::INLINE_SECRET_HINT),
+        );
+        return;
+    }
+    let mut offset = 0;
+    for token in text.split(|c: char| c.is_whitespace() || "\"',:=[]{}".contains(c)) {
+        if let Some(what) = diag::looks_like_credential(token) {
+            let (l, c) = diag::line_col(text, offset);
+            diags.push(
+                Diagnostic::error(
+                    path,
+                    l,
+                    c,
+                    format!("inline secret: this value looks like {what}"),
+                )
+                .with_hint(crate::model::common::INLINE_SECRET_HINT),
+            );
+        }
+        offset += token.len() + 1;
+    }
+}
+
+fn check_platform(p: &PlatformFile, diags: &mut Vec<Diagnostic>) {
+    let file = "mop.yaml";
+    let mut urls = vec![("grafana.url", &p.grafana.url)];
+    let b = &p.backends;
+    for (name, backend) in [
+        ("mimir", Some(&b.mimir)),
+        ("loki", Some(&b.loki)),
+        ("tempo", Some(&b.tempo)),
+        ("pyroscope", b.pyroscope.as_ref()),
+    ] {
+        let Some(backend) = backend else { continue };
+        urls.push((name, &backend.url));
+        if let Some(u) = &backend.push_url {
+            urls.push((name, u));
+        }
+    }
+    for (what, url) in urls {
+        if let Some(problem) = url_problem(&url.value) {
+            diags.push(
+                err_at(file, url, format!("{what}: {problem}")).with_hint(
+                    "write an absolute URL such as http://mimir-nginx.monitoring.svc:80",
+                ),
+            );
+        }
+    }
+    if !(0.0..=100.0).contains(&p.sync.max_prune_percent) {
+        diags.push(Diagnostic::error(
+            file,
+            0,
+            0,
+            format!(
+                "sync.max_prune_percent is {}, outside 0 to 100",
+                p.sync.max_prune_percent
+            ),
+        ));
+    }
+    if !is_dns_label(&p.namespace) {
+        diags.push(
+            Diagnostic::error(
+                file,
+                0,
+                0,
+                format!(
+                    "namespace {:?} is not a valid Kubernetes namespace name",
+                    p.namespace
+                ),
+            )
+            .with_hint("use lower-case letters, digits and '-', at most 63 characters"),
+        );
+    }
+}
+
+fn url_problem(u: &str) -> Option<String> {
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"));
+    match rest {
+        None => Some(format!("{u:?} is not an http:// or https:// URL")),
+        Some(r) if r.is_empty() || r.starts_with('/') => Some(format!("{u:?} has no host")),
+        Some(r) if r.contains(char::is_whitespace) => Some(format!("{u:?} contains spaces")),
+        Some(r) if r.split('/').next().is_some_and(|h| h.contains('@')) => Some(
+            "URLs must not carry credentials (user:password@); use the credential fields".into(),
+        ),
+        Some(_) => None,
+    }
+}
+
+fn check_versions(v: &VersionsFile, diags: &mut Vec<Diagnostic>) {
+    let file = "versions.yaml";
+    for (what, image, version) in [
+        ("agent", &v.agent.image, &v.agent.version),
+        ("gateway", &v.gateway.image, &v.gateway.version),
+    ] {
+        if let Some(problem) = floating_pin_problem(&version.value) {
+            diags.push(
+                err_at(file, version, format!("{what}.version floats: {problem}"))
+                    .with_hint("pin an exact release such as 1.4.2 or a digest sha256:<64 hex digits>, so what runs is what the repository says"),
+            );
+        }
+        let last = image.value.rsplit('/').next().unwrap_or("");
+        if last.contains(':') || last.contains('@') || image.value.is_empty() {
+            diags.push(
+                err_at(
+                    file,
+                    image,
+                    format!("{what}.image must be a repository without tag or digest"),
+                )
+                .with_hint("move the tag or digest into `version`"),
+            );
+        }
+    }
+    let mu = &v.agent.rollout.max_unavailable;
+    let ok = match mu.value.strip_suffix('%') {
+        Some(p) => p.parse::<u32>().is_ok_and(|n| (1..=100).contains(&n)),
+        None => mu.value.parse::<u32>().is_ok_and(|n| n >= 1),
+    };
+    if !ok {
+        diags.push(
+            err_at(
+                file,
+                mu,
+                format!(
+                    "agent.rollout.max_unavailable {:?} is not a count or a percentage",
+                    mu.value
+                ),
+            )
+            .with_hint(
+                "write a number of nodes (\"1\") or a share (\"10%\"); 0 would block the rollout",
+            ),
+        );
+    }
+    if v.gateway.replicas == 0 {
+        diags.push(
+            Diagnostic::error(file, 0, 0, "gateway.replicas must be at least 1")
+                .with_hint("run at least 2 replicas so a rollout keeps ingestion up"),
+        );
+    }
+}
+
+fn check_sampling(path: &str, s: &SamplingFile, diags: &mut Vec<Diagnostic>) {
+    if s.max_traces == 0 {
+        diags.push(Diagnostic::error(
+            path,
+            0,
+            0,
+            "max_traces must be at least 1",
+        ));
+    }
+    if s.decision_wait.millis == 0 {
+        diags.push(Diagnostic::error(
+            path,
+            0,
+            0,
+            "decision_wait must be longer than 0s",
+        ));
+    }
+    let lists = std::iter::once(&s.policies).chain(s.services.values());
+    for list in lists {
+        let mut names: HashMap<&str, &Loc<String>> = HashMap::new();
+        for p in list {
+            let name = p.name();
+            if let Some(first) = names.insert(name.value.as_str(), name) {
+                diags.push(
+                    err_at(path, name, format!("policy name {:?} is used twice in the same list", name.value))
+                        .with_hint(format!("first used at line {}; policy names label the gateway's metrics, so make them unique", first.line)),
+                );
+            }
+            if let PolicySpec::Probabilistic { percentage, .. } = p
+                && !(0.0..=100.0).contains(&percentage.value)
+            {
+                diags.push(
+                    err_at(path, percentage, format!("percentage {} is outside 0 to 100", percentage.value))
+                        .with_hint("write the share of traces to keep in percent, e.g. 10 for one trace in ten"),
+                );
+            }
+        }
+    }
+}
+
+fn parse_dashboard(
+    path: &str,
+    folder: &str,
+    text: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Dashboard> {
+    let mut value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let msg = e.to_string();
+            // serde_json appends " at line L column C"; we print the position ourselves.
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+            diags.push(
+                Diagnostic::error(
+                    path,
+                    u32::try_from(e.line()).unwrap_or(0),
+                    u32::try_from(e.column()).unwrap_or(0),
+                    format!("invalid JSON: {msg}"),
+                )
+                .with_hint("dashboards are Grafana's JSON model as 'Export → JSON' writes it"),
+            );
+            return None;
+        }
+    };
+    let at = |key: &str| {
+        diag::json_top_level_key(text, key)
+            .map(|o| diag::line_col(text, o))
+            .unwrap_or((1, 1))
+    };
+    let Some(obj) = value.as_object_mut() else {
+        diags.push(Diagnostic::error(
+            path,
+            1,
+            1,
+            "a dashboard must be a JSON object",
+        ));
+        return None;
+    };
+    let mut ok = true;
+    if obj.contains_key("__inputs") {
+        let (l, c) = at("__inputs");
+        diags.push(
+            Diagnostic::error(path, l, c, "dashboard was exported 'for sharing externally': its ${DS_…} datasource inputs will not resolve")
+                .with_hint("export again with 'Export for sharing externally' off, or replace the inputs with a datasource variable"),
+        );
+        ok = false;
+    }
+    let uid = match obj.get("uid") {
+        Some(serde_json::Value::String(u)) => {
+            let (l, c) = at("uid");
+            if u.is_empty() {
+                diags.push(
+                    Diagnostic::error(path, l, c, "dashboard uid is empty")
+                        .with_hint("set a stable uid such as \"checkout-red\""),
+                );
+                ok = false;
+            } else if u.chars().count() > MAX_UID_LEN {
+                diags.push(
+                    Diagnostic::error(path, l, c, format!("dashboard uid {u:?} is {} characters; Grafana allows at most {MAX_UID_LEN}", u.chars().count()))
+                        .with_hint("shorten the uid; links to the dashboard use it, so pick one and keep it"),
+                );
+                ok = false;
+            } else if !u
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                diags.push(
+                    Diagnostic::error(
+                        path,
+                        l,
+                        c,
+                        format!("dashboard uid {u:?} has characters Grafana does not accept"),
+                    )
+                    .with_hint("use letters, digits, '-' and '_'"),
+                );
+                ok = false;
+            }
+            u.clone()
+        }
+        _ => {
+            let (l, c) = if obj.contains_key("uid") {
+                at("uid")
+            } else {
+                (1, 1)
+            };
+            diags.push(
+                Diagnostic::error(path, l, c, "dashboard has no string `uid`")
+                    .with_hint("set a stable uid such as \"checkout-red\": without one, Grafana makes a new dashboard on every sync"),
+            );
+            ok = false;
+            String::new()
+        }
+    };
+    let title = match obj.get("title") {
+        Some(serde_json::Value::String(t)) if !t.trim().is_empty() => t.clone(),
+        _ => {
+            diags.push(
+                Diagnostic::error(path, 1, 1, "dashboard has no `title`")
+                    .with_hint("add \"title\": \"…\""),
+            );
+            ok = false;
+            String::new()
+        }
+    };
+    if !ok {
+        return None;
+    }
+    // Instance-specific fields: Grafana assigns them, and they differ per org.
+    obj.remove("id");
+    obj.remove("version");
+    Some(Dashboard {
+        path: path.to_string(),
+        folder: folder.to_string(),
+        uid,
+        title,
+        json: value.to_string(),
+    })
+}
+
+fn is_metric_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_' || c == b':')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b':')
+}
+
+fn is_label_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+fn check_rule_file(path: &str, file: &RuleFile, logs: bool, diags: &mut Vec<Diagnostic>) {
+    for g in &file.groups {
+        check_group(path, g, logs, diags);
+    }
+}
+
+fn check_group(path: &str, g: &RuleGroup, logs: bool, diags: &mut Vec<Diagnostic>) {
+    if g.name.value.trim().is_empty() {
+        diags.push(err_at(path, &g.name, "rule group name is empty"));
+    }
+    let labels = g.labels.iter().flatten().map(|(k, _)| k);
+    for k in labels {
+        if !is_label_name(k) {
+            diags.push(err_at(
+                path,
+                &g.name,
+                format!("group label name {k:?} is not a valid label name"),
+            ));
+        }
+    }
+    for r in &g.rules {
+        let kind = match (&r.alert, &r.record) {
+            (Some(a), None) => {
+                if a.value.trim().is_empty() {
+                    diags.push(err_at(path, a, "alert name is empty"));
+                }
+                "alert"
+            }
+            (None, Some(rec)) => {
+                if !is_metric_name(&rec.value) {
+                    diags.push(
+                        err_at(
+                            path,
+                            rec,
+                            format!("record name {:?} is not a valid metric name", rec.value),
+                        )
+                        .with_hint(
+                            "use letters, digits, '_' and ':', e.g. job:http_requests:rate5m",
+                        ),
+                    );
+                }
+                if r.for_.is_some() || r.keep_firing_for.is_some() || r.annotations.is_some() {
+                    diags.push(
+                        err_at(path, rec, "a recording rule cannot have `for`, `keep_firing_for` or `annotations`")
+                            .with_hint("those belong to alerting rules (`alert:`)"),
+                    );
+                }
+                "record"
+            }
+            (Some(a), Some(_)) => {
+                diags.push(
+                    err_at(path, a, "a rule has both `alert` and `record`")
+                        .with_hint("split it into an alerting rule and a recording rule"),
+                );
+                continue;
+            }
+            (None, None) => {
+                diags.push(err_at(
+                    path,
+                    &r.expr,
+                    "a rule needs `alert` (alerting rule) or `record` (recording rule)",
+                ));
+                continue;
+            }
+        };
+        for k in r.labels.iter().flatten().map(|(k, _)| k) {
+            if !is_label_name(k) {
+                diags.push(err_at(
+                    path,
+                    &r.expr,
+                    format!("label name {k:?} is not a valid label name"),
+                ));
+            }
+        }
+        if logs {
+            match crate::logql::parse(&r.expr.value) {
+                Ok(crate::logql::QueryKind::Metric) => {}
+                Ok(crate::logql::QueryKind::Log) => diags.push(
+                    err_at(path, &r.expr, format!("{kind} expression is a log query; the Loki ruler evaluates metric queries only"))
+                        .with_hint("turn it into a metric, e.g. sum(count_over_time({…} |= \"error\" [5m])) > 0"),
+                ),
+                Err(e) => diags.push(
+                    err_at(path, &r.expr, format!("invalid LogQL (at character {} of the expression): {}", e.offset + 1, e.message))
+                        .with_hint("check the query in Grafana Explore against Loki; syntax: https://grafana.com/docs/loki/latest/query/"),
+                ),
+            }
+        } else if let Err(e) = promql_parser::parser::parse(&r.expr.value) {
+            let e = e.trim().replace('\n', " ");
+            diags.push(
+                err_at(path, &r.expr, format!("invalid PromQL: {e}"))
+                    .with_hint("check the query with `promtool check rules` or in Grafana Explore"),
+            );
+        }
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_namespace_pattern(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'*' || b == b'?'
+        })
+}
+
+fn check_tenants(tenants: &BTreeMap<String, TenantParts>, diags: &mut Vec<Diagnostic>) {
+    let mut ids: HashMap<&str, (&str, &Loc<String>)> = HashMap::new();
+    let mut orgs: HashMap<String, (&str, &str)> = HashMap::new();
+    // (namespace or pattern, tenant key, file, location)
+    let mut owned: Vec<(&str, &str, &str, &Loc<String>)> = Vec::new();
+    let mut uids: HashMap<&str, &str> = HashMap::new();
+
+    for (key, t) in tenants {
+        // Dashboard uids are unique across the platform so links are never ambiguous.
+        for d in &t.dashboards {
+            if let Some(first) = uids.insert(d.uid.as_str(), d.path.as_str()) {
+                let text_pos = (1, 1);
+                diags.push(
+                    Diagnostic::error(&d.path, text_pos.0, text_pos.1, format!("dashboard uid {:?} is also used by {first}", d.uid))
+                        .with_hint("give each dashboard its own uid; Grafana would overwrite one with the other"),
+                );
+            }
+        }
+        for rules in [&t.metric_rules, &t.log_rules] {
+            let mut groups: HashMap<&str, &str> = HashMap::new();
+            for ns in rules {
+                for g in &ns.file.groups {
+                    if let Some(first) = groups.insert(g.name.value.as_str(), ns.path.as_str()) {
+                        diags.push(
+                            err_at(&ns.path, &g.name, format!("rule group {:?} is defined twice for this tenant (also in {first})", g.name.value))
+                                .with_hint("rule group names must be unique per tenant; rename one"),
+                        );
+                    }
+                }
+            }
+        }
+        let Some(spec) = &t.spec else { continue };
+        let path = t.spec_path.as_str();
+        if !is_valid_tenant_id(&spec.id.value) {
+            diags.push(
+                err_at(
+                    path,
+                    &spec.id,
+                    format!("tenant id {:?} is not a valid X-Scope-OrgID", spec.id.value),
+                )
+                .with_hint("use 1-150 characters of letters, digits and ! - _ . * ' ( )"),
+            );
+        }
+        if let Some((first_key, _)) = ids.get(spec.id.value.as_str()) {
+            diags.push(
+                err_at(
+                    path,
+                    &spec.id,
+                    format!(
+                        "tenant id {:?} is also used by tenants/{first_key}",
+                        spec.id.value
+                    ),
+                )
+                .with_hint("tenant ids separate stored data; every tenant needs its own"),
+            );
+        } else {
+            ids.insert(spec.id.value.as_str(), (key.as_str(), &spec.id));
+        }
+        let org = spec
+            .grafana
+            .org
+            .as_ref()
+            .map(|o| o.value.clone())
+            .or_else(|| spec.display_name.clone())
+            .unwrap_or_else(|| spec.id.value.clone());
+        if let Some((first, _)) = orgs.get(&org.to_lowercase()) {
+            diags.push(
+                Diagnostic::error(
+                    path,
+                    spec.id.line,
+                    spec.id.column,
+                    format!("Grafana organisation {org:?} is also used by tenants/{first}"),
+                )
+                .with_hint("set grafana.org to a distinct name"),
+            );
+        } else {
+            orgs.insert(org.to_lowercase(), (key.as_str(), path));
+        }
+        if spec.namespaces.is_empty() {
+            diags.push(
+                err_at(path, &spec.id, "tenant owns no namespaces").with_hint(
+                    "list the Kubernetes namespaces whose telemetry belongs to this tenant",
+                ),
+            );
+        }
+        for ns in &spec.namespaces {
+            let is_pattern = ns.value.contains(['*', '?']);
+            if (is_pattern && !is_namespace_pattern(&ns.value))
+                || (!is_pattern && !is_dns_label(&ns.value))
+            {
+                diags.push(
+                    err_at(path, ns, format!("{:?} is not a valid namespace name or pattern", ns.value))
+                        .with_hint("use lower-case letters, digits and '-' (at most 63), with '*' or '?' for patterns"),
+                );
+            }
+            owned.push((ns.value.as_str(), key.as_str(), path, ns));
+        }
+        let mut members: HashMap<&str, &Loc<String>> = HashMap::new();
+        for m in &spec.grafana.members {
+            if members.insert(m.user.value.as_str(), &m.user).is_some() {
+                diags.push(
+                    err_at(
+                        path,
+                        &m.user,
+                        format!("member {:?} is listed twice", m.user.value),
+                    )
+                    .with_hint("keep one entry with the role the user should have"),
+                );
+            }
+        }
+        let mut teams: HashMap<&str, ()> = HashMap::new();
+        for team in &spec.grafana.teams {
+            if teams.insert(team.name.value.as_str(), ()).is_some() {
+                diags.push(err_at(
+                    path,
+                    &team.name,
+                    format!("team {:?} is defined twice", team.name.value),
+                ));
+            }
+            for m in &team.members {
+                if !members.contains_key(m.value.as_str()) {
+                    let hint = match did_you_mean(&m.value, members.keys().copied()) {
+                        Some(s) => format!("did you mean {s:?}? Team members must also be organisation members"),
+                        None => "add the user to grafana.members first: team members must be organisation members".into(),
+                    };
+                    diags.push(
+                        err_at(
+                            path,
+                            m,
+                            format!(
+                                "team member {:?} is not a member of the organisation",
+                                m.value
+                            ),
+                        )
+                        .with_hint(hint),
+                    );
+                }
+            }
+        }
+        if let Some((spath, s)) = &t.sampling
+            && s.policies.is_empty()
+        {
+            diags.push(Diagnostic::warning(
+                spath,
+                0,
+                0,
+                "no policies: this tenant keeps no traces except per-service overrides",
+            ));
+        }
+    }
+
+    // A namespace owned twice makes routing ambiguous: data could land in either tenant.
+    for (i, (a, ta, _, _)) in owned.iter().enumerate() {
+        for (b, tb, pb, lb) in owned.iter().skip(i + 1) {
+            if ta == tb {
+                if a == b {
+                    diags.push(err_at(pb, lb, format!("namespace {b:?} is listed twice")));
+                }
+                continue;
+            }
+            let conflict = a == b
+                || (!b.contains(['*', '?']) && glob_match(a, b))
+                || (!a.contains(['*', '?']) && glob_match(b, a));
+            if conflict {
+                diags.push(
+                    err_at(pb, lb, format!("namespace {b:?} is also owned by tenants/{ta} ({a:?})"))
+                        .with_hint("a namespace belongs to exactly one tenant; remove it from one of them or narrow the pattern"),
+                );
+            }
+        }
+    }
+}
+
+fn check_default_tenant(
+    p: &PlatformFile,
+    tenants: &BTreeMap<String, TenantParts>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let Some(dt) = &p.gateway.default_tenant else {
+        return;
+    };
+    let known: BTreeSet<&str> = tenants
+        .values()
+        .filter_map(|t| t.spec.as_ref().map(|s| s.id.value.as_str()))
+        .collect();
+    if !known.contains(dt.value.as_str()) {
+        let hint = match did_you_mean(&dt.value, known.iter().copied()) {
+            Some(s) => format!("did you mean {s:?}?"),
+            None => "name the id of a tenant under tenants/, or remove the field to reject unknown namespaces".into(),
+        };
+        diags.push(
+            err_at(
+                "mop.yaml",
+                dt,
+                format!("gateway.default_tenant {:?} is not a tenant id", dt.value),
+            )
+            .with_hint(hint),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;
