@@ -135,7 +135,13 @@ fn strip_position_prefix(msg: &str) -> String {
         m = after;
     }
     // Keep the first line: the rest is a snippet or a repeat.
-    let first = m.lines().next().unwrap_or(m);
+    let mut first = m.lines().next().unwrap_or(m);
+    // Some messages end in " at line L, column C"; the position is printed in front.
+    if let Some(pos) = first.rfind(" at line ")
+        && first[pos..].contains(", column ")
+    {
+        first = &first[..pos];
+    }
     let first = first.trim_end_matches(", set DuplicateKeyPolicy in Options if acceptable");
     first.to_string()
 }

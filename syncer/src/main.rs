@@ -45,7 +45,7 @@ enum Command {
         out: PathBuf,
     },
     /// Show what a change between two git revisions would do. Exit 0 no changes,
-    /// 2 changes, 1 invalid head, 3 usage/I/O error.
+    /// 2 changes, 1 invalid head or error.
     Plan {
         /// The config repository: a git work tree, a bare repository, or a subdirectory of one.
         #[arg(default_value = ".")]
@@ -81,11 +81,18 @@ enum PlanFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `plan` exits 2 for "changes" (like `terraform plan -detailed-exitcode`), so its
+    // errors exit 1; the other commands exit 2 on usage or I/O errors.
+    let error_code = if matches!(cli.command, Command::Plan { .. }) {
+        1
+    } else {
+        2
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(error_code)
         }
     }
 }

@@ -105,23 +105,17 @@ pub fn diff(base: Option<&Desired>, head: &Desired) -> Plan {
             });
         }
     }
-    changes.sort_by(|a, b| {
-        (
-            a.id.target,
-            a.action == Action::Delete,
-            a.id.kind,
-            &a.id.tenant,
-            &a.id.name,
-        )
-            .cmp(&(
-                b.id.target,
-                b.action == Action::Delete,
-                b.id.kind,
-                &b.id.tenant,
-                &b.id.name,
-            ))
-    });
+    changes.sort_by(|a, b| apply_key(a).cmp(&apply_key(b)));
     Plan { changes }
+}
+
+/// Creates and updates in dependency order (organisations before dashboards), then
+/// deletes in reverse (dashboards before their folder, members before their org).
+fn apply_key(c: &Change) -> (Target, bool, u8, &Option<String>, &str) {
+    let delete = c.action == Action::Delete;
+    let rank = c.id.kind as u8;
+    let rank = if delete { u8::MAX - rank } else { rank };
+    (c.id.target, delete, rank, &c.id.tenant, &c.id.name)
 }
 
 fn details(old: &Resource, new: &Resource) -> Vec<Detail> {
@@ -138,6 +132,8 @@ fn details(old: &Resource, new: &Resource) -> Vec<Detail> {
     let mut out = Vec::new();
     if new.id.kind == Kind::Dashboard {
         dashboard_details(&a, &b, &mut out);
+    } else if new.id.kind == Kind::RuleGroup {
+        rule_group_details(&a, &b, &mut out);
     } else {
         value_diff("", &a, &b, &mut out);
     }
@@ -220,6 +216,71 @@ fn value_diff(path: &str, a: &Value, b: &Value, out: &mut Vec<Detail>) {
         }),
         _ => {}
     }
+}
+
+/// Rule groups: rules keyed by their alert or record name, so inserting a rule does
+/// not read as a change of every rule after it.
+fn rule_group_details(a: &Value, b: &Value, out: &mut Vec<Detail>) {
+    let strip = |g: &Value| {
+        let mut g = g.clone();
+        if let Some(o) = g.as_object_mut() {
+            o.remove("rules");
+        }
+        g
+    };
+    value_diff("", &strip(a), &strip(b), out);
+    let rules = |g: &Value| -> BTreeMap<String, Value> {
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        g["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let base = match (r["alert"].as_str(), r["record"].as_str()) {
+                    (Some(a), _) => format!("alert {a}"),
+                    (_, Some(rec)) => format!("record {rec}"),
+                    _ => "rule".to_string(),
+                };
+                let n = seen.entry(base.clone()).or_default();
+                *n += 1;
+                let key = if *n == 1 {
+                    base
+                } else {
+                    format!("{base} #{n}")
+                };
+                (key, r.clone())
+            })
+            .collect()
+    };
+    let (ra, rb) = (rules(a), rules(b));
+    for (k, x) in &ra {
+        match rb.get(k) {
+            Some(y) => value_diff(k, x, y, out),
+            None => out.push(Detail {
+                path: k.clone(),
+                old: Some("removed".into()),
+                new: None,
+            }),
+        }
+    }
+    for k in rb.keys().filter(|k| !ra.contains_key(*k)) {
+        out.push(Detail {
+            path: k.clone(),
+            old: None,
+            new: Some("added".into()),
+        });
+    }
+}
+
+/// Changes grouped for reading: by target and tenant, creates and updates before
+/// deletes. (The plan itself stays in apply order.)
+fn display_order(plan: &Plan) -> Vec<&Change> {
+    let mut v: Vec<&Change> = plan.changes.iter().collect();
+    v.sort_by(|a, b| {
+        let (ka, kb) = (apply_key(a), apply_key(b));
+        (a.id.target, &a.id.tenant, ka).cmp(&(b.id.target, &b.id.tenant, kb))
+    });
+    v
 }
 
 /// Panels in display order, rows' collapsed children included.
@@ -403,7 +464,10 @@ fn group_key(c: &Change) -> (Target, Option<String>) {
 }
 
 fn heading(target: Target, tenant: &Option<String>) -> String {
-    format!("{target} · {}", tenant.as_deref().unwrap_or("platform"))
+    match tenant {
+        Some(t) => format!("{target} · tenant {t}"),
+        None => format!("{target} · platform-wide"),
+    }
 }
 
 fn headline(c: &Change) -> String {
@@ -488,7 +552,7 @@ pub fn format_text(plan: &Plan, meta: &Meta, color: bool) -> String {
         return out;
     }
     let mut last = None;
-    for c in &plan.changes {
+    for c in display_order(plan) {
         let key = group_key(c);
         if last.as_ref() != Some(&key) {
             let _ = writeln!(out, "\n{}", heading(key.0, &key.1));
@@ -547,7 +611,7 @@ pub fn format_markdown(plan: &Plan, meta: &Meta) -> String {
         let _ = writeln!(
             out,
             "| {t} | {} | {} | {} | {} |",
-            tenant.as_deref().unwrap_or("platform"),
+            tenant.as_deref().unwrap_or("(platform-wide)"),
             n.create,
             n.update,
             n.delete
@@ -555,7 +619,7 @@ pub fn format_markdown(plan: &Plan, meta: &Meta) -> String {
     }
     let mut last = None;
     let mut open = false;
-    for ch in &plan.changes {
+    for ch in display_order(plan) {
         let key = group_key(ch);
         if last.as_ref() != Some(&key) {
             if open {
@@ -579,7 +643,16 @@ pub fn format_markdown(plan: &Plan, meta: &Meta) -> String {
         for d in &ch.details {
             for l in detail_lines(d) {
                 let l = l.replace("```", "ʼʼʼ");
-                let _ = writeln!(out, "#     {l}");
+                // Old and new values lead with -/+ so the diff highlighter colours them.
+                let line = match l
+                    .strip_prefix("  - ")
+                    .map(|r| ('-', r))
+                    .or_else(|| l.strip_prefix("  + ").map(|r| ('+', r)))
+                {
+                    Some((sign, rest)) => format!("{sign}       {rest}"),
+                    None => format!("#     {l}"),
+                };
+                let _ = writeln!(out, "{line}");
             }
         }
     }

@@ -55,3 +55,152 @@ pub fn write_all(dir: &Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// `docs/config-reference.md`: every field of every file, from the doc comments on
+/// the types (through the generated schemas), so the reference cannot drift.
+pub fn reference_markdown() -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "# Configuration reference\n\n\
+         Generated from the types that `mop validate` uses (`mop schema`, then\n\
+         `cargo test -p mop-syncer --test docs` checks it is current; regenerate with\n\
+         `UPDATE_GOLDEN=1 cargo test -p mop-syncer --test docs`). JSON Schemas for editors\n\
+         are in [`docs/schema/`](schema/): point your YAML language server at them, e.g.\n\
+         `# yaml-language-server: $schema=../../docs/schema/tenant.schema.json`.\n\n\
+         Dashboards (`tenants/<tenant>/dashboards/<folder>/<name>.json`) are Grafana's own\n\
+         JSON model, unchanged; MOP requires a `uid` (at most 40 characters of letters,\n\
+         digits, `-`, `_`) and a `title`, and removes `id` and `version`.\n",
+    );
+    for (file, schema) in all() {
+        let title = schema["title"].as_str().unwrap_or(file);
+        let _ = writeln!(
+            out,
+            "\n## `{title}`\n\nSchema: [`docs/schema/{file}`](schema/{file})\n"
+        );
+        if let Some(d) = schema["description"].as_str() {
+            let _ = writeln!(out, "{}\n", one_paragraph(d));
+        }
+        table(&mut out, &schema);
+        let defs = schema["$defs"].as_object().cloned().unwrap_or_default();
+        for (name, def) in &defs {
+            if def["properties"].is_object() {
+                let _ = writeln!(out, "\n### {title} › `{name}`\n");
+                if let Some(d) = def["description"].as_str() {
+                    let _ = writeln!(out, "{}\n", one_paragraph(d));
+                }
+                table(&mut out, def);
+            } else if def["oneOf"].is_array() || def["enum"].is_array() || def["anyOf"].is_array() {
+                let _ = writeln!(out, "\n### {title} › `{name}`\n");
+                if let Some(d) = def["description"].as_str() {
+                    let _ = writeln!(out, "{}\n", one_paragraph(d));
+                }
+                let _ = writeln!(out, "Type: {}", type_of(def));
+            }
+        }
+    }
+    out
+}
+
+fn one_paragraph(s: &str) -> String {
+    s.split("\n\n")
+        .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+fn table(out: &mut String, schema: &serde_json::Value) {
+    use std::fmt::Write as _;
+    let Some(props) = schema["properties"].as_object() else {
+        return;
+    };
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .collect();
+    let _ = writeln!(
+        out,
+        "| field | type | required | default | description |\n|---|---|---|---|---|"
+    );
+    for (name, p) in props {
+        let req = if required.contains(&name.as_str()) {
+            "yes"
+        } else {
+            "no"
+        };
+        let default = match &p["default"] {
+            // Object defaults are the nested type's own defaults, listed in its table.
+            serde_json::Value::Null | serde_json::Value::Object(_) => String::new(),
+            v => format!("`{v}`"),
+        };
+        let desc = one_paragraph(p["description"].as_str().unwrap_or(""))
+            .replace('\n', " ")
+            .replace('|', "\\|");
+        let _ = writeln!(
+            out,
+            "| `{name}` | {} | {req} | {default} | {desc} |",
+            type_of(p).replace('|', "\\|")
+        );
+    }
+}
+
+fn type_of(p: &serde_json::Value) -> String {
+    if let Some(r) = p["$ref"].as_str() {
+        let name = r.rsplit('/').next().unwrap_or(r);
+        return format!("`{name}`");
+    }
+    if let Some(e) = p["enum"].as_array() {
+        return e
+            .iter()
+            .map(|v| format!("`{}`", v.as_str().unwrap_or("?")))
+            .collect::<Vec<_>>()
+            .join(" or ");
+    }
+    for key in ["anyOf", "oneOf"] {
+        if let Some(alts) = p[key].as_array() {
+            let parts: Vec<String> = alts
+                .iter()
+                .filter(|a| a["type"] != "null")
+                .map(|a| {
+                    if let Some(c) = a["const"].as_str() {
+                        format!("`{c}`")
+                    } else if let Some(req) =
+                        a["required"].as_array().filter(|_| a["type"] == "object")
+                    {
+                        let keys: Vec<String> = req
+                            .iter()
+                            .filter_map(|k| k.as_str())
+                            .map(|k| format!("`{k}:`"))
+                            .collect();
+                        format!("{{{}}}", keys.join(", "))
+                    } else {
+                        type_of(a)
+                    }
+                })
+                .collect();
+            return parts.join(" or ");
+        }
+    }
+    match &p["type"] {
+        serde_json::Value::String(t) if t == "array" => format!("list of {}", type_of(&p["items"])),
+        serde_json::Value::String(t) if t == "object" => match &p["additionalProperties"] {
+            v if v.is_object() => format!("map of {}", type_of(v)),
+            _ => "object".into(),
+        },
+        serde_json::Value::String(t) => t.clone(),
+        serde_json::Value::Array(ts) => {
+            let ts: Vec<&str> = ts
+                .iter()
+                .filter_map(|t| t.as_str())
+                .filter(|t| *t != "null")
+                .collect();
+            if ts == ["array"] {
+                format!("list of {}", type_of(&p["items"]))
+            } else {
+                ts.join(" or ")
+            }
+        }
+        _ => "any".into(),
+    }
+}

@@ -13,7 +13,7 @@ use crate::diag::{self, Diagnostic, did_you_mean};
 use crate::model::common::Loc;
 use crate::model::platform::PlatformFile;
 use crate::model::rules::{RuleFile, RuleGroup};
-use crate::model::sampling::{PolicySpec, SamplingFile};
+use crate::model::sampling::{PolicyKind, PolicySpec, SamplingFile};
 use crate::model::tenant::TenantFile;
 use crate::model::versions::{VersionsFile, floating_pin_problem};
 use crate::repo::{Dashboard, Repo, RuleNamespace, Tenant};
@@ -160,7 +160,7 @@ pub fn validate(snapshot: &Snapshot) -> Outcome {
                 let t = tenants.entry(tenant).or_default();
                 t.has_files = true;
                 if let Some(file) = parse_yaml::<RuleFile>(path, text, &mut diags) {
-                    check_rule_file(path, &file, logs, &mut diags);
+                    check_rule_file(path, text, &file, logs, &mut diags);
                     let namespace = rule_namespace(path);
                     let ns = RuleNamespace {
                         path: path.clone(),
@@ -445,7 +445,8 @@ fn check_sampling(path: &str, s: &SamplingFile, diags: &mut Vec<Diagnostic>) {
                         .with_hint(format!("first used at line {}; policy names label the gateway's metrics, so make them unique", first.line)),
                 );
             }
-            if let PolicySpec::Probabilistic { percentage, .. } = p
+            check_policy_fields(path, p, diags);
+            if let Some(percentage) = &p.percentage
                 && !(0.0..=100.0).contains(&percentage.value)
             {
                 diags.push(
@@ -453,6 +454,52 @@ fn check_sampling(path: &str, s: &SamplingFile, diags: &mut Vec<Diagnostic>) {
                         .with_hint("write the share of traces to keep in percent, e.g. 10 for one trace in ten"),
                 );
             }
+        }
+    }
+}
+
+/// Each policy type takes its own fields: required ones present, foreign ones absent.
+fn check_policy_fields(path: &str, p: &PolicySpec, diags: &mut Vec<Diagnostic>) {
+    let kind = p.kind.value;
+    let name = format!("{kind:?}").to_lowercase();
+    let present = [
+        ("threshold", p.threshold.is_some()),
+        ("percentage", p.percentage.is_some()),
+        ("key", p.key.is_some()),
+        ("values", p.values.is_some()),
+    ];
+    let (required, allowed): (&[&str], &[&str]) = match kind {
+        PolicyKind::Errors | PolicyKind::Always => (&[], &[]),
+        PolicyKind::Latency => (&["threshold"], &["threshold"]),
+        PolicyKind::Probabilistic => (&["percentage"], &["percentage"]),
+        PolicyKind::Attribute => (&["key"], &["key", "values"]),
+    };
+    for r in required {
+        if !present.iter().any(|(f, set)| f == r && *set) {
+            diags.push(
+                err_at(
+                    path,
+                    &p.kind,
+                    format!("policy {:?} of type {name} needs `{r}`", p.name.value),
+                )
+                .with_hint(match *r {
+                    "threshold" => "add e.g. `threshold: 500ms`",
+                    "percentage" => "add e.g. `percentage: 10`",
+                    _ => "add e.g. `key: http.route`",
+                }),
+            );
+        }
+    }
+    for (f, set) in present {
+        if set && !allowed.contains(&f) {
+            diags.push(
+                err_at(
+                    path,
+                    &p.kind,
+                    format!("`{f}` does not apply to a policy of type {name}"),
+                )
+                .with_hint("remove it, or change `type` to the policy kind that uses it"),
+            );
         }
     }
 }
@@ -588,13 +635,56 @@ fn is_label_name(s: &str) -> bool {
         && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
-fn check_rule_file(path: &str, file: &RuleFile, logs: bool, diags: &mut Vec<Diagnostic>) {
+fn check_rule_file(
+    path: &str,
+    text: &str,
+    file: &RuleFile,
+    logs: bool,
+    diags: &mut Vec<Diagnostic>,
+) {
     for g in &file.groups {
-        check_group(path, g, logs, diags);
+        check_group(path, text, g, logs, diags);
     }
 }
 
-fn check_group(path: &str, g: &RuleGroup, logs: bool, diags: &mut Vec<Diagnostic>) {
+/// Where byte `offset` of a scalar's value is in the file, for the two layouts whose
+/// mapping is exact: a one-line plain or quoted scalar, and a `|` block whose lines
+/// keep their indentation. Folded or multi-line flow scalars map to their start.
+fn position_in_scalar(text: &str, at: &Loc<String>, offset: usize) -> (u32, u32) {
+    let value = &at.value;
+    let offset = offset.min(value.len());
+    let line_text = text
+        .lines()
+        .nth(at.line.saturating_sub(1) as usize)
+        .unwrap_or("");
+    let first = line_text.chars().nth(at.column.saturating_sub(1) as usize);
+    let before = &value[..offset];
+    let col_of = |s: &str| u32::try_from(s.chars().count()).unwrap_or(0);
+    if !value.trim_end_matches('\n').contains('\n') {
+        let quote = u32::from(matches!(first, Some('"' | '\'')));
+        // Escapes inside quotes shift columns; only map exactly when there are none.
+        if quote == 0 || !line_text.contains('\\') {
+            return (at.line, at.column + quote + col_of(before));
+        }
+        return (at.line, at.column);
+    }
+    // A literal block: the scalar starts at the first content line's indentation.
+    let block_line_ok = value
+        .lines()
+        .next()
+        .is_some_and(|l| line_text.trim_start() == l);
+    if !block_line_ok {
+        return (at.line, at.column);
+    }
+    let newlines = before.matches('\n').count();
+    let last = before.rfind('\n').map_or(before, |p| &before[p + 1..]);
+    (
+        at.line + u32::try_from(newlines).unwrap_or(0),
+        at.column + col_of(last),
+    )
+}
+
+fn check_group(path: &str, text: &str, g: &RuleGroup, logs: bool, diags: &mut Vec<Diagnostic>) {
     if g.name.value.trim().is_empty() {
         diags.push(err_at(path, &g.name, "rule group name is empty"));
     }
@@ -669,10 +759,13 @@ fn check_group(path: &str, g: &RuleGroup, logs: bool, diags: &mut Vec<Diagnostic
                     err_at(path, &r.expr, format!("{kind} expression is a log query; the Loki ruler evaluates metric queries only"))
                         .with_hint("turn it into a metric, e.g. sum(count_over_time({…} |= \"error\" [5m])) > 0"),
                 ),
-                Err(e) => diags.push(
-                    err_at(path, &r.expr, format!("invalid LogQL (at character {} of the expression): {}", e.offset + 1, e.message))
+                Err(e) => {
+                    let (line, column) = position_in_scalar(text, &r.expr, e.offset);
+                    diags.push(
+                    Diagnostic::error(path, line, column, format!("invalid LogQL: {}", e.message))
                         .with_hint("check the query in Grafana Explore against Loki; syntax: https://grafana.com/docs/loki/latest/query/"),
-                ),
+                    );
+                }
             }
         } else if let Err(e) = promql_parser::parser::parse(&r.expr.value) {
             let e = e.trim().replace('\n', " ");

@@ -160,8 +160,7 @@ fn default_overrides_key() -> String {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatewaySettings {
-    /// Tenant (directory name under `tenants/`) that receives data from namespaces
-    /// no tenant owns. Unset: such data is rejected with an error to the sender.
+    /// Tenant id that receives data from namespaces no tenant owns. Unset: such data is rejected with an error to the sender.
     #[serde(default)]
     pub default_tenant: Option<Loc<String>>,
 }

@@ -35,58 +35,47 @@ fn default_max_traces() -> u64 {
     50_000
 }
 
-/// One tail-sampling policy, chosen by `type`.
+/// One tail-sampling policy. `type` chooses what it keeps; the other fields belong
+/// to particular types, as noted on each.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum PolicySpec {
-    /// Keep traces where any span has status ERROR.
-    Errors {
-        /// Policy name, reported in the gateway's metrics.
-        name: Loc<String>,
-    },
-    /// Keep traces that last at least `threshold`.
-    Latency {
-        /// Policy name, reported in the gateway's metrics.
-        name: Loc<String>,
-        /// Minimum trace duration.
-        threshold: Duration,
-    },
-    /// Keep a share of traces, decided from the trace id (every replica agrees).
-    Probabilistic {
-        /// Policy name, reported in the gateway's metrics.
-        name: Loc<String>,
-        /// Share to keep, in percent (0 to 100).
-        percentage: Loc<f64>,
-    },
-    /// Keep traces where a span or resource attribute has one of `values`
-    /// (any value when `values` is empty).
-    Attribute {
-        /// Policy name, reported in the gateway's metrics.
-        name: Loc<String>,
-        /// Attribute key, e.g. `http.route`.
-        key: String,
-        /// Accepted values, compared as strings.
-        #[serde(default)]
-        values: Vec<String>,
-    },
-    /// Keep every trace.
-    Always {
-        /// Policy name, reported in the gateway's metrics.
-        name: Loc<String>,
-    },
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    /// Policy name, reported in the gateway's metrics (`policy` label).
+    pub name: Loc<String>,
+    /// What the policy keeps: `errors` (any span with status ERROR), `latency`
+    /// (traces lasting at least `threshold`), `probabilistic` (`percentage` of
+    /// traces, decided from the trace id so every replica agrees), `attribute`
+    /// (a span or resource attribute `key` with one of `values`), `always`.
+    #[serde(rename = "type")]
+    pub kind: Loc<PolicyKind>,
+    /// `latency` only: minimum trace duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<Duration>,
+    /// `probabilistic` only: share to keep, in percent (0 to 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<Loc<f64>>,
+    /// `attribute` only: attribute key, e.g. `http.route`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `attribute` only: accepted values, compared as strings; empty or unset
+    /// matches any value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
+}
+
+/// Kinds of sampling policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyKind {
+    Errors,
+    Latency,
+    Probabilistic,
+    Attribute,
+    Always,
 }
 
 impl PolicySpec {
     pub fn name(&self) -> &Loc<String> {
-        match self {
-            PolicySpec::Errors { name }
-            | PolicySpec::Latency { name, .. }
-            | PolicySpec::Probabilistic { name, .. }
-            | PolicySpec::Attribute { name, .. }
-            | PolicySpec::Always { name } => name,
-        }
+        &self.name
     }
 }
-
-/// Policy kinds, for "did you mean" hints.
-pub const POLICY_KINDS: &[&str] = &["errors", "latency", "probabilistic", "attribute", "always"];

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::overrides::{self, Backend};
 use super::{Builder, Kind, RenderError, Result, Target};
 use crate::model::SecretRef;
-use crate::model::sampling::PolicySpec;
+use crate::model::sampling::{PolicyKind, PolicySpec};
 use crate::repo::{Repo, Tenant};
 
 /// Name of the ConfigMap holding the gateway's routing and sampling config.
@@ -63,7 +63,8 @@ pub fn gateway_config(repo: &Repo) -> gw::GatewayConfig {
     tenants.sort_by(|a, b| a.id.cmp(&b.id));
     gw::GatewayConfig {
         version: gw::FORMAT_VERSION,
-        revision: repo.revision.clone(),
+        // Not the commit: a config that did not change must not change the ConfigMap.
+        revision: None,
         default_tenant: repo
             .platform
             .gateway
@@ -88,22 +89,23 @@ fn token_files(t: &Tenant) -> Vec<String> {
 }
 
 fn policy(p: &PolicySpec) -> gw::Policy {
-    let rule = match p {
-        PolicySpec::Errors { .. } => gw::PolicyRule::Errors,
-        PolicySpec::Latency { threshold, .. } => gw::PolicyRule::Latency {
-            threshold_ms: threshold.millis,
+    // Validation guarantees each type's fields are present.
+    let rule = match p.kind.value {
+        PolicyKind::Errors => gw::PolicyRule::Errors,
+        PolicyKind::Latency => gw::PolicyRule::Latency {
+            threshold_ms: p.threshold.map_or(0, |t| t.millis),
         },
-        PolicySpec::Probabilistic { percentage, .. } => gw::PolicyRule::Probabilistic {
-            percentage: percentage.value,
+        PolicyKind::Probabilistic => gw::PolicyRule::Probabilistic {
+            percentage: p.percentage.as_ref().map_or(0.0, |v| v.value),
         },
-        PolicySpec::Attribute { key, values, .. } => gw::PolicyRule::Attribute {
-            key: key.clone(),
-            values: values.clone(),
+        PolicyKind::Attribute => gw::PolicyRule::Attribute {
+            key: p.key.clone().unwrap_or_default(),
+            values: p.values.clone().unwrap_or_default(),
         },
-        PolicySpec::Always { .. } => gw::PolicyRule::Always,
+        PolicyKind::Always => gw::PolicyRule::Always,
     };
     gw::Policy {
-        name: p.name().value.clone(),
+        name: p.name.value.clone(),
         rule,
     }
 }

@@ -1,1 +1,528 @@
+//! One test per class of bad input, each pinning the exact location and message.
 
+use super::*;
+
+const MOP: &str = "\
+cluster: test
+grafana:
+  url: http://grafana:3000
+  admin_password:
+    file: /run/secrets/grafana
+backends:
+  mimir:
+    url: http://mimir
+    overrides: { namespace: monitoring, name: mimir-overrides }
+  loki:
+    url: http://loki
+    overrides: { namespace: monitoring, name: loki-overrides }
+  tempo:
+    url: http://tempo
+    overrides: { namespace: monitoring, name: tempo-overrides }
+";
+
+const VERSIONS: &str = "\
+agent:
+  image: ghcr.io/example/mop-agent
+  version: 1.2.3
+gateway:
+  image: ghcr.io/example/mop-gateway
+  version: 1.2.3
+";
+
+const TEAM_A: &str = "\
+id: team-a
+namespaces:
+  - a
+  - a-*
+grafana:
+  members:
+    - user: alice
+      role: Admin
+";
+
+const TEAM_B: &str = "\
+id: team-b
+namespaces: [b]
+";
+
+const RULES: &str = "\
+groups:
+  - name: slo
+    rules:
+      - alert: HighErrorRate
+        expr: sum(rate(errors_total[5m])) > 1
+        for: 5m
+";
+
+const LOG_RULES: &str = "\
+groups:
+  - name: log-errors
+    rules:
+      - alert: ManyErrors
+        expr: sum(count_over_time({namespace=\"a\"} |= \"error\" [5m])) > 10
+";
+
+fn dashboard(uid: &str) -> String {
+    format!("{{\n  \"uid\": \"{uid}\",\n  \"title\": \"Dash {uid}\",\n  \"panels\": []\n}}\n")
+}
+
+fn base() -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("mop.yaml".into(), MOP.into());
+    m.insert("versions.yaml".into(), VERSIONS.into());
+    m.insert("tenants/a/tenant.yaml".into(), TEAM_A.into());
+    m.insert("tenants/b/tenant.yaml".into(), TEAM_B.into());
+    m.insert("tenants/a/rules/metrics/slo.yaml".into(), RULES.into());
+    m.insert("tenants/a/rules/logs/errors.yaml".into(), LOG_RULES.into());
+    m.insert(
+        "tenants/a/dashboards/main/one.json".into(),
+        dashboard("a-one"),
+    );
+    m
+}
+
+fn run(files: BTreeMap<String, String>) -> Outcome {
+    let snapshot = Snapshot {
+        revision: None,
+        files: files
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect(),
+    };
+    validate(&snapshot)
+}
+
+/// Validates `base()` with one file replaced; returns the rendered diagnostics.
+fn errors_with(path: &str, text: &str) -> Vec<String> {
+    let mut files = base();
+    files.insert(path.into(), text.into());
+    let out = run(files);
+    assert!(out.repo.is_none(), "expected errors for {path}");
+    out.diagnostics.iter().map(ToString::to_string).collect()
+}
+
+fn assert_has(diags: &[String], expected: &str) {
+    assert!(
+        diags.iter().any(|d| d == expected),
+        "expected diagnostic:\n{expected}\ngot:\n{}",
+        diags.join("\n")
+    );
+}
+
+#[test]
+fn base_repository_is_valid() {
+    let out = run(base());
+    assert_eq!(out.diagnostics, vec![]);
+    let repo = out.repo.expect("valid");
+    assert_eq!(repo.tenants.len(), 2);
+    assert_eq!(repo.tenants[0].dashboards[0].uid, "a-one");
+}
+
+#[test]
+fn yaml_syntax_error_points_at_the_token() {
+    let d = errors_with("tenants/b/tenant.yaml", "id: team-b\nnamespaces: [b\n");
+    assert_eq!(
+        d,
+        vec!["tenants/b/tenant.yaml:2:13: error: unclosed bracket '['".to_string()]
+    );
+}
+
+#[test]
+fn json_syntax_error_points_at_the_token() {
+    let d = errors_with(
+        "tenants/a/dashboards/main/one.json",
+        "{\n  \"uid\": \"x\",\n  \"title\": \"t\"\n  \"panels\": []\n}\n",
+    );
+    assert_has(
+        &d,
+        "tenants/a/dashboards/main/one.json:4:3: error: invalid JSON: expected `,` or `}`\n  hint: dashboards are Grafana's JSON model as 'Export → JSON' writes it",
+    );
+}
+
+#[test]
+fn unknown_field_says_did_you_mean() {
+    let d = errors_with(
+        "tenants/b/tenant.yaml",
+        "id: team-b\nnamespaces: [b]\ngrafna:\n  members: []\n",
+    );
+    assert_has(
+        &d,
+        "tenants/b/tenant.yaml:3:1: error: unknown field `grafna`, expected one of id, display_name, namespaces, grafana, ingest, limits\n  hint: did you mean `grafana`?",
+    );
+}
+
+#[test]
+fn missing_required_field_is_named() {
+    let d = errors_with("tenants/b/tenant.yaml", "id: team-b\n");
+    assert_has(
+        &d,
+        "tenants/b/tenant.yaml:1:1: error: missing field `namespaces`\n  hint: add `namespaces:`; see docs/config-reference.md for what it means",
+    );
+}
+
+#[test]
+fn every_problem_is_reported_in_one_run() {
+    let mut files = base();
+    files.insert(
+        "tenants/b/tenant.yaml".into(),
+        "id: team-a\nnamespaces: [a]\n".into(),
+    );
+    files.insert(
+        "versions.yaml".into(),
+        VERSIONS.replace("version: 1.2.3\ngateway", "version: latest\ngateway"),
+    );
+    files.insert("tenants/b/dashboards/x/dup.json".into(), dashboard("a-one"));
+    let out = run(files);
+    let errors = out.error_count();
+    assert!(errors >= 4, "{:#?}", out.diagnostics);
+}
+
+#[test]
+fn duplicate_tenant_id() {
+    let d = errors_with("tenants/b/tenant.yaml", "id: team-a\nnamespaces: [b]\n");
+    assert_has(
+        &d,
+        "tenants/b/tenant.yaml:1:5: error: tenant id \"team-a\" is also used by tenants/a\n  hint: tenant ids separate stored data; every tenant needs its own",
+    );
+}
+
+#[test]
+fn namespace_owned_by_two_tenants_exactly_or_by_pattern() {
+    let d = errors_with(
+        "tenants/b/tenant.yaml",
+        "id: team-b\nnamespaces:\n  - b\n  - a\n  - a-prod\n",
+    );
+    assert_has(
+        &d,
+        "tenants/b/tenant.yaml:4:5: error: namespace \"a\" is also owned by tenants/a (\"a\")\n  hint: a namespace belongs to exactly one tenant; remove it from one of them or narrow the pattern",
+    );
+    assert_has(
+        &d,
+        "tenants/b/tenant.yaml:5:5: error: namespace \"a-prod\" is also owned by tenants/a (\"a-*\")\n  hint: a namespace belongs to exactly one tenant; remove it from one of them or narrow the pattern",
+    );
+}
+
+#[test]
+fn dashboard_uid_collision() {
+    let mut files = base();
+    files.insert(
+        "tenants/b/dashboards/x/copy.json".into(),
+        dashboard("a-one"),
+    );
+    let d: Vec<String> = run(files)
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_has(
+        &d,
+        "tenants/b/dashboards/x/copy.json:1:1: error: dashboard uid \"a-one\" is also used by tenants/a/dashboards/main/one.json\n  hint: give each dashboard its own uid; Grafana would overwrite one with the other",
+    );
+}
+
+#[test]
+fn dashboard_uid_over_40_characters() {
+    let uid = "u".repeat(41);
+    let d = errors_with("tenants/a/dashboards/main/one.json", &dashboard(&uid));
+    assert_has(
+        &d,
+        &format!(
+            "tenants/a/dashboards/main/one.json:2:3: error: dashboard uid \"{uid}\" is 41 characters; Grafana allows at most 40\n  hint: shorten the uid; links to the dashboard use it, so pick one and keep it"
+        ),
+    );
+}
+
+#[test]
+fn dashboard_without_uid() {
+    let d = errors_with("tenants/a/dashboards/main/one.json", "{\"title\": \"x\"}");
+    assert_has(
+        &d,
+        "tenants/a/dashboards/main/one.json:1:1: error: dashboard has no string `uid`\n  hint: set a stable uid such as \"checkout-red\": without one, Grafana makes a new dashboard on every sync",
+    );
+}
+
+#[test]
+fn invalid_promql() {
+    let d = errors_with(
+        "tenants/a/rules/metrics/slo.yaml",
+        &RULES.replace(
+            "sum(rate(errors_total[5m])) > 1",
+            "sum(rate(errors_total[5m]) > 1",
+        ),
+    );
+    let hit = d
+        .iter()
+        .find(|l| l.starts_with("tenants/a/rules/metrics/slo.yaml:5:15: error: invalid PromQL: "))
+        .unwrap_or_else(|| panic!("{d:?}"));
+    assert!(
+        hit.ends_with(
+            "\n  hint: check the query with `promtool check rules` or in Grafana Explore"
+        ),
+        "{hit}"
+    );
+}
+
+#[test]
+fn invalid_logql() {
+    // One-line plain scalar: the error points at the `|=` inside it.
+    let d = errors_with(
+        "tenants/a/rules/logs/errors.yaml",
+        &LOG_RULES.replace("{namespace=\"a\"}", "{namespace=\"a\""),
+    );
+    assert_has(
+        &d,
+        "tenants/a/rules/logs/errors.yaml:5:50: error: invalid LogQL: expected `,` or `}` in stream selector, found `|=`\n  hint: check the query in Grafana Explore against Loki; syntax: https://grafana.com/docs/loki/latest/query/",
+    );
+    // Literal block: the error points at the right line and column of the block.
+    let block = "groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: |\n          sum(\n            rate({app=\"x\"}[5x])\n          ) > 0\n";
+    let d = errors_with("tenants/a/rules/logs/errors.yaml", block);
+    let hit = d
+        .iter()
+        .find(|l| l.starts_with("tenants/a/rules/logs/errors.yaml:7:28: error: invalid LogQL: "))
+        .unwrap_or_else(|| panic!("{d:?}"));
+    assert!(hit.contains("5x"), "{hit}");
+}
+
+#[test]
+fn log_query_is_not_a_rule() {
+    let d = errors_with(
+        "tenants/a/rules/logs/errors.yaml",
+        "groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: '{namespace=\"a\"} |= \"error\"'\n",
+    );
+    assert_has(
+        &d,
+        "tenants/a/rules/logs/errors.yaml:5:15: error: alert expression is a log query; the Loki ruler evaluates metric queries only\n  hint: turn it into a metric, e.g. sum(count_over_time({…} |= \"error\" [5m])) > 0",
+    );
+}
+
+#[test]
+fn duplicate_rule_group_names_per_tenant() {
+    let mut files = base();
+    files.insert(
+        "tenants/a/rules/metrics/more.yaml".into(),
+        "groups:\n  - name: slo\n    rules: []\n".into(),
+    );
+    let d: Vec<String> = run(files)
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_has(
+        &d,
+        "tenants/a/rules/metrics/slo.yaml:2:11: error: rule group \"slo\" is defined twice for this tenant (also in tenants/a/rules/metrics/more.yaml)\n  hint: rule group names must be unique per tenant; rename one",
+    );
+}
+
+#[test]
+fn rule_needs_alert_or_record() {
+    let d = errors_with(
+        "tenants/a/rules/metrics/slo.yaml",
+        "groups:\n  - name: g\n    rules:\n      - expr: up\n",
+    );
+    assert_has(
+        &d,
+        "tenants/a/rules/metrics/slo.yaml:4:15: error: a rule needs `alert` (alerting rule) or `record` (recording rule)",
+    );
+}
+
+#[test]
+fn sampling_percentage_out_of_range() {
+    let d = errors_with(
+        "tenants/a/sampling.yaml",
+        "policies:\n  - name: base\n    type: probabilistic\n    percentage: 120\n",
+    );
+    assert_has(
+        &d,
+        "tenants/a/sampling.yaml:4:17: error: percentage 120 is outside 0 to 100\n  hint: write the share of traces to keep in percent, e.g. 10 for one trace in ten",
+    );
+}
+
+#[test]
+fn sampling_unknown_policy_kind() {
+    let d = errors_with(
+        "tenants/a/sampling.yaml",
+        "policies:\n  - name: x\n    type: probabilistc\n    percentage: 5\n",
+    );
+    assert_has(
+        &d,
+        "tenants/a/sampling.yaml:3:11: error: unknown variant `probabilistc`, expected one of errors, latency, probabilistic, attribute, always\n  hint: did you mean `probabilistic`?",
+    );
+}
+
+#[test]
+fn floating_version_pins() {
+    for (pin, problem) in [
+        ("latest", "`latest` is a moving tag, not a version"),
+        ("main", "`main` is a moving tag, not a version"),
+        ("\"\"", "the version is empty"),
+        (
+            "\"1.2\"",
+            "`1.2` is not an exact version: a partial version or range picks up whatever is newest",
+        ),
+    ] {
+        let d = errors_with(
+            "versions.yaml",
+            &VERSIONS.replacen("version: 1.2.3", &format!("version: {pin}"), 1),
+        );
+        assert_has(
+            &d,
+            &format!(
+                "versions.yaml:3:12: error: agent.version floats: {problem}\n  hint: pin an exact release such as 1.4.2 or a digest sha256:<64 hex digits>, so what runs is what the repository says"
+            ),
+        );
+    }
+}
+
+#[test]
+fn image_with_tag_is_refused() {
+    let d = errors_with(
+        "versions.yaml",
+        &VERSIONS.replace(
+            "ghcr.io/example/mop-gateway",
+            "ghcr.io/example/mop-gateway:1.0.0",
+        ),
+    );
+    assert_has(
+        &d,
+        "versions.yaml:5:10: error: gateway.image must be a repository without tag or digest\n  hint: move the tag or digest into `version`",
+    );
+}
+
+#[test]
+fn inline_secret_in_a_credential_field() {
+    let d = errors_with(
+        "mop.yaml",
+        &MOP.replace(
+            "admin_password:\n    file: /run/secrets/grafana",
+            "admin_password: hunter2",
+        ),
+    );
+    assert_has(
+        &d,
+        "mop.yaml:4:19: error: inline secret: credentials must not be written into the repository; reference the credential instead: `file: /path/to/mounted/secret` or `secret: {name: my-secret, key: password}`",
+    );
+}
+
+#[test]
+fn inline_secret_under_an_unknown_key() {
+    let d = errors_with(
+        "mop.yaml",
+        &MOP.replace("  admin_password:", "  password: s3cret\n  admin_password:"),
+    );
+    let hit = d
+        .iter()
+        .find(|l| l.starts_with("mop.yaml:4:3: error: unknown field `password`"))
+        .unwrap_or_else(|| panic!("{d:?}"));
+    assert!(hit.ends_with("hint: reference the credential instead: `file: /path/to/mounted/secret` or `secret: {name: my-secret, key: password}`"), "{hit}");
+}
+
+#[test]
+fn token_shaped_value_anywhere_is_an_inline_secret() {
+    let text = dashboard("a-one").replace(
+        "\"panels\": []",
+        "\"panels\": [],\n  \"description\": \"glsa_abcdefghijklmnopqrstuvwxyz012345_abcdef01\"",
+    );
+    let d = errors_with("tenants/a/dashboards/main/one.json", &text);
+    assert_has(
+        &d,
+        "tenants/a/dashboards/main/one.json:5:19: error: inline secret: this value looks like a Grafana service-account token\n  hint: reference the credential instead: `file: /path/to/mounted/secret` or `secret: {name: my-secret, key: password}`",
+    );
+}
+
+#[test]
+fn unexpected_file_in_a_tenant_directory() {
+    let d = errors_with("tenants/a/sampling.yml", "policies: []\n");
+    assert_has(
+        &d,
+        "tenants/a/sampling.yml: error: MOP does not read this file\n  hint: did you mean `sampling.yaml`? MOP reads tenant.yaml and sampling.yaml in a tenant directory",
+    );
+}
+
+#[test]
+fn tenant_directory_without_tenant_yaml() {
+    let mut files = base();
+    files.insert("tenants/c/dashboards/x/d.json".into(), dashboard("c-d"));
+    let d: Vec<String> = run(files)
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_has(
+        &d,
+        "tenants/c/tenant.yaml: error: file is missing\n  hint: every tenant directory needs a tenant.yaml with at least `id` and `namespaces`",
+    );
+}
+
+#[test]
+fn team_member_must_be_org_member() {
+    let d = errors_with(
+        "tenants/a/tenant.yaml",
+        &format!("{TEAM_A}  teams:\n    - name: oncall\n      members: [alcie]\n"),
+    );
+    assert_has(
+        &d,
+        "tenants/a/tenant.yaml:11:17: error: team member \"alcie\" is not a member of the organisation\n  hint: did you mean \"alice\"? Team members must also be organisation members",
+    );
+}
+
+#[test]
+fn default_tenant_must_exist() {
+    let d = errors_with(
+        "mop.yaml",
+        &format!("{MOP}gateway:\n  default_tenant: team-c\n"),
+    );
+    let hit = d
+        .iter()
+        .find(|l| {
+            l.starts_with(
+                "mop.yaml:17:19: error: gateway.default_tenant \"team-c\" is not a tenant id",
+            )
+        })
+        .unwrap_or_else(|| panic!("{d:?}"));
+    assert!(hit.contains("hint: "), "{hit}");
+}
+
+#[test]
+fn invalid_tenant_id_characters() {
+    let d = errors_with("tenants/b/tenant.yaml", "id: team|b\nnamespaces: [b]\n");
+    assert_has(
+        &d,
+        "tenants/b/tenant.yaml:1:5: error: tenant id \"team|b\" is not a valid X-Scope-OrgID\n  hint: use 1-150 characters of letters, digits and ! - _ . * ' ( )",
+    );
+}
+
+#[test]
+fn missing_root_files() {
+    let mut files = base();
+    files.remove("mop.yaml");
+    files.remove("versions.yaml");
+    let d: Vec<String> = run(files)
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_has(
+        &d,
+        "mop.yaml: error: file is missing\n  hint: every config repository has a mop.yaml at its root; start from repo-template/mop.yaml",
+    );
+    assert_has(
+        &d,
+        "versions.yaml: error: file is missing\n  hint: pin the agent and gateway versions in versions.yaml; start from repo-template/versions.yaml",
+    );
+}
+
+#[test]
+fn sampling_policy_fields_follow_the_type() {
+    let d = errors_with(
+        "tenants/a/sampling.yaml",
+        "policies:\n  - name: slow\n    type: latency\n    percentage: 5\n",
+    );
+    assert_has(
+        &d,
+        "tenants/a/sampling.yaml:3:11: error: policy \"slow\" of type latency needs `threshold`\n  hint: add e.g. `threshold: 500ms`",
+    );
+    assert_has(
+        &d,
+        "tenants/a/sampling.yaml:3:11: error: `percentage` does not apply to a policy of type latency\n  hint: remove it, or change `type` to the policy kind that uses it",
+    );
+}
