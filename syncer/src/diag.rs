@@ -203,23 +203,27 @@ pub fn looks_like_secret_key(key: &str) -> bool {
         && !k.ends_with("_ref")
 }
 
+/// Token prefixes of well-known providers, and what they are.
+pub const CREDENTIAL_PREFIXES: &[(&str, &str)] = &[
+    ("ghp_", "a GitHub token"),
+    ("gho_", "a GitHub token"),
+    ("ghs_", "a GitHub token"),
+    ("github_pat_", "a GitHub token"),
+    ("glpat-", "a GitLab token"),
+    ("glsa_", "a Grafana service-account token"),
+    ("glc_", "a Grafana Cloud token"),
+    ("xoxb-", "a Slack token"),
+    ("xoxp-", "a Slack token"),
+    ("sk_live_", "a Stripe key"),
+    ("AKIA", "an AWS access key id"),
+];
+
 /// Values with the unmistakable shape of a credential: provider token prefixes and
 /// PEM private keys. Deliberately narrow, so it never flags ordinary text.
 pub fn looks_like_credential(value: &str) -> Option<&'static str> {
     let v = value.trim();
-    const PREFIXES: &[(&str, &str)] = &[
-        ("ghp_", "a GitHub token"),
-        ("gho_", "a GitHub token"),
-        ("ghs_", "a GitHub token"),
-        ("github_pat_", "a GitHub token"),
-        ("glpat-", "a GitLab token"),
-        ("glsa_", "a Grafana service-account token"),
-        ("glc_", "a Grafana Cloud token"),
-        ("xoxb-", "a Slack token"),
-        ("xoxp-", "a Slack token"),
-        ("sk_live_", "a Stripe key"),
-    ];
-    for (p, what) in PREFIXES {
+    // AWS key ids have a fixed shape, checked below.
+    for (p, what) in CREDENTIAL_PREFIXES.iter().filter(|(p, _)| *p != "AKIA") {
         if v.starts_with(p) && v.len() >= p.len() + 16 {
             return Some(what);
         }

@@ -104,6 +104,24 @@ fn load(path: &std::path::Path, rev: Option<&str>) -> anyhow::Result<Snapshot> {
     })
 }
 
+/// The desired state at a git revision, or its validation errors. Files whose
+/// content was parsed for the other side of the plan are not read or parsed again.
+fn desired_at(
+    path: &std::path::Path,
+    rev: &str,
+    cache: &mut validate::ParseCache,
+) -> anyhow::Result<AtRevision> {
+    let snap = Snapshot::from_git(path, rev)?;
+    let outcome = validate::validate_cached(&snap, cache);
+    match outcome.repo {
+        Some(repo) => Ok((snap.revision, Ok(render::render(&repo)?))),
+        None => Ok((snap.revision, Err(outcome.diagnostics))),
+    }
+}
+
+/// A revision's commit id, and its desired state or its validation errors.
+type AtRevision = (Option<String>, Result<render::Desired, Vec<Diagnostic>>);
+
 fn print_diagnostics(diags: &[Diagnostic], format: Format) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match format {
@@ -167,26 +185,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             head,
             format,
         } => {
-            let head_snap = Snapshot::from_git(&path, &head)?;
-            let head_outcome = validate::validate(&head_snap);
-            let Some(head_repo) = head_outcome.repo else {
-                eprintln!("head {head} is invalid; no plan:");
-                print_diagnostics(&head_outcome.diagnostics, Format::Text)?;
-                return Ok(ExitCode::from(1));
+            let mut cache = validate::ParseCache::default();
+            let (head_rev, head_desired) = desired_at(&path, &head, &mut cache)?;
+            let head_desired = match head_desired {
+                Ok(d) => d,
+                Err(diags) => {
+                    eprintln!("head {head} is invalid; no plan:");
+                    print_diagnostics(&diags, Format::Text)?;
+                    return Ok(ExitCode::from(1));
+                }
             };
-            let base_snap = Snapshot::from_git(&path, &base)?;
             // An invalid base (e.g. the PR fixes a broken main) plans against nothing
             // rather than failing the review; the output says so.
-            let base_outcome = validate::validate(&base_snap);
-            let base_desired = match &base_outcome.repo {
-                Some(r) => Some(render::render(r)?),
-                None => None,
-            };
-            let head_desired = render::render(&head_repo)?;
+            let (base_rev, base_desired) = desired_at(&path, &base, &mut cache)?;
+            drop(cache);
+            let base_desired = base_desired.ok();
             let p = plan::diff(base_desired.as_ref(), &head_desired);
             let meta = plan::Meta {
-                base: base_snap.revision.clone().unwrap_or(base),
-                head: head_snap.revision.clone().unwrap_or(head),
+                base: base_rev.unwrap_or(base),
+                head: head_rev.unwrap_or(head),
                 base_invalid: base_desired.is_none(),
             };
             let text = match format {

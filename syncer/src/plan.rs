@@ -125,8 +125,8 @@ fn details(old: &Resource, new: &Resource) -> Vec<Detail> {
     ) else {
         return vec![Detail {
             path: String::new(),
-            old: Some(old.body.clone()),
-            new: Some(new.body.clone()),
+            old: Some(old.body.to_string()),
+            new: Some(new.body.to_string()),
         }];
     };
     let mut out = Vec::new();

@@ -48,8 +48,8 @@ impl Tenant {
     }
 }
 
-/// A dashboard, as Grafana's JSON model with the instance-specific fields (`id`,
-/// `version`) removed, serialised compactly with sorted keys.
+/// A dashboard: Grafana's JSON model with the instance-specific fields (`id`,
+/// `version`) removed.
 #[derive(Debug, Clone)]
 pub struct Dashboard {
     pub path: String,
@@ -57,7 +57,10 @@ pub struct Dashboard {
     pub folder: String,
     pub uid: String,
     pub title: String,
-    pub json: String,
+    /// What `POST /api/dashboards/db` takes: `{"dashboard": …, "folderUid": …}`,
+    /// compact JSON with sorted keys. Shared: the same dashboard in two commits of a
+    /// plan, and in the repository and its desired state, is held once.
+    pub body: std::sync::Arc<str>,
 }
 
 /// One rule file: a ruler namespace holding its groups.

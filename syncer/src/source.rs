@@ -2,18 +2,30 @@
 //!
 //! Everything downstream (validation, rendering, planning) reads only the snapshot,
 //! as Flux's controllers read only the source artifact: rendering needs no git, and
-//! fetching needs no renderer.
+//! fetching needs no renderer. A snapshot is an index (path → content id) plus where
+//! to read content from; files are read when parsed and dropped right after, so
+//! memory follows the parsed model, not the size of the repository.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The files of a config repository at one revision.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     /// The commit id, when the snapshot came from git.
     pub revision: Option<String>,
-    /// Relative path (`/` separators) → content. Only the files MOP reads.
-    pub files: BTreeMap<String, Vec<u8>>,
+    /// Relative path (`/` separators) → git blob id (`None` outside git). Only the
+    /// files MOP reads. Equal blob ids mean equal content.
+    pub files: BTreeMap<String, Option<String>>,
+    store: Store,
+}
+
+#[derive(Debug, Clone)]
+enum Store {
+    Memory(BTreeMap<String, Vec<u8>>),
+    Dir(PathBuf),
+    /// The git directory; content is read by blob id, never from the work tree.
+    Git(PathBuf),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +52,10 @@ pub enum SourceError {
     },
     #[error("git: {0}")]
     Git(#[from] git2::Error),
-    #[error("{path} in revision {rev} is not valid UTF-8 in its path")]
+    #[error("a path in revision {rev} is not valid UTF-8 (under {path})")]
     BadPath { path: String, rev: String },
+    #[error("{0} is not in the snapshot")]
+    NotInSnapshot(String),
 }
 
 /// Whether MOP reads this repository path. Other files (README, CODEOWNERS, CI
@@ -51,7 +65,16 @@ pub fn is_config_path(rel: &str) -> bool {
 }
 
 impl Snapshot {
-    /// Reads a working directory.
+    /// A snapshot of files held in memory (tests, and content already fetched).
+    pub fn from_memory(files: BTreeMap<String, Vec<u8>>) -> Self {
+        Self {
+            revision: None,
+            files: files.keys().map(|k| (k.clone(), None)).collect(),
+            store: Store::Memory(files),
+        }
+    }
+
+    /// Indexes a working directory.
     pub fn from_dir(root: &Path) -> Result<Self, SourceError> {
         if !root.is_dir() {
             return Err(SourceError::NotADirectory {
@@ -60,9 +83,8 @@ impl Snapshot {
         }
         let mut files = BTreeMap::new();
         for name in ["mop.yaml", "versions.yaml"] {
-            let p = root.join(name);
-            if p.is_file() {
-                files.insert(name.to_string(), read(&p)?);
+            if root.join(name).is_file() {
+                files.insert(name.to_string(), None);
             }
         }
         let tenants = root.join("tenants");
@@ -72,12 +94,16 @@ impl Snapshot {
         Ok(Self {
             revision: None,
             files,
+            store: Store::Dir(root.to_path_buf()),
         })
     }
 
-    /// Reads a commit straight from git objects: no checkout, so it works in bare
+    /// Indexes a commit straight from git objects: no checkout, so it works in bare
     /// clones and in dirty working trees, as CI jobs have them.
     pub fn from_git(repo_path: &Path, rev: &str) -> Result<Self, SourceError> {
+        // Like git itself, do not re-hash every object on read (libgit2 does by
+        // default, at a tenth of a plan's time); fetches and `git fsck` verify.
+        git2::opts::strict_hash_verification(false);
         let repo =
             git2::Repository::discover(repo_path).map_err(|source| SourceError::OpenRepo {
                 path: repo_path.to_path_buf(),
@@ -111,10 +137,8 @@ impl Snapshot {
                 return git2::TreeWalkResult::Abort;
             };
             let rel = format!("{dir}{name}");
-            if is_config_path(&rel)
-                && let Ok(blob) = repo.find_blob(entry.id())
-            {
-                files.insert(rel, blob.content().to_vec());
+            if is_config_path(&rel) {
+                files.insert(rel, Some(entry.id().to_string()));
             }
             git2::TreeWalkResult::Ok
         })?;
@@ -127,7 +151,55 @@ impl Snapshot {
         Ok(Self {
             revision: Some(commit.id().to_string()),
             files,
+            store: Store::Git(repo.path().to_path_buf()),
         })
+    }
+
+    pub fn contains(&self, path: &str) -> bool {
+        self.files.contains_key(path)
+    }
+
+    /// A reader of this snapshot's content. Each thread opens its own (a git
+    /// repository handle is not shareable between threads).
+    pub fn reader(&self) -> Result<Reader<'_>, SourceError> {
+        let repo = match &self.store {
+            Store::Git(dir) => {
+                Some(
+                    git2::Repository::open(dir).map_err(|source| SourceError::OpenRepo {
+                        path: dir.clone(),
+                        source,
+                    })?,
+                )
+            }
+            _ => None,
+        };
+        Ok(Reader { snap: self, repo })
+    }
+}
+
+/// Reads file content of a [`Snapshot`].
+pub struct Reader<'a> {
+    snap: &'a Snapshot,
+    repo: Option<git2::Repository>,
+}
+
+impl Reader<'_> {
+    pub fn read(&self, path: &str) -> Result<Vec<u8>, SourceError> {
+        match (&self.snap.store, self.snap.files.get(path)) {
+            (_, None) => Err(SourceError::NotInSnapshot(path.to_string())),
+            (Store::Memory(m), _) => m
+                .get(path)
+                .cloned()
+                .ok_or_else(|| SourceError::NotInSnapshot(path.to_string())),
+            (Store::Dir(root), _) => read(&root.join(path)),
+            (Store::Git(_), Some(id)) => {
+                let (Some(repo), Some(id)) = (&self.repo, id) else {
+                    return Err(SourceError::NotInSnapshot(path.to_string()));
+                };
+                let blob = repo.find_blob(git2::Oid::from_str(id)?)?;
+                Ok(blob.content().to_vec())
+            }
+        }
     }
 }
 
@@ -144,30 +216,27 @@ fn read(p: &Path) -> Result<Vec<u8>, SourceError> {
     })
 }
 
-fn walk(dir: &Path, rel: &str, out: &mut BTreeMap<String, Vec<u8>>) -> Result<(), SourceError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| SourceError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    for entry in entries {
-        let entry = entry.map_err(|source| SourceError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+fn walk(
+    dir: &Path,
+    rel: &str,
+    out: &mut BTreeMap<String, Option<String>>,
+) -> Result<(), SourceError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SourceError::Io { path, source }
+    };
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
             continue;
         }
         let path = entry.path();
         let child = format!("{rel}/{name}");
-        let ft = entry.file_type().map_err(|source| SourceError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        if ft.is_dir() {
+        if entry.file_type().map_err(io(&path))?.is_dir() {
             walk(&path, &child, out)?;
         } else {
-            out.insert(child, read(&path)?);
+            out.insert(child, None);
         }
     }
     Ok(())

@@ -5,6 +5,7 @@
 //! caller gets the full list. Only a snapshot without errors yields a `Repo`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use mop_gateway_config::{glob_match, is_valid_tenant_id};
 use serde::de::DeserializeOwned;
@@ -110,81 +111,194 @@ struct TenantParts {
 }
 
 /// Validates a snapshot.
+/// What one file parsed into.
+#[derive(Clone)]
+enum Parsed {
+    Nothing,
+    Platform(Box<PlatformFile>),
+    Versions(Box<VersionsFile>),
+    Tenant(String, Box<TenantFile>),
+    Sampling(String, Box<SamplingFile>),
+    Dashboard(String, Dashboard),
+    Rules {
+        tenant: String,
+        logs: bool,
+        ns: RuleNamespace,
+    },
+    /// Tenant file that did not parse; still marks the tenant directory as present.
+    TenantMarker(String, bool),
+}
+
+/// Parses and checks one file on its own: the part of validation that runs in
+/// parallel, one file per task.
+fn parse_one(path: &str, bytes: &[u8], diags: &mut Vec<Diagnostic>) -> Parsed {
+    let kind = classify(path);
+    if matches!(kind, FileKind::Docs) {
+        return Parsed::Nothing;
+    }
+    if let FileKind::Unknown { hint } = kind {
+        diags.push(Diagnostic::error(path, 0, 0, "MOP does not read this file").with_hint(hint));
+        return Parsed::Nothing;
+    }
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        diags.push(Diagnostic::error(path, 0, 0, "file is not valid UTF-8"));
+        return Parsed::Nothing;
+    };
+    scan_credentials(path, text, diags);
+    match kind {
+        FileKind::Platform => {
+            parse_yaml(path, text, diags).map_or(Parsed::Nothing, |p| Parsed::Platform(Box::new(p)))
+        }
+        FileKind::Versions => {
+            parse_yaml(path, text, diags).map_or(Parsed::Nothing, |v| Parsed::Versions(Box::new(v)))
+        }
+        FileKind::Tenant { tenant } => match parse_yaml::<TenantFile>(path, text, diags) {
+            Some(t) => Parsed::Tenant(tenant, Box::new(t)),
+            None => Parsed::TenantMarker(tenant, true),
+        },
+        FileKind::Sampling { tenant } => match parse_yaml::<SamplingFile>(path, text, diags) {
+            Some(s) => {
+                check_sampling(path, &s, diags);
+                Parsed::Sampling(tenant, Box::new(s))
+            }
+            None => Parsed::TenantMarker(tenant, false),
+        },
+        FileKind::Dashboard { tenant, folder } => {
+            match parse_dashboard(path, &tenant, &folder, text, diags) {
+                Some(d) => Parsed::Dashboard(tenant, d),
+                None => Parsed::TenantMarker(tenant, false),
+            }
+        }
+        FileKind::MetricRules { tenant } | FileKind::LogRules { tenant } => {
+            let logs = path.contains("/rules/logs/");
+            match parse_yaml::<RuleFile>(path, text, diags) {
+                Some(file) => {
+                    check_rule_file(path, text, &file, logs, diags);
+                    let ns = RuleNamespace {
+                        path: path.to_string(),
+                        namespace: rule_namespace(path),
+                        file,
+                    };
+                    Parsed::Rules { tenant, logs, ns }
+                }
+                None => Parsed::TenantMarker(tenant, false),
+            }
+        }
+        FileKind::Docs | FileKind::Unknown { .. } => Parsed::Nothing,
+    }
+}
+
+/// Per-file results of earlier validations, keyed by path and git blob id, so a
+/// plan validates the base commit by parsing only the files the change touched.
+#[derive(Default)]
+pub struct ParseCache {
+    entries: HashMap<(String, String), FileResult>,
+}
+
+/// What parsing one file gave: its model and its diagnostics.
+type FileResult = Arc<(Parsed, Vec<Diagnostic>)>;
+
+/// Validates a snapshot.
 pub fn validate(snapshot: &Snapshot) -> Outcome {
+    validate_cached(snapshot, &mut ParseCache::default())
+}
+
+/// Validates a snapshot, reusing and filling `cache` for files with a blob id.
+pub fn validate_cached(snapshot: &Snapshot, cache: &mut ParseCache) -> Outcome {
+    use rayon::prelude::*;
+
     let mut diags = Vec::new();
     let mut platform: Option<PlatformFile> = None;
     let mut versions: Option<VersionsFile> = None;
     let mut tenants: BTreeMap<String, TenantParts> = BTreeMap::new();
 
-    for (path, bytes) in &snapshot.files {
-        let kind = classify(path);
-        if matches!(kind, FileKind::Docs) {
-            continue;
-        }
-        if let FileKind::Unknown { hint } = kind {
-            diags
-                .push(Diagnostic::error(path, 0, 0, "MOP does not read this file").with_hint(hint));
-            continue;
-        }
-        let Ok(text) = std::str::from_utf8(bytes) else {
-            diags.push(Diagnostic::error(path, 0, 0, "file is not valid UTF-8"));
-            continue;
-        };
-        scan_credentials(path, text, &mut diags);
-        match kind {
-            FileKind::Platform => platform = parse_yaml(path, text, &mut diags),
-            FileKind::Versions => versions = parse_yaml(path, text, &mut diags),
-            FileKind::Tenant { tenant } => {
-                let t = tenants.entry(tenant).or_default();
-                t.has_files = true;
-                t.spec_path = path.clone();
-                t.spec = parse_yaml(path, text, &mut diags);
-            }
-            FileKind::Sampling { tenant } => {
-                let t = tenants.entry(tenant).or_default();
-                t.has_files = true;
-                if let Some(s) = parse_yaml::<SamplingFile>(path, text, &mut diags) {
-                    check_sampling(path, &s, &mut diags);
-                    t.sampling = Some((path.clone(), s));
+    let shared = &*cache;
+    type Item = (
+        String,
+        Arc<(Parsed, Vec<Diagnostic>)>,
+        Option<(String, String)>,
+    );
+    let parsed: Vec<Item> = snapshot
+        .files
+        .par_iter()
+        .map_init(
+            || snapshot.reader(),
+            |reader, (path, blob_id)| {
+                let key = blob_id.as_ref().map(|id| (path.clone(), id.clone()));
+                if let Some(hit) = key.as_ref().and_then(|k| shared.entries.get(k)) {
+                    return (path.clone(), Arc::clone(hit), None);
                 }
-            }
-            FileKind::Dashboard { tenant, folder } => {
-                let t = tenants.entry(tenant).or_default();
-                t.has_files = true;
-                if let Some(d) = parse_dashboard(path, &folder, text, &mut diags) {
-                    t.dashboards.push(d);
-                }
-            }
-            FileKind::MetricRules { tenant } | FileKind::LogRules { tenant } => {
-                let logs = path.contains("/rules/logs/");
-                let t = tenants.entry(tenant).or_default();
-                t.has_files = true;
-                if let Some(file) = parse_yaml::<RuleFile>(path, text, &mut diags) {
-                    check_rule_file(path, text, &file, logs, &mut diags);
-                    let namespace = rule_namespace(path);
-                    let ns = RuleNamespace {
-                        path: path.clone(),
-                        namespace,
-                        file,
-                    };
-                    if logs {
-                        t.log_rules.push(ns);
-                    } else {
-                        t.metric_rules.push(ns);
+                let mut d = Vec::new();
+                let read = match reader {
+                    Ok(r) => r.read(path),
+                    Err(e) => Err(crate::source::SourceError::NotInSnapshot(format!(
+                        "{path} ({e})"
+                    ))),
+                };
+                let bytes = match read {
+                    Ok(b) => b,
+                    Err(e) => {
+                        d.push(Diagnostic::error(path, 0, 0, format!("cannot read: {e}")));
+                        return (path.clone(), Arc::new((Parsed::Nothing, d)), None);
                     }
+                };
+                let p = parse_one(path, &bytes, &mut d);
+                (path.clone(), Arc::new((p, d)), key)
+            },
+        )
+        .collect();
+    for (path, result, key) in parsed {
+        if let Some(k) = key {
+            cache.entries.insert(k, Arc::clone(&result));
+        }
+        let (p, d) = (result.0.clone(), &result.1);
+        diags.extend(d.iter().cloned());
+        match p {
+            Parsed::Nothing => {}
+            Parsed::Platform(p) => platform = Some(*p),
+            Parsed::Versions(v) => versions = Some(*v),
+            Parsed::Tenant(tenant, spec) => {
+                let t = tenants.entry(tenant).or_default();
+                t.has_files = true;
+                t.spec_path = path;
+                t.spec = Some(*spec);
+            }
+            Parsed::TenantMarker(tenant, is_spec) => {
+                let t = tenants.entry(tenant).or_default();
+                t.has_files = true;
+                if is_spec {
+                    t.spec_path = path;
                 }
             }
-            FileKind::Docs | FileKind::Unknown { .. } => {}
+            Parsed::Sampling(tenant, s) => {
+                let t = tenants.entry(tenant).or_default();
+                t.has_files = true;
+                t.sampling = Some((path, *s));
+            }
+            Parsed::Dashboard(tenant, d) => {
+                let t = tenants.entry(tenant).or_default();
+                t.has_files = true;
+                t.dashboards.push(d);
+            }
+            Parsed::Rules { tenant, logs, ns } => {
+                let t = tenants.entry(tenant).or_default();
+                t.has_files = true;
+                if logs {
+                    t.log_rules.push(ns);
+                } else {
+                    t.metric_rules.push(ns);
+                }
+            }
         }
     }
 
-    if !snapshot.files.contains_key("mop.yaml") {
+    if !snapshot.contains("mop.yaml") {
         diags.push(
             Diagnostic::error("mop.yaml", 0, 0, "file is missing")
                 .with_hint("every config repository has a mop.yaml at its root; start from repo-template/mop.yaml"),
         );
     }
-    if !snapshot.files.contains_key("versions.yaml") {
+    if !snapshot.contains("versions.yaml") {
         diags.push(
             Diagnostic::error("versions.yaml", 0, 0, "file is missing")
                 .with_hint("pin the agent and gateway versions in versions.yaml; start from repo-template/versions.yaml"),
@@ -269,21 +383,32 @@ fn err_at<T>(path: &str, at: &Loc<T>, msg: impl Into<String>) -> Diagnostic {
 }
 
 /// Credentials pasted as values anywhere in a file: provider tokens and private keys.
+/// One pass over the text for every known prefix, so it costs little on large repos.
 fn scan_credentials(path: &str, text: &str, diags: &mut Vec<Diagnostic>) {
-    if let Some(off) = text.find("-----BEGIN")
-        && text[off..].contains("PRIVATE KEY-----")
-    {
-        let (l, c) = diag::line_col(text, off);
-        diags.push(
-            Diagnostic::error(path, l, c, "inline secret: this is a private key")
-                .with_hint(crate::model::common::INLINE_SECRET_HINT),
-        );
+    use std::sync::OnceLock;
+    static PREFIXES: OnceLock<Option<aho_corasick::AhoCorasick>> = OnceLock::new();
+    let Some(ac) = PREFIXES
+        .get_or_init(|| {
+            aho_corasick::AhoCorasick::builder()
+                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                .build(diag::CREDENTIAL_PREFIXES.iter().map(|(p, _)| *p))
+                .ok()
+        })
+        .as_ref()
+    else {
         return;
-    }
-    let mut offset = 0;
-    for token in text.split(|c: char| c.is_whitespace() || "\"',:=[]{}".contains(c)) {
-        if let Some(what) = diag::looks_like_credential(token) {
-            let (l, c) = diag::line_col(text, offset);
+    };
+    for m in ac.find_iter(text) {
+        let start = m.start();
+        // Only at the start of a token: `xoxb-` inside a longer word is no token.
+        if start > 0 && text.as_bytes()[start - 1].is_ascii_alphanumeric() {
+            continue;
+        }
+        let end = text[start..]
+            .find(|c: char| c.is_whitespace() || "\"',:=[]{}".contains(c))
+            .map_or(text.len(), |e| start + e);
+        if let Some(what) = diag::looks_like_credential(&text[start..end]) {
+            let (l, c) = diag::line_col(text, start);
             diags.push(
                 Diagnostic::error(
                     path,
@@ -294,7 +419,6 @@ fn scan_credentials(path: &str, text: &str, diags: &mut Vec<Diagnostic>) {
                 .with_hint(crate::model::common::INLINE_SECRET_HINT),
             );
         }
-        offset += token.len() + 1;
     }
 }
 
@@ -506,11 +630,24 @@ fn check_policy_fields(path: &str, p: &PolicySpec, diags: &mut Vec<Diagnostic>) 
 
 fn parse_dashboard(
     path: &str,
+    tenant: &str,
     folder: &str,
     text: &str,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Dashboard> {
-    let mut value: serde_json::Value = match serde_json::from_str(text) {
+    // Only the top level is parsed into a map; nested values stay raw text (still
+    // syntax-checked). A full tree for 10,000 dashboards costs more than all the
+    // rest of validation.
+    if !text.trim_start().starts_with('{') {
+        diags.push(Diagnostic::error(
+            path,
+            1,
+            1,
+            "a dashboard must be a JSON object",
+        ));
+        return None;
+    }
+    let mut obj: BTreeMap<String, &serde_json::value::RawValue> = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             let msg = e.to_string();
@@ -533,15 +670,6 @@ fn parse_dashboard(
             .map(|o| diag::line_col(text, o))
             .unwrap_or((1, 1))
     };
-    let Some(obj) = value.as_object_mut() else {
-        diags.push(Diagnostic::error(
-            path,
-            1,
-            1,
-            "a dashboard must be a JSON object",
-        ));
-        return None;
-    };
     let mut ok = true;
     if obj.contains_key("__inputs") {
         let (l, c) = at("__inputs");
@@ -551,8 +679,12 @@ fn parse_dashboard(
         );
         ok = false;
     }
-    let uid = match obj.get("uid") {
-        Some(serde_json::Value::String(u)) => {
+    let as_string = |k: &str| {
+        obj.get(k)
+            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+    };
+    let uid = match as_string("uid") {
+        Some(u) => {
             let (l, c) = at("uid");
             if u.is_empty() {
                 diags.push(
@@ -581,7 +713,7 @@ fn parse_dashboard(
                 );
                 ok = false;
             }
-            u.clone()
+            u
         }
         _ => {
             let (l, c) = if obj.contains_key("uid") {
@@ -597,8 +729,8 @@ fn parse_dashboard(
             String::new()
         }
     };
-    let title = match obj.get("title") {
-        Some(serde_json::Value::String(t)) if !t.trim().is_empty() => t.clone(),
+    let title = match as_string("title") {
+        Some(t) if !t.trim().is_empty() => t,
         _ => {
             diags.push(
                 Diagnostic::error(path, 1, 1, "dashboard has no `title`")
@@ -614,13 +746,54 @@ fn parse_dashboard(
     // Instance-specific fields: Grafana assigns them, and they differ per org.
     obj.remove("id");
     obj.remove("version");
+    let folder_uid = crate::render::folder_uid(tenant, folder);
+    // The body Grafana takes, built once per file content and shared from here on.
+    let mut body = String::with_capacity(text.len());
+    body.push_str(r#"{"dashboard":{"#);
+    for (i, (k, v)) in obj.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&serde_json::Value::from(k.as_str()).to_string());
+        body.push(':');
+        minify_json_into(v.get(), &mut body);
+    }
+    body.push_str(r#"},"folderUid":"#);
+    body.push_str(&serde_json::Value::from(folder_uid).to_string());
+    body.push('}');
     Some(Dashboard {
         path: path.to_string(),
         folder: folder.to_string(),
         uid,
         title,
-        json: value.to_string(),
+        body: body.into(),
     })
+}
+
+/// Appends JSON text without the whitespace between tokens. The text is valid JSON
+/// (serde_json checked it), so only strings need care; runs between whitespace are
+/// copied whole, and every cut is at an ASCII byte, so at a character boundary.
+fn minify_json_into(json: &str, out: &mut String) {
+    let bytes = json.as_bytes();
+    let (mut i, mut run) = (0, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b' ' | b'\n' | b'\r' | b'\t' => {
+                out.push_str(&json[run..i]);
+                i += 1;
+                run = i;
+            }
+            _ => i += 1,
+        }
+    }
+    out.push_str(&json[run.min(json.len())..]);
 }
 
 fn is_metric_name(s: &str) -> bool {
@@ -945,23 +1118,58 @@ fn check_tenants(tenants: &BTreeMap<String, TenantParts>, diags: &mut Vec<Diagno
         }
     }
 
-    // A namespace owned twice makes routing ambiguous: data could land in either tenant.
-    for (i, (a, ta, _, _)) in owned.iter().enumerate() {
-        for (b, tb, pb, lb) in owned.iter().skip(i + 1) {
-            if ta == tb {
-                if a == b {
-                    diags.push(err_at(pb, lb, format!("namespace {b:?} is listed twice")));
-                }
-                continue;
+    check_namespace_ownership(&owned, diags);
+}
+
+/// A namespace owned twice makes routing ambiguous: data could land in either tenant.
+/// Exact names are looked up in a map, and patterns by their literal prefix, so a
+/// thousand tenants cost thousands of lookups, not a million comparisons.
+fn check_namespace_ownership(
+    owned: &[(&str, &str, &str, &Loc<String>)],
+    diags: &mut Vec<Diagnostic>,
+) {
+    let is_pattern = |n: &str| n.contains(['*', '?']);
+    let mut report = |i: usize, j: usize| {
+        // Report at the later entry, naming the earlier one.
+        let (first, second) = if i < j { (i, j) } else { (j, i) };
+        let (a, ta, _, _) = owned[first];
+        let (b, tb, pb, lb) = owned[second];
+        if ta == tb {
+            if a == b {
+                diags.push(err_at(pb, lb, format!("namespace {b:?} is listed twice")));
             }
-            let conflict = a == b
-                || (!b.contains(['*', '?']) && glob_match(a, b))
-                || (!a.contains(['*', '?']) && glob_match(b, a));
-            if conflict {
-                diags.push(
-                    err_at(pb, lb, format!("namespace {b:?} is also owned by tenants/{ta} ({a:?})"))
-                        .with_hint("a namespace belongs to exactly one tenant; remove it from one of them or narrow the pattern"),
-                );
+            return;
+        }
+        diags.push(
+            err_at(pb, lb, format!("namespace {b:?} is also owned by tenants/{ta} ({a:?})"))
+                .with_hint("a namespace belongs to exactly one tenant; remove it from one of them or narrow the pattern"),
+        );
+    };
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    let mut by_prefix: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, (name, ..)) in owned.iter().enumerate() {
+        if let Some(&j) = by_name.get(name) {
+            report(j, i);
+        } else {
+            by_name.insert(name, i);
+        }
+        if is_pattern(name) {
+            let prefix = &name[..name.find(['*', '?']).unwrap_or(name.len())];
+            by_prefix.entry(prefix).or_default().push(i);
+        }
+    }
+    for (i, (name, ..)) in owned.iter().enumerate() {
+        if is_pattern(name) {
+            continue;
+        }
+        for k in 0..=name.len() {
+            let Some(candidates) = name.get(..k).and_then(|p| by_prefix.get(p)) else {
+                continue;
+            };
+            for &j in candidates {
+                if glob_match(owned[j].0, name) {
+                    report(i, j);
+                }
             }
         }
     }

@@ -99,15 +99,6 @@ pub(super) fn render(repo: &Repo, b: &mut Builder) -> Result<()> {
             )?;
         }
         for d in &t.dashboards {
-            let folder =
-                serde_json::to_string(&folder_uid(&t.key, &d.folder)).map_err(|source| {
-                    super::RenderError::Serialise {
-                        what: d.path.clone(),
-                        source,
-                    }
-                })?;
-            // Keys in sorted order keep the body canonical without re-parsing the dashboard.
-            let body = format!(r#"{{"dashboard":{},"folderUid":{folder}}}"#, d.json);
             b.add_raw(
                 ResourceId {
                     target: Target::Grafana,
@@ -116,14 +107,14 @@ pub(super) fn render(repo: &Repo, b: &mut Builder) -> Result<()> {
                     name: d.uid.clone(),
                 },
                 Some(d.title.clone()),
-                body,
+                std::sync::Arc::clone(&d.body),
             )?;
         }
     }
     Ok(())
 }
 
-pub(crate) fn folder_uid(tenant: &str, folder: &str) -> String {
+pub fn folder_uid(tenant: &str, folder: &str) -> String {
     short_uid(&["mop", tenant, folder])
 }
 

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::repo::Repo;
 
+pub use grafana::folder_uid;
 pub use kubernetes::{GATEWAY_CONFIGMAP, gateway_config};
 
 /// Where a resource is applied.
@@ -131,8 +132,9 @@ pub struct Resource {
     pub id: ResourceId,
     /// Human label (dashboard or folder title), when the name is not one.
     pub title: Option<String>,
-    /// Canonical compact JSON: the object as the target's API takes it.
-    pub body: String,
+    /// Canonical compact JSON: the object as the target's API takes it. Shared, so
+    /// large bodies (dashboards) are not copied between model, state and plan.
+    pub body: std::sync::Arc<str>,
 }
 
 /// The desired state of every target.
@@ -194,7 +196,7 @@ impl Builder {
             what: id.to_string(),
             source,
         })?;
-        self.add_raw(id, title, body)
+        self.add_raw(id, title, body.into())
     }
 
     /// Adds a body that is already canonical JSON.
@@ -202,7 +204,7 @@ impl Builder {
         &mut self,
         id: ResourceId,
         title: Option<String>,
-        body: String,
+        body: std::sync::Arc<str>,
     ) -> Result<()> {
         if self.resources.contains_key(&id) {
             return Err(RenderError::Duplicate(id.to_string()));

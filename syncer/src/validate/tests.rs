@@ -82,13 +82,12 @@ fn base() -> BTreeMap<String, String> {
 }
 
 fn run(files: BTreeMap<String, String>) -> Outcome {
-    let snapshot = Snapshot {
-        revision: None,
-        files: files
+    let snapshot = Snapshot::from_memory(
+        files
             .into_iter()
             .map(|(k, v)| (k, v.into_bytes()))
             .collect(),
-    };
+    );
     validate(&snapshot)
 }
 
@@ -524,5 +523,32 @@ fn sampling_policy_fields_follow_the_type() {
     assert_has(
         &d,
         "tenants/a/sampling.yaml:3:11: error: `percentage` does not apply to a policy of type latency\n  hint: remove it, or change `type` to the policy kind that uses it",
+    );
+}
+
+#[test]
+fn minify_keeps_strings_intact() {
+    let mut out = String::new();
+    minify_json_into(
+        "{ \"a b\" : [ 1 , \"x \\\" y\" ],\n  \"é\": \"\\\\\" }",
+        &mut out,
+    );
+    assert_eq!(out, r#"{"a b":[1,"x \" y"],"é":"\\"}"#);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["a b"][1], "x \" y");
+}
+
+#[test]
+fn dashboard_body_is_canonical_at_the_top_and_drops_instance_fields() {
+    let mut files = base();
+    files.insert(
+        "tenants/a/dashboards/main/one.json".into(),
+        "{\n  \"title\": \"T\",\n  \"id\": 12,\n  \"version\": 3,\n  \"uid\": \"a-one\",\n  \"panels\": [ { \"id\": 1 } ]\n}\n".into(),
+    );
+    let repo = run(files).repo.expect("valid");
+    let d = &repo.tenants[0].dashboards[0];
+    assert_eq!(
+        &*d.body,
+        r#"{"dashboard":{"panels":[{"id":1}],"title":"T","uid":"a-one"},"folderUid":"mop-a-main"}"#
     );
 }
