@@ -121,3 +121,43 @@ fn validate_exit_codes_and_json() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("is not a directory"), "{err}");
 }
+
+/// Rendered Mimir rule groups are what Mimir's ruler receives; Prometheus's own
+/// checker (Debian's `promtool`) must accept each of them.
+#[test]
+fn rendered_metric_rule_groups_pass_promtool() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("r");
+    let (code, o, e) = run(mop().arg("render").arg(template()).arg("--out").arg(&dir));
+    assert_eq!(code, 0, "{o}{e}");
+    let mut checked = 0;
+    for (rel, bytes) in read_tree(&dir) {
+        if !rel.starts_with("mimir-ruler/") {
+            continue;
+        }
+        // The ruler API takes one bare group; promtool reads a `groups:` file.
+        let group: serde_json::Value = serde_saphyr::from_slice(&bytes).unwrap();
+        let file = out.path().join(format!("check-{checked}.yaml"));
+        std::fs::write(
+            &file,
+            serde_saphyr::to_string(&serde_json::json!({ "groups": [group] })).unwrap(),
+        )
+        .unwrap();
+        let result = std::process::Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(&file)
+            .output()
+            .expect("promtool is installed (Debian package prometheus; .ci/install-deps)");
+        assert!(
+            result.status.success(),
+            "promtool rejected {rel}:\n{}{}",
+            String::from_utf8_lossy(&result.stdout),
+            String::from_utf8_lossy(&result.stderr)
+        );
+        checked += 1;
+    }
+    assert_eq!(
+        checked, 10,
+        "every metric rule group of repo-template was checked"
+    );
+}
