@@ -130,8 +130,9 @@ pub struct Backends {
 pub struct Backend {
     /// Base URL used by Grafana datasources and, for Mimir and Loki, the ruler API.
     pub url: Loc<String>,
-    /// URL the gateway sends data to, when it differs from `url` (e.g. Tempo's OTLP
-    /// receiver on port 4317, Mimir's `/api/v1/push`, Loki's `/loki/api/v1/push`).
+    /// URL the gateway sends data to, when it differs from `url`: Tempo's OTLP/HTTP
+    /// traces URL (`…:4318/v1/traces`), Mimir's remote-write `…/api/v1/push`, Loki's
+    /// `…/loki/api/v1/push`.
     #[serde(default)]
     pub push_url: Option<Loc<String>>,
     /// The ConfigMap holding this backend's runtime `overrides:` file, which MOP

@@ -19,6 +19,7 @@ const GATEWAY: &str = "mop-gateway";
 const AGENT: &str = "mop-agent";
 const TOKENS_DIR: &str = "/etc/mop/tokens";
 const CONFIG_DIR: &str = "/etc/mop/gateway";
+const QUEUE_DIR: &str = "/var/lib/mop-gateway";
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "mop");
 pub const TENANT_LABEL: &str = "mop.dev/tenant";
 
@@ -259,7 +260,7 @@ fn gateway_workload(repo: &Repo, b: &mut Builder) -> Result<()> {
         vec![json!({ "name": "routing", "configMap": { "name": GATEWAY_CONFIGMAP } })];
     let mut mounts = vec![json!({ "name": "routing", "mountPath": CONFIG_DIR, "readOnly": true })];
     volumes.push(json!({ "name": "queue", "emptyDir": { "sizeLimit": "2Gi" } }));
-    mounts.push(json!({ "name": "queue", "mountPath": "/var/lib/mop-gateway" }));
+    mounts.push(json!({ "name": "queue", "mountPath": QUEUE_DIR }));
     for t in &repo.tenants {
         for (i, r) in t.spec.ingest.tokens.iter().enumerate() {
             if let SecretRef::Secret(s) = r {
@@ -300,13 +301,13 @@ fn gateway_workload(repo: &Repo, b: &mut Builder) -> Result<()> {
                             "image": image_ref(&v.image.value, &v.version.value),
                             "args": [
                                 format!("--config={CONFIG_DIR}/{}", gw::FILE_NAME),
-                                "--otlp-grpc-addr=0.0.0.0:4317".to_string(),
-                                "--otlp-http-addr=0.0.0.0:4318".to_string(),
-                                "--admin-addr=0.0.0.0:8888".to_string(),
-                                "--queue-dir=/var/lib/mop-gateway".to_string(),
-                                format!("--tempo-endpoint={}", push_url(&be.tempo)),
-                                format!("--mimir-remote-write-url={}", push_url(&be.mimir)),
-                                format!("--loki-push-url={}", push_url(&be.loki)),
+                                "--grpc-listen=0.0.0.0:4317".to_string(),
+                                "--http-listen=0.0.0.0:4318".to_string(),
+                                "--admin-listen=0.0.0.0:8888".to_string(),
+                                format!("--disk-queue-dir={QUEUE_DIR}"),
+                                format!("--tempo-url={}", push_url(&be.tempo)),
+                                format!("--remote-write-url={}", push_url(&be.mimir)),
+                                format!("--loki-url={}", push_url(&be.loki)),
                             ],
                             "ports": [
                                 { "name": "otlp-grpc", "containerPort": 4317 },
