@@ -13,4 +13,5 @@ pub mod render;
 pub mod repo;
 pub mod schema;
 pub mod source;
+mod unknown;
 pub mod validate;

@@ -7,6 +7,14 @@ use schemars::{JsonSchema, generate::SchemaSettings};
 
 use crate::model::{PlatformFile, RuleFile, SamplingFile, TenantFile, VersionsFile};
 
+/// The root schema of one type, as the docs ship it.
+pub fn root<T: JsonSchema>() -> serde_json::Value {
+    SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<T>()
+        .to_value()
+}
+
 /// Every file kind: (file name in docs/schema, schema).
 pub fn all() -> Vec<(&'static str, serde_json::Value)> {
     fn one<T: JsonSchema>(title: &str) -> serde_json::Value {

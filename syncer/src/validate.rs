@@ -357,7 +357,7 @@ pub fn validate_cached(snapshot: &Snapshot, cache: &mut ParseCache) -> Outcome {
     }
 }
 
-fn parse_yaml<T: DeserializeOwned>(
+fn parse_yaml<T: DeserializeOwned + schemars::JsonSchema>(
     path: &str,
     text: &str,
     diags: &mut Vec<Diagnostic>,
@@ -365,7 +365,15 @@ fn parse_yaml<T: DeserializeOwned>(
     match serde_saphyr::from_str::<T>(text) {
         Ok(v) => Some(v),
         Err(e) => {
-            diags.push(diag::from_yaml_error(path, &e));
+            let first = diag::from_yaml_error(path, &e);
+            // serde stopped at the first problem; find every other unknown field.
+            let schema = crate::schema::root::<T>();
+            let more = crate::unknown::unknown_fields(path, text, &schema);
+            diags.extend(
+                more.into_iter()
+                    .filter(|d| (d.line, d.column) != (first.line, first.column)),
+            );
+            diags.push(first);
             None
         }
     }

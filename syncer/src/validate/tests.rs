@@ -552,3 +552,26 @@ fn dashboard_body_is_canonical_at_the_top_and_drops_instance_fields() {
         r#"{"dashboard":{"panels":[{"id":1}],"title":"T","uid":"a-one"},"folderUid":"mop-a-main"}"#
     );
 }
+
+#[test]
+fn every_unknown_field_of_a_file_is_reported() {
+    let d = errors_with(
+        "tenants/b/tenant.yaml",
+        "id: team-b\nnamespaces: [b]\ngrafana:\n  memebers: []\n  teams:\n    - name: t\n      membrs: []\nlimts: {}\n",
+    );
+    // The first comes from serde (fields in declaration order), the others from the
+    // schema pass (fields in alphabetical order).
+    assert_has(
+        &d,
+        "tenants/b/tenant.yaml:4:3: error: unknown field `memebers`, expected one of org, members, teams\n  hint: did you mean `members`?",
+    );
+    assert_has(
+        &d,
+        "tenants/b/tenant.yaml:7:7: error: unknown field `membrs`, expected one of email, members, name\n  hint: did you mean `members`?",
+    );
+    assert_has(
+        &d,
+        "tenants/b/tenant.yaml:8:1: error: unknown field `limts`, expected one of display_name, grafana, id, ingest, limits, namespaces\n  hint: did you mean `limits`?",
+    );
+    assert_eq!(d.len(), 3, "{d:#?}");
+}
