@@ -466,6 +466,20 @@ fn check_platform(p: &PlatformFile, diags: &mut Vec<Diagnostic>) {
             ),
         ));
     }
+    if !(1..=4096).contains(&p.agent.capture_bytes) {
+        diags.push(
+            Diagnostic::error(
+                file,
+                0,
+                0,
+                format!(
+                    "agent.capture_bytes is {}, outside 1 to 4096",
+                    p.agent.capture_bytes
+                ),
+            )
+            .with_hint("1024 sees the headers of nearly every HTTP request"),
+        );
+    }
     if !is_dns_label(&p.namespace) {
         diags.push(
             Diagnostic::error(

@@ -25,9 +25,46 @@ pub struct PlatformFile {
     /// The tenant-routing gateway.
     #[serde(default)]
     pub gateway: GatewaySettings,
+    /// What the node agent instruments.
+    #[serde(default)]
+    pub agent: AgentSettings,
     /// Limits for every tenant that does not set its own (per field).
     #[serde(default)]
     pub defaults: Limits,
+}
+
+/// What the eBPF node agent instruments on every node.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    /// Processes listening on one of these TCP ports are captured.
+    #[serde(default = "default_agent_ports")]
+    pub ports: Vec<u16>,
+    /// Processes whose executable has one of these file names (or full paths) are
+    /// captured.
+    #[serde(default)]
+    pub executables: Vec<String>,
+    /// Bytes of each message copied from the kernel for parsing (1 to 4096): more
+    /// sees longer headers and costs more per system call.
+    #[serde(default = "default_capture_bytes")]
+    pub capture_bytes: u32,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self {
+            ports: default_agent_ports(),
+            executables: Vec::new(),
+            capture_bytes: default_capture_bytes(),
+        }
+    }
+}
+
+fn default_agent_ports() -> Vec<u16> {
+    vec![80, 443, 3000, 5432, 6379, 8000, 8080, 9090]
+}
+fn default_capture_bytes() -> u32 {
+    1024
 }
 
 fn default_namespace() -> String {

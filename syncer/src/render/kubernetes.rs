@@ -17,6 +17,9 @@ use crate::repo::{Repo, Tenant};
 pub const GATEWAY_CONFIGMAP: &str = "mop-gateway-routing";
 const GATEWAY: &str = "mop-gateway";
 const AGENT: &str = "mop-agent";
+const AGENT_CONFIG_DIR: &str = "/etc/mop/agent";
+/// Name of the ConfigMap holding the agent's configuration.
+pub const AGENT_CONFIGMAP: &str = "mop-agent-config";
 const TOKENS_DIR: &str = "/etc/mop/tokens";
 const CONFIG_DIR: &str = "/etc/mop/gateway";
 const QUEUE_DIR: &str = "/var/lib/mop-gateway";
@@ -367,6 +370,26 @@ fn agent_workload(repo: &Repo, b: &mut Builder) -> Result<()> {
             "subjects": [{ "kind": "ServiceAccount", "name": AGENT, "namespace": ns }],
         }),
     )?;
+    // The agent's own config file (agent/src/config.rs reads it; docs/agent.md).
+    let a = &repo.platform.agent;
+    let agent_config = json!({
+        "otlp_endpoint": format!("http://{GATEWAY}.{ns}.svc:4317"),
+        "metrics_listen": "0.0.0.0:8889",
+        "instrument": { "ports": a.ports, "executables": a.executables },
+        "capture": { "bytes": a.capture_bytes },
+        "kubernetes": { "enabled": true },
+    });
+    add(
+        b,
+        None,
+        Kind::ConfigMap,
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": { "name": AGENT_CONFIGMAP, "namespace": ns, "labels": labels(AGENT, None, &[]) },
+            "data": { "agent.yaml": super::to_yaml(&agent_config, AGENT_CONFIGMAP)? },
+        }),
+    )?;
     add(
         b,
         None,
@@ -395,12 +418,11 @@ fn agent_workload(repo: &Repo, b: &mut Builder) -> Result<()> {
                             "name": "agent",
                             "image": image_ref(&v.image.value, &v.version.value),
                             "args": [
-                                format!("--otlp-endpoint=http://{GATEWAY}.{ns}.svc:4317"),
-                                "--admin-addr=0.0.0.0:8889".to_string(),
+                                format!("--config={AGENT_CONFIG_DIR}/agent.yaml"),
                             ],
                             "env": [{ "name": "NODE_NAME", "valueFrom": { "fieldRef": { "fieldPath": "spec.nodeName" } } }],
                             "ports": [{ "name": "admin", "containerPort": 8889 }],
-                            "readinessProbe": { "httpGet": { "path": "/readyz", "port": "admin" }, "periodSeconds": 10 },
+                            "readinessProbe": { "httpGet": { "path": "/healthz", "port": "admin" }, "periodSeconds": 10 },
                             "livenessProbe": { "httpGet": { "path": "/healthz", "port": "admin" }, "periodSeconds": 10, "failureThreshold": 6 },
                             "resources": { "requests": { "cpu": "100m", "memory": "128Mi" }, "limits": { "memory": "512Mi" } },
                             "securityContext": {
@@ -412,9 +434,15 @@ fn agent_workload(repo: &Repo, b: &mut Builder) -> Result<()> {
                                 // kernels before 5.11; DAC_READ_SEARCH: read tracefs ids.
                                 "capabilities": { "drop": ["ALL"], "add": ["BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE", "DAC_READ_SEARCH"] },
                             },
-                            "volumeMounts": [{ "name": "tracefs", "mountPath": "/sys/kernel/tracing", "readOnly": true }],
+                            "volumeMounts": [
+                                { "name": "tracefs", "mountPath": "/sys/kernel/tracing", "readOnly": true },
+                                { "name": "config", "mountPath": AGENT_CONFIG_DIR, "readOnly": true },
+                            ],
                         }],
-                        "volumes": [{ "name": "tracefs", "hostPath": { "path": "/sys/kernel/tracing", "type": "Directory" } }],
+                        "volumes": [
+                            { "name": "tracefs", "hostPath": { "path": "/sys/kernel/tracing", "type": "Directory" } },
+                            { "name": "config", "configMap": { "name": AGENT_CONFIGMAP } },
+                        ],
                     },
                 },
             },
