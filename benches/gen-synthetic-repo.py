@@ -94,7 +94,8 @@ def write(root, rel, text):
 def git(root, *args):
     env = dict(os.environ, GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="b@example.com",
                GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="b@example.com")
-    return subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True, text=True).stdout.strip()
+    # No background auto-gc: it would race the explicit `git gc` below.
+    return subprocess.run(["git", "-c", "gc.auto=0", *args], cwd=root, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def main():

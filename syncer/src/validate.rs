@@ -1131,12 +1131,10 @@ fn check_tenants(tenants: &BTreeMap<String, TenantParts>, diags: &mut Vec<Diagno
         if let Some((spath, s)) = &t.sampling
             && s.policies.is_empty()
         {
-            diags.push(Diagnostic::warning(
-                spath,
-                0,
-                0,
-                "no policies: this tenant keeps no traces except per-service overrides",
-            ));
+            diags.push(
+                Diagnostic::error(spath, 0, 0, "`policies` is empty, so it is unclear whether to keep all traces or none")
+                    .with_hint("to keep every trace, delete sampling.yaml or add `- {name: all, type: always}`; to keep few, add a probabilistic policy"),
+            );
         }
     }
 

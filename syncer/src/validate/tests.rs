@@ -575,3 +575,12 @@ fn every_unknown_field_of_a_file_is_reported() {
     );
     assert_eq!(d.len(), 3, "{d:#?}");
 }
+
+#[test]
+fn empty_sampling_policies_are_ambiguous() {
+    let d = errors_with("tenants/a/sampling.yaml", "policies: []\n");
+    assert_has(
+        &d,
+        "tenants/a/sampling.yaml: error: `policies` is empty, so it is unclear whether to keep all traces or none\n  hint: to keep every trace, delete sampling.yaml or add `- {name: all, type: always}`; to keep few, add a probabilistic policy",
+    );
+}
