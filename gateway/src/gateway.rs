@@ -1,0 +1,319 @@
+//! Wiring: listeners, queues, sampler, exporters, config watcher, and the staged
+//! shutdown (stop receivers → drain queues → flush exporters within a deadline).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
+use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::export::loki::LokiEncoder;
+use crate::export::remote_write::RemoteWriteEncoder;
+use crate::export::tempo::TempoEncoder;
+use crate::export::{Encoder, RetryPolicy, Sender};
+use crate::pipeline::{ExportOptions, QueueSender, queue, run_exporter};
+use crate::receiver::Ingest;
+use crate::receiver::grpc::GrpcReceiver;
+use crate::receiver::http::{HttpState, router};
+use crate::settings::Settings;
+use crate::signal::{ResourceItems, Signal};
+use crate::telemetry::Metrics;
+use crate::{reload, sampling};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("initial config: {0}")]
+    Config(#[from] reload::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot build HTTP client for {url}: {source}")]
+    Client {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    stop_receivers: CancellationToken,
+    stop_admin: CancellationToken,
+    receivers: Vec<JoinHandle<()>>,
+    pipelines: Vec<JoinHandle<()>>,
+    admin: JoinHandle<()>,
+    reloader: JoinHandle<()>,
+    ready: Arc<AtomicBool>,
+    metrics: Metrics,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
+}
+
+fn local(l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Error> {
+    l.local_addr()
+        .map_err(|source| Error::Bind { addr, source })
+}
+
+#[derive(Clone)]
+struct AdminState {
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+}
+
+async fn metrics_handler(State(s): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+}
+
+async fn ready_handler(State(s): State<AdminState>) -> impl IntoResponse {
+    if s.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+fn exporter<R: ResourceItems>(
+    settings: &Settings,
+    url: Option<&String>,
+    encoder: Arc<dyn Encoder<R>>,
+    metrics: &Metrics,
+    pipelines: &mut Vec<JoinHandle<()>>,
+) -> Result<Option<QueueSender<R>>, Error> {
+    let Some(url) = url else { return Ok(None) };
+    let retry = RetryPolicy {
+        initial: Duration::from_millis(settings.retry_initial_ms),
+        max: Duration::from_millis(settings.retry_max_ms),
+        max_elapsed: Duration::from_millis(settings.retry_max_elapsed_ms),
+    };
+    let sender = Sender::new(
+        url.clone(),
+        Duration::from_millis(settings.request_timeout_ms),
+        retry,
+    )
+    .map_err(|source| Error::Client {
+        url: url.clone(),
+        source,
+    })?;
+    let (tx, rx) = queue::<R>(settings.queue_capacity, R::SIGNAL, metrics.clone());
+    let opts = ExportOptions {
+        batch_max_items: settings.batch_max_items,
+        batch_timeout: settings.batch_timeout(),
+        max_in_flight: settings.max_in_flight,
+        shutdown_timeout: Duration::from_millis(settings.shutdown_timeout_ms),
+    };
+    pipelines.push(tokio::spawn(run_exporter(
+        rx,
+        encoder,
+        Arc::new(sender),
+        opts,
+        metrics.clone(),
+    )));
+    Ok(Some(tx))
+}
+
+impl Gateway {
+    /// Loads the config (refusing to start on a bad one), binds every listener and
+    /// starts all tasks.
+    pub async fn start(settings: Settings) -> Result<Self, Error> {
+        let metrics = Metrics::default();
+        let loaded = reload::load(&settings.config)?;
+        let (routes_tx, routes_rx) = watch::channel(Arc::new(loaded.table));
+        let mut pipelines = Vec::new();
+
+        let tempo_q = exporter::<ResourceSpans>(
+            &settings,
+            settings.tempo_url.as_ref(),
+            Arc::new(TempoEncoder),
+            &metrics,
+            &mut pipelines,
+        )?;
+        // Traces pass through the tail sampler on their way to Tempo.
+        let traces_in = match tempo_q {
+            Some(out) => {
+                let (tx, rx) = queue::<ResourceSpans>(
+                    settings.queue_capacity,
+                    Signal::Traces,
+                    metrics.clone(),
+                );
+                pipelines.push(tokio::spawn(sampling::run(
+                    rx,
+                    out,
+                    routes_rx.clone(),
+                    Duration::from_millis(settings.sampler_tick_ms.max(1)),
+                    metrics.clone(),
+                )));
+                Some(tx)
+            }
+            None => None,
+        };
+        let metrics_q = exporter::<ResourceMetrics>(
+            &settings,
+            settings.remote_write_url.as_ref(),
+            Arc::new(RemoteWriteEncoder),
+            &metrics,
+            &mut pipelines,
+        )?;
+        let logs_q = exporter::<ResourceLogs>(
+            &settings,
+            settings.loki_url.as_ref(),
+            Arc::new(LokiEncoder {
+                label_attributes: settings.loki_label_attributes.clone(),
+            }),
+            &metrics,
+            &mut pipelines,
+        )?;
+
+        let ingest = Ingest {
+            routes: routes_rx,
+            traces: traces_in,
+            metrics_queue: metrics_q,
+            logs: logs_q,
+            telemetry: metrics.clone(),
+            retry_after_s: settings.client_retry_after_s,
+        };
+
+        let grpc_l = bind(settings.grpc_listen).await?;
+        let http_l = bind(settings.http_listen).await?;
+        let admin_l = bind(settings.admin_listen).await?;
+        let grpc_addr = local(&grpc_l, settings.grpc_listen)?;
+        let http_addr = local(&http_l, settings.http_listen)?;
+        let admin_addr = local(&admin_l, settings.admin_listen)?;
+
+        let stop_receivers = CancellationToken::new();
+        let stop_admin = CancellationToken::new();
+        let mut receivers = Vec::new();
+
+        let grpc_routes = GrpcReceiver {
+            ingest: ingest.clone(),
+        }
+        .router(settings.max_request_bytes);
+        let stop = stop_receivers.clone();
+        receivers.push(tokio::spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(grpc_l);
+            let result = tonic::transport::Server::builder()
+                .add_routes(grpc_routes)
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "gRPC receiver failed");
+            }
+        }));
+
+        let http_app = router(HttpState {
+            ingest,
+            max_bytes: settings.max_request_bytes,
+        });
+        let stop = stop_receivers.clone();
+        receivers.push(tokio::spawn(async move {
+            let result = axum::serve(http_l, http_app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "HTTP receiver failed");
+            }
+        }));
+
+        let ready = Arc::new(AtomicBool::new(true));
+        let admin_app = Router::new()
+            .route("/metrics", get(metrics_handler))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(ready_handler))
+            .with_state(AdminState {
+                metrics: metrics.clone(),
+                ready: ready.clone(),
+            });
+        let stop = stop_admin.clone();
+        let admin = tokio::spawn(async move {
+            let result = axum::serve(admin_l, admin_app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "admin server failed");
+            }
+        });
+
+        let reloader = tokio::spawn(reload::watch_config(
+            settings.config.clone(),
+            Duration::from_millis(settings.reload_interval_ms.max(10)),
+            loaded.fingerprint,
+            routes_tx,
+            metrics.clone(),
+            stop_admin.clone(),
+        ));
+
+        Ok(Self {
+            grpc_addr,
+            http_addr,
+            admin_addr,
+            stop_receivers,
+            stop_admin,
+            receivers,
+            pipelines,
+            admin,
+            reloader,
+            ready,
+            metrics,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Staged shutdown: not ready → receivers stop (in-flight requests finish) →
+    /// queues close and drain through sampler and exporters → exporters get
+    /// their deadline (see `ExportOptions::shutdown_timeout`).
+    pub async fn shutdown(self) {
+        self.ready.store(false, Ordering::SeqCst);
+        self.stop_receivers.cancel();
+        for r in self.receivers {
+            let _ = r.await;
+        }
+        // Receivers held the last queue senders; with them gone each stage sees its
+        // input close, flushes, and closes the next.
+        for p in self.pipelines.into_iter().rev() {
+            let _ = p.await;
+        }
+        self.stop_admin.cancel();
+        let _ = self.admin.await;
+        let _ = self.reloader.await;
+    }
+}

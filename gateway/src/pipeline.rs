@@ -1,0 +1,292 @@
+//! Bounded queues between receivers and exporters, and the exporter worker that
+//! batches per tenant, sends with bounded concurrency and retries.
+//!
+//! Backpressure: receivers reserve queue slots for every tenant batch of a request
+//! at once ([`QueueSender::try_enqueue_all`]); when the queue is full, the whole
+//! request is refused with a retryable error, never half-accepted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::export::{Encoder, Sender};
+use crate::signal::{ResourceItems, Signal, count_items};
+use crate::telemetry::{DropReason, Metrics, SignalLabel};
+
+/// One tenant's share of a request.
+#[derive(Debug)]
+pub struct Batch<R> {
+    pub tenant: Arc<str>,
+    pub items: Vec<R>,
+}
+
+/// The queue was full: the client must retry later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("queue is full")]
+    Full,
+    #[error("gateway is shutting down")]
+    Closed,
+}
+
+/// The sending half of a bounded queue, counting its depth.
+#[derive(Debug)]
+pub struct QueueSender<R> {
+    tx: mpsc::Sender<Batch<R>>,
+    metrics: Metrics,
+    signal: Signal,
+}
+
+impl<R> Clone for QueueSender<R> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            metrics: self.metrics.clone(),
+            signal: self.signal,
+        }
+    }
+}
+
+/// The receiving half; decrements the depth gauge on receive.
+#[derive(Debug)]
+pub struct QueueReceiver<R> {
+    rx: mpsc::Receiver<Batch<R>>,
+    metrics: Metrics,
+    signal: Signal,
+}
+
+pub fn queue<R>(
+    capacity: usize,
+    signal: Signal,
+    metrics: Metrics,
+) -> (QueueSender<R>, QueueReceiver<R>) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    (
+        QueueSender {
+            tx,
+            metrics: metrics.clone(),
+            signal,
+        },
+        QueueReceiver {
+            rx,
+            metrics,
+            signal,
+        },
+    )
+}
+
+impl<R> QueueSender<R> {
+    /// Enqueues every batch or none.
+    pub fn try_enqueue_all(&self, batches: Vec<Batch<R>>) -> Result<(), EnqueueError> {
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let permits = self
+            .tx
+            .try_reserve_many(batches.len())
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(()) => EnqueueError::Full,
+                mpsc::error::TrySendError::Closed(()) => EnqueueError::Closed,
+            })?;
+        let n = batches.len();
+        for (permit, batch) in permits.zip(batches) {
+            permit.send(batch);
+        }
+        self.depth().inc_by(n as i64);
+        Ok(())
+    }
+
+    /// Waits for room; used by internal stages (the sampler) so that a full export
+    /// queue propagates back to the stage's own input queue.
+    pub async fn enqueue(&self, batch: Batch<R>) -> Result<(), EnqueueError> {
+        self.tx
+            .send(batch)
+            .await
+            .map_err(|_| EnqueueError::Closed)?;
+        self.depth().inc();
+        Ok(())
+    }
+
+    fn depth(&self) -> prometheus_client::metrics::gauge::Gauge {
+        self.metrics
+            .queue_depth
+            .get_or_create(&SignalLabel {
+                signal: self.signal,
+            })
+            .clone()
+    }
+}
+
+impl<R> QueueReceiver<R> {
+    pub async fn recv(&mut self) -> Option<Batch<R>> {
+        let b = self.rx.recv().await?;
+        self.metrics
+            .queue_depth
+            .get_or_create(&SignalLabel {
+                signal: self.signal,
+            })
+            .dec();
+        Some(b)
+    }
+}
+
+/// How the exporter worker batches and sends.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    pub batch_max_items: usize,
+    pub batch_timeout: Duration,
+    pub max_in_flight: usize,
+    pub shutdown_timeout: Duration,
+}
+
+struct Pending<R> {
+    items: Vec<R>,
+    count: usize,
+    deadline: Instant,
+}
+
+/// Runs until the queue is closed and drained, then waits for in-flight requests
+/// up to the shutdown deadline; whatever is still unsent then is counted dropped.
+pub async fn run_exporter<R: ResourceItems>(
+    mut rx: QueueReceiver<R>,
+    encoder: Arc<dyn Encoder<R>>,
+    sender: Arc<Sender>,
+    opts: ExportOptions,
+    metrics: Metrics,
+) {
+    let signal = R::SIGNAL;
+    let mut pending: HashMap<Arc<str>, Pending<R>> = HashMap::new();
+    let slots = Arc::new(Semaphore::new(opts.max_in_flight.max(1)));
+    let unsent = Arc::new(InFlight::default());
+    let mut tasks = JoinSet::new();
+    loop {
+        let next_deadline = pending.values().map(|p| p.deadline).min();
+        tokio::select! {
+            maybe = rx.recv() => {
+                let Some(batch) = maybe else { break };
+                let n = count_items(&batch.items);
+                let entry = pending.entry(batch.tenant.clone()).or_insert_with(|| Pending {
+                    items: Vec::new(),
+                    count: 0,
+                    deadline: Instant::now() + opts.batch_timeout,
+                });
+                entry.items.extend(batch.items);
+                entry.count += n;
+                if entry.count >= opts.batch_max_items
+                    && let Some(p) = pending.remove(&batch.tenant)
+                {
+                    flush(&mut tasks, &slots, batch.tenant, p, &encoder, &sender, &metrics, &unsent).await;
+                }
+            }
+            _ = sleep_until_opt(next_deadline) => {
+                let now = Instant::now();
+                let due: Vec<Arc<str>> = pending
+                    .iter()
+                    .filter(|(_, p)| p.deadline <= now)
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                for t in due {
+                    if let Some(p) = pending.remove(&t) {
+                        flush(&mut tasks, &slots, t, p, &encoder, &sender, &metrics, &unsent).await;
+                    }
+                }
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    let rest: Vec<(Arc<str>, Pending<R>)> = pending.drain().collect();
+    for (t, p) in rest {
+        flush(
+            &mut tasks, &slots, t, p, &encoder, &sender, &metrics, &unsent,
+        )
+        .await;
+    }
+    let drained = tokio::time::timeout(opts.shutdown_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tasks.abort_all();
+        for (tenant, n) in unsent.take_all() {
+            metrics.dropped(
+                &tenant,
+                signal,
+                DropReason::Shutdown,
+                n,
+                "shutdown deadline passed with the export still in flight",
+            );
+        }
+    }
+}
+
+/// Items per tenant currently being sent, so an aborted send at shutdown is counted.
+#[derive(Default)]
+struct InFlight {
+    inner: std::sync::Mutex<HashMap<Arc<str>, usize>>,
+}
+
+impl InFlight {
+    fn add(&self, tenant: &Arc<str>, n: usize) {
+        if let Ok(mut m) = self.inner.lock() {
+            *m.entry(tenant.clone()).or_default() += n;
+        }
+    }
+    fn sub(&self, tenant: &Arc<str>, n: usize) {
+        if let Ok(mut m) = self.inner.lock()
+            && let Some(v) = m.get_mut(tenant)
+        {
+            *v = v.saturating_sub(n);
+        }
+    }
+    fn take_all(&self) -> Vec<(Arc<str>, usize)> {
+        match self.inner.lock() {
+            Ok(mut m) => m.drain().filter(|(_, n)| *n > 0).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn flush<R: ResourceItems>(
+    tasks: &mut JoinSet<()>,
+    slots: &Arc<Semaphore>,
+    tenant: Arc<str>,
+    p: Pending<R>,
+    encoder: &Arc<dyn Encoder<R>>,
+    sender: &Arc<Sender>,
+    metrics: &Metrics,
+    unsent: &Arc<InFlight>,
+) {
+    // Waiting for a slot here (not inside the task) stops the worker from draining
+    // its queue while every slot is busy, so a slow backend fills the queue and
+    // clients get pushed back instead of the gateway buffering without bound.
+    let Ok(permit) = slots.clone().acquire_owned().await else {
+        return;
+    };
+    let encoder = encoder.clone();
+    let sender = sender.clone();
+    let metrics = metrics.clone();
+    let unsent = unsent.clone();
+    unsent.add(&tenant, p.count);
+    tasks.spawn(async move {
+        let _permit = permit;
+        let count = p.count;
+        let encoded = encoder.encode(&tenant, p.items);
+        for (reason, n, why) in &encoded.dropped {
+            metrics.dropped(&tenant, R::SIGNAL, *reason, *n, why);
+        }
+        sender.send(&tenant, R::SIGNAL, encoded, &metrics).await;
+        unsent.sub(&tenant, count);
+    });
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
