@@ -1,5 +1,6 @@
 //! OTLP/HTTP and OTLP/gRPC receivers: encodings, limits, partial success,
 //! backpressure.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod common;
 

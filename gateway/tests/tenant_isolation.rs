@@ -2,6 +2,7 @@
 //! concurrent clients, plus a token-holding client trying to write into another
 //! tenant in every way a client can (namespace attribute, `X-Scope-OrgID`, a
 //! guessed token).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod common;
 
@@ -57,9 +58,20 @@ async fn no_item_reaches_another_tenant() {
                 let items = NAMESPACES
                     .iter()
                     .enumerate()
-                    .map(|(i, ns)| spans_from(Some(ns), "agent", agent * 1_000_000 + round * 1000 + i as u64 * 10, 3))
+                    .map(|(i, ns)| {
+                        spans_from(
+                            Some(ns),
+                            "agent",
+                            agent * 1_000_000 + round * 1000 + i as u64 * 10,
+                            3,
+                        )
+                    })
                     .collect();
-                c.export(ExportTraceServiceRequest { resource_spans: items }).await.unwrap();
+                c.export(ExportTraceServiceRequest {
+                    resource_spans: items,
+                })
+                .await
+                .unwrap();
             }
         }));
     }
@@ -89,27 +101,49 @@ async fn no_item_reaches_another_tenant() {
             spans_from(Some("shop"), "attacker", 60_000_000, 2),
         ],
     };
-    let r = post_traces(attack.encode_to_vec(), Some(token_of("team-a")), None).await.unwrap();
+    let r = post_traces(attack.encode_to_vec(), Some(token_of("team-a")), None)
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     // Naming team-b in the header with team-a's token, or with no token: refused.
-    let r = post_traces(attack.encode_to_vec(), Some(token_of("team-a")), Some("team-b")).await.unwrap();
+    let r = post_traces(
+        attack.encode_to_vec(),
+        Some(token_of("team-a")),
+        Some("team-b"),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 403);
-    let r = post_traces(attack.encode_to_vec(), None, Some("team-b")).await.unwrap();
+    let r = post_traces(attack.encode_to_vec(), None, Some("team-b"))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     // A guessed token: refused.
-    let r = post_traces(attack.encode_to_vec(), Some("token-team-b".into()), None).await.unwrap();
+    let r = post_traces(attack.encode_to_vec(), Some("token-team-b".into()), None)
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     // The same over gRPC metadata.
     let mut c = TraceServiceClient::connect(gw.grpc_url()).await.unwrap();
     let mut req = tonic::Request::new(attack.clone());
-    req.metadata_mut().insert("authorization", format!("Bearer {}", token_of("team-a")).parse().unwrap());
-    req.metadata_mut().insert("x-scope-orgid", "team-b".parse().unwrap());
-    assert_eq!(c.export(req).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", token_of("team-a")).parse().unwrap(),
+    );
+    req.metadata_mut()
+        .insert("x-scope-orgid", "team-b".parse().unwrap());
+    assert_eq!(
+        c.export(req).await.unwrap_err().code(),
+        tonic::Code::PermissionDenied
+    );
 
     // Logs: a mixed batch from an agent and the same attack.
     let logs = ExportLogsServiceRequest {
-        resource_logs: NAMESPACES.iter().map(|ns| logs_from(Some(ns), "svc", &["agent-line"])).collect(),
+        resource_logs: NAMESPACES
+            .iter()
+            .map(|ns| logs_from(Some(ns), "svc", &["agent-line"]))
+            .collect(),
     };
     let r = http
         .post(gw.http_url("/v1/logs"))
@@ -134,7 +168,12 @@ async fn no_item_reaches_another_tenant() {
 
     let expected_spans = 4 * 10 * NAMESPACES.len() * 3 + 7;
     assert!(
-        eventually(Duration::from_secs(10), async || spans_seen(&tempo.state.received()).len() >= expected_spans).await,
+        eventually(Duration::from_secs(10), async || spans_seen(
+            &tempo.state.received()
+        )
+        .len()
+            >= expected_spans)
+        .await,
         "got {} of {expected_spans} spans",
         spans_seen(&tempo.state.received()).len()
     );
@@ -152,11 +191,21 @@ async fn no_item_reaches_another_tenant() {
         }
     }
     assert!(wrong.is_empty(), "items in the wrong tenant: {wrong:?}");
-    assert_eq!(seen.iter().filter(|(t, _, o)| t == "team-b" && o == "attacker").count(), 0);
+    assert_eq!(
+        seen.iter()
+            .filter(|(t, _, o)| t == "team-b" && o == "attacker")
+            .count(),
+        0
+    );
 
     assert!(
         eventually(Duration::from_secs(10), async || {
-            loki.state.received().iter().map(|(_, r)| r.streams.iter().map(|s| s.entries.len()).sum::<usize>()).sum::<usize>() >= 6
+            loki.state
+                .received()
+                .iter()
+                .map(|(_, r)| r.streams.iter().map(|s| s.entries.len()).sum::<usize>())
+                .sum::<usize>()
+                >= 6
         })
         .await
     );
@@ -164,7 +213,11 @@ async fn no_item_reaches_another_tenant() {
     for (t, req) in loki.state.received() {
         for st in &req.streams {
             let labels = parse_labels(&st.labels).unwrap();
-            let ns = labels.iter().find(|(k, _)| k == "k8s_namespace_name").map(|(_, v)| v.clone()).unwrap();
+            let ns = labels
+                .iter()
+                .find(|(k, _)| k == "k8s_namespace_name")
+                .map(|(_, v)| v.clone())
+                .unwrap();
             for e in &st.entries {
                 lines.push((t.clone(), ns.clone(), e.line.clone()));
             }
@@ -172,11 +225,29 @@ async fn no_item_reaches_another_tenant() {
     }
     assert_eq!(lines.len(), 6, "{lines:?}");
     for (t, ns, line) in &lines {
-        let allowed = if line == "attacker-line" { "team-a" } else { owner(ns) };
+        let allowed = if line == "attacker-line" {
+            "team-a"
+        } else {
+            owner(ns)
+        };
         assert_eq!(t, allowed, "log line {line:?} from {ns} landed in {t}");
     }
 
     let text = gw.metrics_text().await;
-    assert_eq!(metric_value(&text, "mop_gateway_retagged_items_total", &["tenant=\"team-a\"", "signal=\"Traces\""]), 5.0, "{text}");
-    assert!(metric_value(&text, "mop_gateway_rejected_items_total", &["reason=\"Forbidden\""]) >= 14.0);
+    assert_eq!(
+        metric_value(
+            &text,
+            "mop_gateway_retagged_items_total",
+            &["tenant=\"team-a\"", "signal=\"Traces\""]
+        ),
+        5.0,
+        "{text}"
+    );
+    assert!(
+        metric_value(
+            &text,
+            "mop_gateway_rejected_items_total",
+            &["reason=\"Forbidden\""]
+        ) >= 14.0
+    );
 }
