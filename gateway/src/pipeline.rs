@@ -65,6 +65,8 @@ pub fn queue<R>(
     metrics: Metrics,
 ) -> (QueueSender<R>, QueueReceiver<R>) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
+    // Present from the start, so dashboards see 0 rather than no series.
+    let _ = metrics.queue_depth.get_or_create(&SignalLabel { signal });
     (
         QueueSender {
             tx,
