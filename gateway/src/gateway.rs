@@ -19,11 +19,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::disk_queue::{self, DiskQueue};
 use crate::export::loki::LokiEncoder;
 use crate::export::remote_write::RemoteWriteEncoder;
 use crate::export::tempo::TempoEncoder;
 use crate::export::{Encoder, RetryPolicy, Sender};
-use crate::pipeline::{ExportOptions, QueueSender, queue, run_exporter};
+use crate::pipeline::{ExportOptions, QueueSender, Spool, queue, run_drainer, run_exporter};
 use crate::receiver::Ingest;
 use crate::receiver::grpc::GrpcReceiver;
 use crate::receiver::http::{HttpState, router};
@@ -42,6 +43,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    DiskQueue(#[from] crate::disk_queue::Error),
     #[error("cannot build HTTP client for {url}: {source}")]
     Client {
         url: String,
@@ -62,6 +65,12 @@ pub struct Gateway {
     pipelines: Vec<JoinHandle<()>>,
     admin: JoinHandle<()>,
     reloader: JoinHandle<()>,
+    drainers: Vec<JoinHandle<()>>,
+    /// Pipelines are done: drainers finish once their disk queue is empty.
+    closing: CancellationToken,
+    /// Shutdown deadline passed: drainers and disk-space waits stop now.
+    deadline: CancellationToken,
+    shutdown_timeout: Duration,
     ready: Arc<AtomicBool>,
     metrics: Metrics,
 }
@@ -101,12 +110,20 @@ async fn ready_handler(State(s): State<AdminState>) -> impl IntoResponse {
     }
 }
 
+/// Tasks and tokens of the exporter stages.
+struct Stages {
+    pipelines: Vec<JoinHandle<()>>,
+    drainers: Vec<JoinHandle<()>>,
+    closing: CancellationToken,
+    deadline: CancellationToken,
+}
+
 fn exporter<R: ResourceItems>(
     settings: &Settings,
     url: Option<&String>,
     encoder: Arc<dyn Encoder<R>>,
     metrics: &Metrics,
-    pipelines: &mut Vec<JoinHandle<()>>,
+    stages: &mut Stages,
 ) -> Result<Option<QueueSender<R>>, Error> {
     let Some(url) = url else { return Ok(None) };
     let retry = RetryPolicy {
@@ -130,12 +147,61 @@ fn exporter<R: ResourceItems>(
         max_in_flight: settings.max_in_flight,
         shutdown_timeout: Duration::from_millis(settings.shutdown_timeout_ms),
     };
-    pipelines.push(tokio::spawn(run_exporter(
+    let sender = Arc::new(sender);
+    let spool = match &settings.disk_queue_dir {
+        Some(dir) => {
+            let (dq, recovery) = DiskQueue::open(disk_queue::Options {
+                dir: dir.join(R::SIGNAL.as_str()),
+                segment_bytes: settings.disk_queue_segment_bytes,
+                max_bytes: settings.disk_queue_max_bytes,
+                fsync: settings.disk_queue_fsync,
+            })?;
+            if recovery.pending_bytes > 0 || recovery.truncated_bytes > 0 {
+                tracing::info!(signal = %R::SIGNAL, pending_bytes = recovery.pending_bytes, truncated_bytes = recovery.truncated_bytes, "disk queue recovered");
+            }
+            let dq = Arc::new(dq);
+            stages.drainers.push(tokio::spawn(run_drainer(
+                dq.clone(),
+                sender.clone(),
+                R::SIGNAL,
+                metrics.clone(),
+                stages.closing.clone(),
+                stages.deadline.clone(),
+            )));
+            if settings.disk_queue_fsync == disk_queue::FsyncPolicy::Interval {
+                // Ends with a last sync once the pipelines stopped appending.
+                let (dq, closing) = (dq.clone(), stages.closing.clone());
+                let every = Duration::from_millis(settings.disk_queue_fsync_interval_ms.max(10));
+                stages.drainers.push(tokio::spawn(async move {
+                    loop {
+                        let q = dq.clone();
+                        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || q.sync()).await {
+                            tracing::error!(error = %e, "disk queue fsync failed");
+                        }
+                        if closing.is_cancelled() {
+                            break;
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(every) => {}
+                            _ = closing.cancelled() => {}
+                        }
+                    }
+                }));
+            }
+            Some(Spool {
+                queue: dq,
+                stop: stages.deadline.clone(),
+            })
+        }
+        None => None,
+    };
+    stages.pipelines.push(tokio::spawn(run_exporter(
         rx,
         encoder,
-        Arc::new(sender),
+        sender,
         opts,
         metrics.clone(),
+        spool,
     )));
     Ok(Some(tx))
 }
@@ -147,14 +213,19 @@ impl Gateway {
         let metrics = Metrics::default();
         let loaded = reload::load(&settings.config)?;
         let (routes_tx, routes_rx) = watch::channel(Arc::new(loaded.table));
-        let mut pipelines = Vec::new();
+        let mut stages = Stages {
+            pipelines: Vec::new(),
+            drainers: Vec::new(),
+            closing: CancellationToken::new(),
+            deadline: CancellationToken::new(),
+        };
 
         let tempo_q = exporter::<ResourceSpans>(
             &settings,
             settings.tempo_url.as_ref(),
             Arc::new(TempoEncoder),
             &metrics,
-            &mut pipelines,
+            &mut stages,
         )?;
         // Traces pass through the tail sampler on their way to Tempo.
         let traces_in = match tempo_q {
@@ -164,7 +235,7 @@ impl Gateway {
                     Signal::Traces,
                     metrics.clone(),
                 );
-                pipelines.push(tokio::spawn(sampling::run(
+                stages.pipelines.push(tokio::spawn(sampling::run(
                     rx,
                     out,
                     routes_rx.clone(),
@@ -180,7 +251,7 @@ impl Gateway {
             settings.remote_write_url.as_ref(),
             Arc::new(RemoteWriteEncoder),
             &metrics,
-            &mut pipelines,
+            &mut stages,
         )?;
         let logs_q = exporter::<ResourceLogs>(
             &settings,
@@ -189,7 +260,7 @@ impl Gateway {
                 label_attributes: settings.loki_label_attributes.clone(),
             }),
             &metrics,
-            &mut pipelines,
+            &mut stages,
         )?;
 
         let ingest = Ingest {
@@ -277,7 +348,11 @@ impl Gateway {
             stop_receivers,
             stop_admin,
             receivers,
-            pipelines,
+            pipelines: stages.pipelines,
+            drainers: stages.drainers,
+            closing: stages.closing,
+            deadline: stages.deadline,
+            shutdown_timeout: Duration::from_millis(settings.shutdown_timeout_ms),
             admin,
             reloader,
             ready,
@@ -309,9 +384,37 @@ impl Gateway {
         }
         // Receivers held the last queue senders; with them gone each stage sees its
         // input close, flushes, and closes the next.
-        for p in self.pipelines.into_iter().rev() {
-            let _ = p.await;
+        let deadline = self.deadline.clone();
+        let pipelines = async {
+            for p in self.pipelines {
+                let _ = p.await;
+            }
+        };
+        let mut pipelines = std::pin::pin!(pipelines);
+        if tokio::time::timeout(self.shutdown_timeout, &mut pipelines)
+            .await
+            .is_err()
+        {
+            deadline.cancel();
+            pipelines.await;
         }
+        // With a disk queue, what the drainers cannot deliver by the deadline stays
+        // on disk for the next start.
+        self.closing.cancel();
+        let drainers = async {
+            for d in self.drainers {
+                let _ = d.await;
+            }
+        };
+        let mut drainers = std::pin::pin!(drainers);
+        if tokio::time::timeout(self.shutdown_timeout, &mut drainers)
+            .await
+            .is_err()
+        {
+            deadline.cancel();
+            drainers.await;
+        }
+        deadline.cancel();
         self.stop_admin.cancel();
         let _ = self.admin.await;
         let _ = self.reloader.await;

@@ -5,6 +5,7 @@
 //! `main.rs` only parses settings and calls [`gateway::Gateway::start`]; everything
 //! testable lives in this library.
 
+pub mod disk_queue;
 pub mod export;
 pub mod gateway;
 pub mod pipeline;

@@ -13,7 +13,11 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::export::{Encoder, Sender};
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::disk_queue::{self, DiskQueue};
+use crate::export::{Encoded, Encoder, Sender};
 use crate::signal::{ResourceItems, Signal, count_items};
 use crate::telemetry::{DropReason, Metrics, SignalLabel};
 
@@ -151,6 +155,171 @@ struct Pending<R> {
     deadline: Instant,
 }
 
+/// With a disk queue, batches are encoded and appended to it instead of sent; the
+/// drainer ([`run_drainer`]) sends them.
+#[derive(Clone)]
+pub struct Spool {
+    pub queue: Arc<DiskQueue>,
+    /// Fires when the shutdown deadline has passed: stop waiting for disk space.
+    pub stop: CancellationToken,
+}
+
+/// An encoded request as stored in the disk queue.
+#[derive(Clone, PartialEq, Message)]
+pub struct SpooledRequest {
+    #[prost(string, tag = "1")]
+    pub tenant: String,
+    #[prost(uint64, tag = "2")]
+    pub items: u64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub body: Vec<u8>,
+    #[prost(string, tag = "4")]
+    pub content_type: String,
+    #[prost(string, optional, tag = "5")]
+    pub content_encoding: Option<String>,
+    #[prost(string, repeated, tag = "6")]
+    pub header_names: Vec<String>,
+    #[prost(string, repeated, tag = "7")]
+    pub header_values: Vec<String>,
+}
+
+impl SpooledRequest {
+    fn new(tenant: &str, e: Encoded) -> Self {
+        let (header_names, header_values) = e.extra_headers.into_iter().unzip();
+        Self {
+            tenant: tenant.to_string(),
+            items: e.items as u64,
+            body: e.body,
+            content_type: e.content_type,
+            content_encoding: e.content_encoding,
+            header_names,
+            header_values,
+        }
+    }
+
+    fn into_encoded(self) -> (String, Encoded) {
+        (
+            self.tenant,
+            Encoded {
+                body: self.body,
+                content_type: self.content_type,
+                content_encoding: self.content_encoding,
+                extra_headers: self
+                    .header_names
+                    .into_iter()
+                    .zip(self.header_values)
+                    .collect(),
+                items: self.items as usize,
+                dropped: Vec::new(),
+            },
+        )
+    }
+}
+
+async fn spool_batch<R: ResourceItems>(
+    spool: &Spool,
+    tenant: &str,
+    items: Vec<R>,
+    encoder: &Arc<dyn Encoder<R>>,
+    metrics: &Metrics,
+) {
+    let signal = R::SIGNAL;
+    let encoded = encoder.encode(tenant, items);
+    for (reason, n, why) in &encoded.dropped {
+        metrics.dropped(tenant, signal, *reason, *n, why);
+    }
+    if encoded.items == 0 {
+        return;
+    }
+    let n = encoded.items;
+    let record = SpooledRequest::new(tenant, encoded).encode_to_vec();
+    loop {
+        match spool.queue.append(&record) {
+            Ok(()) => break,
+            Err(disk_queue::Error::Full(_)) => {
+                // Over budget: wait for the drainer to free space. Meanwhile the
+                // in-memory queue fills and clients are pushed back.
+                tokio::select! {
+                    _ = spool.queue.space_freed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = spool.stop.cancelled() => {
+                        metrics.dropped(tenant, signal, DropReason::Shutdown, n, "disk queue full at shutdown deadline");
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                metrics.dropped(tenant, signal, DropReason::DiskIo, n, &e.to_string());
+                return;
+            }
+        }
+    }
+    metrics
+        .disk_queue_bytes
+        .get_or_create(&SignalLabel { signal })
+        .set(spool.queue.pending_bytes() as i64);
+}
+
+/// Sends what the disk queue holds, oldest first, acknowledging each record only
+/// after the backend accepted it (at-least-once). Retryable failures are retried
+/// until `stop`; once `closing` fires and the queue is empty, it returns.
+pub async fn run_drainer(
+    queue: Arc<DiskQueue>,
+    sender: Arc<Sender>,
+    signal: Signal,
+    metrics: Metrics,
+    closing: CancellationToken,
+    stop: CancellationToken,
+) {
+    let gauge = metrics
+        .disk_queue_bytes
+        .get_or_create(&SignalLabel { signal })
+        .clone();
+    while !stop.is_cancelled() {
+        gauge.set(queue.pending_bytes() as i64);
+        match queue.peek() {
+            Ok(Some((payload, pos))) => {
+                let done = match SpooledRequest::decode(&payload[..]) {
+                    Ok(req) => {
+                        let (tenant, e) = req.into_encoded();
+                        sender
+                            .send_until(&tenant, signal, &e, &metrics, Some(&stop))
+                            .await
+                    }
+                    Err(e) => {
+                        metrics.dropped("", signal, DropReason::Corrupt, 1, &e.to_string());
+                        true
+                    }
+                };
+                if !done {
+                    break;
+                }
+                if let Err(e) = queue.ack(pos) {
+                    tracing::error!(error = %e, "cannot persist disk-queue cursor; the record may be sent again after a restart");
+                }
+            }
+            Ok(None) => {
+                if closing.is_cancelled() {
+                    break;
+                }
+                tokio::select! {
+                    _ = queue.appended() => {}
+                    _ = closing.cancelled() => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "disk queue read failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+        }
+    }
+    gauge.set(queue.pending_bytes() as i64);
+}
+
 /// Runs until the queue is closed and drained, then waits for in-flight requests
 /// up to the shutdown deadline; whatever is still unsent then is counted dropped.
 pub async fn run_exporter<R: ResourceItems>(
@@ -159,6 +328,7 @@ pub async fn run_exporter<R: ResourceItems>(
     sender: Arc<Sender>,
     opts: ExportOptions,
     metrics: Metrics,
+    spool: Option<Spool>,
 ) {
     let signal = R::SIGNAL;
     let mut pending: HashMap<Arc<str>, Pending<R>> = HashMap::new();
@@ -181,7 +351,10 @@ pub async fn run_exporter<R: ResourceItems>(
                 if entry.count >= opts.batch_max_items
                     && let Some(p) = pending.remove(&batch.tenant)
                 {
-                    flush(&mut tasks, &slots, batch.tenant, p, &encoder, &sender, &metrics, &unsent).await;
+                    match &spool {
+                        Some(sp) => spool_batch(sp, &batch.tenant, p.items, &encoder, &metrics).await,
+                        None => flush(&mut tasks, &slots, batch.tenant, p, &encoder, &sender, &metrics, &unsent).await,
+                    }
                 }
             }
             _ = sleep_until_opt(next_deadline) => {
@@ -193,7 +366,10 @@ pub async fn run_exporter<R: ResourceItems>(
                     .collect();
                 for t in due {
                     if let Some(p) = pending.remove(&t) {
-                        flush(&mut tasks, &slots, t, p, &encoder, &sender, &metrics, &unsent).await;
+                        match &spool {
+                            Some(sp) => spool_batch(sp, &t, p.items, &encoder, &metrics).await,
+                            None => flush(&mut tasks, &slots, t, p, &encoder, &sender, &metrics, &unsent).await,
+                        }
                     }
                 }
             }
@@ -202,10 +378,15 @@ pub async fn run_exporter<R: ResourceItems>(
     }
     let rest: Vec<(Arc<str>, Pending<R>)> = pending.drain().collect();
     for (t, p) in rest {
-        flush(
-            &mut tasks, &slots, t, p, &encoder, &sender, &metrics, &unsent,
-        )
-        .await;
+        match &spool {
+            Some(sp) => spool_batch(sp, &t, p.items, &encoder, &metrics).await,
+            None => {
+                flush(
+                    &mut tasks, &slots, t, p, &encoder, &sender, &metrics, &unsent,
+                )
+                .await
+            }
+        }
     }
     let drained = tokio::time::timeout(opts.shutdown_timeout, async {
         while tasks.join_next().await.is_some() {}

@@ -88,6 +88,32 @@ pub struct Settings {
     /// How often the tail sampler looks for traces that are due.
     #[arg(long, env = "MOP_GATEWAY_SAMPLER_TICK_MS", default_value_t = 100)]
     pub sampler_tick_ms: u64,
+    /// Directory of the on-disk export queues (one subdirectory per signal). When
+    /// set, every batch is written there before it is sent, and a backend outage or
+    /// a restart loses nothing up to `disk_queue_max_bytes` per signal.
+    #[arg(long, env = "MOP_GATEWAY_DISK_QUEUE_DIR")]
+    pub disk_queue_dir: Option<PathBuf>,
+    /// Disk budget per signal; above it the gateway pushes back to clients.
+    #[arg(long, env = "MOP_GATEWAY_DISK_QUEUE_MAX_BYTES", default_value_t = 1 << 30)]
+    pub disk_queue_max_bytes: u64,
+    /// Size at which a new segment file is started.
+    #[arg(long, env = "MOP_GATEWAY_DISK_QUEUE_SEGMENT_BYTES", default_value_t = 16 << 20)]
+    pub disk_queue_segment_bytes: u64,
+    /// When appended records are fsynced.
+    #[arg(
+        long,
+        env = "MOP_GATEWAY_DISK_QUEUE_FSYNC",
+        value_enum,
+        default_value = "interval"
+    )]
+    pub disk_queue_fsync: crate::disk_queue::FsyncPolicy,
+    /// Interval of the `interval` fsync policy.
+    #[arg(
+        long,
+        env = "MOP_GATEWAY_DISK_QUEUE_FSYNC_INTERVAL_MS",
+        default_value_t = 1_000
+    )]
+    pub disk_queue_fsync_interval_ms: u64,
     /// Deadline for draining and flushing on shutdown.
     #[arg(
         long,
@@ -126,6 +152,11 @@ impl Settings {
             client_retry_after_s: 1,
             reload_interval_ms: 100,
             sampler_tick_ms: 20,
+            disk_queue_dir: None,
+            disk_queue_max_bytes: 1 << 30,
+            disk_queue_segment_bytes: 16 << 20,
+            disk_queue_fsync: crate::disk_queue::FsyncPolicy::Interval,
+            disk_queue_fsync_interval_ms: 1_000,
             shutdown_timeout_ms: 5_000,
         }
     }

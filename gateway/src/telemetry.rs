@@ -27,6 +27,10 @@ pub enum DropReason {
     Encode,
     /// Shutdown deadline passed before the data was flushed.
     Shutdown,
+    /// The disk queue could not be written.
+    DiskIo,
+    /// A disk-queue record failed its checksum (counted in records, not items).
+    Corrupt,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -86,6 +90,7 @@ pub struct Metrics {
     pub retries: Family<TenantSignal, Counter>,
     pub queue_depth: Family<SignalLabel, Gauge>,
     pub queue_bytes: Family<SignalLabel, Gauge>,
+    pub disk_queue_bytes: Family<SignalLabel, Gauge>,
     pub sampling_decisions: Family<TenantPolicy, Counter>,
     pub sampled_out_spans: Family<TenantLabel, Counter>,
     pub sampler_traces: Family<TenantLabel, Gauge>,
@@ -133,8 +138,13 @@ impl Metrics {
         );
         r.register(
             "queue_bytes",
-            "Encoded bytes waiting in each exporter queue",
+            "Encoded bytes being sent (in flight, including retries) per exporter",
             self.queue_bytes.clone(),
+        );
+        r.register(
+            "disk_queue_bytes",
+            "Bytes waiting in each exporter's disk queue",
+            self.disk_queue_bytes.clone(),
         );
         r.register(
             "sampling_decisions",

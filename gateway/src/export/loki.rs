@@ -207,7 +207,7 @@ impl Encoder<ResourceLogs> for LokiEncoder {
         match snap::raw::Encoder::new().compress_vec(&raw) {
             Ok(body) => Encoded {
                 body,
-                content_type: "application/x-protobuf",
+                content_type: "application/x-protobuf".into(),
                 items: n,
                 ..Default::default()
             },

@@ -24,9 +24,9 @@ pub const ORG_ID_HEADER: &str = "X-Scope-OrgID";
 #[derive(Debug, Default)]
 pub struct Encoded {
     pub body: Vec<u8>,
-    pub content_type: &'static str,
-    pub content_encoding: Option<&'static str>,
-    pub extra_headers: Vec<(&'static str, &'static str)>,
+    pub content_type: String,
+    pub content_encoding: Option<String>,
+    pub extra_headers: Vec<(String, String)>,
     /// Items inside `body`.
     pub items: usize,
     /// Items left out, by reason, with a message for the log.
@@ -113,13 +113,13 @@ impl Sender {
             .client
             .post(&self.url)
             .header(ORG_ID_HEADER, tenant)
-            .header(CONTENT_TYPE, e.content_type)
+            .header(CONTENT_TYPE, e.content_type.as_str())
             .body(e.body.clone());
-        if let Some(enc) = e.content_encoding {
-            req = req.header(CONTENT_ENCODING, enc);
+        if let Some(enc) = &e.content_encoding {
+            req = req.header(CONTENT_ENCODING, enc.as_str());
         }
         for (k, v) in &e.extra_headers {
-            req = req.header(*k, *v);
+            req = req.header(k.as_str(), v.as_str());
         }
         match req.send().await {
             Ok(resp) => {
@@ -134,8 +134,23 @@ impl Sender {
 
     /// Sends until delivered, refused, or out of retry time; counts the result.
     pub async fn send(&self, tenant: &str, signal: Signal, e: Encoded, metrics: &Metrics) {
+        self.send_until(tenant, signal, &e, metrics, None).await;
+    }
+
+    /// Like [`Sender::send`]; with `stop` (the disk queue's mode) retryable failures
+    /// are retried until delivered or `stop` fires, never dropped: the disk budget,
+    /// not a retry budget, bounds an outage. Returns whether the batch is done
+    /// with (delivered or permanently refused) rather than interrupted.
+    pub async fn send_until(
+        &self,
+        tenant: &str,
+        signal: Signal,
+        e: &Encoded,
+        metrics: &Metrics,
+        stop: Option<&tokio_util::sync::CancellationToken>,
+    ) -> bool {
         if e.items == 0 {
-            return;
+            return true;
         }
         let bytes = metrics
             .queue_bytes
@@ -144,19 +159,19 @@ impl Sender {
         bytes.inc_by(e.body.len() as i64);
         let started = Instant::now();
         let mut attempt = 0u32;
-        loop {
-            match self.attempt(tenant, &e).await {
+        let done = loop {
+            match self.attempt(tenant, e).await {
                 Outcome::Delivered => {
                     metrics.exported(tenant, signal, e.items);
-                    break;
+                    break true;
                 }
                 Outcome::Rejected(msg) => {
                     metrics.dropped(tenant, signal, DropReason::Rejected4xx, e.items, &msg);
-                    break;
+                    break true;
                 }
                 Outcome::Retry(asked, msg) => {
                     let wait = backoff(&self.retry, attempt, asked);
-                    if started.elapsed() + wait > self.retry.max_elapsed {
+                    if stop.is_none() && started.elapsed() + wait > self.retry.max_elapsed {
                         metrics.dropped(
                             tenant,
                             signal,
@@ -164,16 +179,25 @@ impl Sender {
                             e.items,
                             &msg,
                         );
-                        break;
+                        break true;
                     }
                     tracing::debug!(tenant, signal = %signal, attempt, wait_ms = wait.as_millis() as u64, error = %msg, "export failed, retrying");
                     metrics.retried(tenant, signal);
                     attempt += 1;
-                    tokio::time::sleep(wait).await;
+                    match stop {
+                        Some(stop) => {
+                            tokio::select! {
+                                _ = stop.cancelled() => break false,
+                                _ = tokio::time::sleep(wait) => {}
+                            }
+                        }
+                        None => tokio::time::sleep(wait).await,
+                    }
                 }
             }
-        }
+        };
         bytes.dec_by(e.body.len() as i64);
+        done
     }
 }
 

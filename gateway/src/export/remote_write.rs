@@ -566,9 +566,9 @@ impl Encoder<ResourceMetrics> for RemoteWriteEncoder {
         match snap::raw::Encoder::new().compress_vec(&raw) {
             Ok(body) => Encoded {
                 body,
-                content_type: "application/x-protobuf",
-                content_encoding: Some("snappy"),
-                extra_headers: vec![("X-Prometheus-Remote-Write-Version", "0.1.0")],
+                content_type: "application/x-protobuf".into(),
+                content_encoding: Some("snappy".into()),
+                extra_headers: vec![("X-Prometheus-Remote-Write-Version".into(), "0.1.0".into())],
                 items: n,
                 dropped,
             },

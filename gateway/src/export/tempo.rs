@@ -20,7 +20,7 @@ impl Encoder<ResourceSpans> for TempoEncoder {
         .encode_to_vec();
         Encoded {
             body,
-            content_type: "application/x-protobuf",
+            content_type: "application/x-protobuf".into(),
             items: n,
             ..Default::default()
         }
