@@ -313,6 +313,15 @@ async fn full_queue_pushes_back_with_429_and_resource_exhausted() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    // RetryInfo makes OTLP SDKs retry instead of dropping (OTLP spec, "Failures").
+    let details = mop_gateway::receiver::grpc::RpcStatus::decode(err.details()).unwrap();
+    assert_eq!(
+        details.details[0].type_url,
+        "type.googleapis.com/google.rpc.RetryInfo"
+    );
+    let info =
+        mop_gateway::receiver::grpc::RetryInfo::decode(&details.details[0].value[..]).unwrap();
+    assert_eq!(info.retry_delay.unwrap().seconds, 7);
 
     // Backend back: everything accepted arrives.
     let accepted = statuses.iter().filter(|s| **s == 200).count();

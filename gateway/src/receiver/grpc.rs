@@ -34,17 +34,79 @@ fn to_status(e: Error, retry_after_s: u64) -> Status {
         Error::Forbidden(_) => Status::permission_denied(e.to_string()),
         Error::Rejected(_) => Status::invalid_argument(e.to_string()),
         Error::QueueFull(_) => {
-            let mut s = Status::resource_exhausted(e.to_string());
-            // Plain hint for clients that read metadata; OTLP SDKs back off on
-            // RESOURCE_EXHAUSTED by themselves.
-            if let Ok(v) = retry_after_s.to_string().parse() {
-                s.metadata_mut().insert("retry-after", v);
-            }
-            s
+            // OTLP clients retry RESOURCE_EXHAUSTED only when the status carries a
+            // RetryInfo (OTLP spec, "Failures"); without it they would drop the data.
+            let details = retry_info_details(
+                tonic::Code::ResourceExhausted,
+                &e.to_string(),
+                retry_after_s,
+            );
+            Status::with_details(
+                tonic::Code::ResourceExhausted,
+                e.to_string(),
+                details.into(),
+            )
         }
         Error::ShuttingDown => Status::unavailable(e.to_string()),
         Error::NotConfigured(_) => Status::unimplemented(e.to_string()),
     }
+}
+
+/// `google.rpc.Status`, carried in `grpc-status-details-bin`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+    #[prost(message, repeated, tag = "3")]
+    pub details: Vec<Any>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Any {
+    #[prost(string, tag = "1")]
+    pub type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+}
+
+/// `google.rpc.RetryInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    pub retry_delay: Option<ProtoDuration>,
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProtoDuration {
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+pub const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
+
+fn retry_info_details(code: tonic::Code, message: &str, retry_after_s: u64) -> Vec<u8> {
+    use prost::Message;
+    let info = RetryInfo {
+        retry_delay: Some(ProtoDuration {
+            seconds: retry_after_s as i64,
+            nanos: 0,
+        }),
+    };
+    RpcStatus {
+        code: code as i32,
+        message: message.to_string(),
+        details: vec![Any {
+            type_url: RETRY_INFO_TYPE.into(),
+            value: info.encode_to_vec(),
+        }],
+    }
+    .encode_to_vec()
 }
 
 impl GrpcReceiver {
