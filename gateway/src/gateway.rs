@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::disk_queue::{self, DiskQueue};
 use crate::export::loki::LokiEncoder;
+use crate::export::otlp_metrics::OtlpMetricsEncoder;
 use crate::export::remote_write::RemoteWriteEncoder;
 use crate::export::tempo::TempoEncoder;
 use crate::export::{Encoder, RetryPolicy, Sender};
@@ -43,6 +44,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("set either --remote-write-url or --metrics-otlp-url, not both")]
+    TwoMetricsBackends,
     #[error(transparent)]
     DiskQueue(#[from] crate::disk_queue::Error),
     #[error("cannot build HTTP client for {url}: {source}")]
@@ -246,13 +249,23 @@ impl Gateway {
             }
             None => None,
         };
-        let metrics_q = exporter::<ResourceMetrics>(
-            &settings,
-            settings.remote_write_url.as_ref(),
-            Arc::new(RemoteWriteEncoder),
-            &metrics,
-            &mut stages,
-        )?;
+        let metrics_q = match (&settings.remote_write_url, &settings.metrics_otlp_url) {
+            (Some(_), Some(_)) => return Err(Error::TwoMetricsBackends),
+            (None, Some(url)) => exporter::<ResourceMetrics>(
+                &settings,
+                Some(url),
+                Arc::new(OtlpMetricsEncoder),
+                &metrics,
+                &mut stages,
+            )?,
+            (rw, None) => exporter::<ResourceMetrics>(
+                &settings,
+                rw.as_ref(),
+                Arc::new(RemoteWriteEncoder),
+                &metrics,
+                &mut stages,
+            )?,
+        };
         let logs_q = exporter::<ResourceLogs>(
             &settings,
             settings.loki_url.as_ref(),

@@ -35,6 +35,14 @@ pub struct Settings {
     /// Prometheus remote-write 1.0 URL, e.g. `http://mimir:8080/api/v1/push`.
     #[arg(long, env = "MOP_GATEWAY_REMOTE_WRITE_URL")]
     pub remote_write_url: Option<String>,
+    /// Mimir OTLP metrics URL, e.g. `http://mimir:8080/otlp/v1/metrics`: metrics
+    /// are sent as OTLP instead of remote-write. Set this or `--remote-write-url`.
+    #[arg(
+        long,
+        env = "MOP_GATEWAY_METRICS_OTLP_URL",
+        conflicts_with = "remote_write_url"
+    )]
+    pub metrics_otlp_url: Option<String>,
     /// Loki push URL, e.g. `http://loki:3100/loki/api/v1/push`.
     #[arg(long, env = "MOP_GATEWAY_LOKI_URL")]
     pub loki_url: Option<String>,
@@ -134,6 +142,7 @@ impl Settings {
             admin_listen: local,
             tempo_url: None,
             remote_write_url: None,
+            metrics_otlp_url: None,
             loki_url: None,
             loki_label_attributes: vec![
                 "k8s.namespace.name".into(),

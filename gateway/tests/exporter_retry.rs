@@ -167,3 +167,86 @@ async fn health_readiness_and_metrics_endpoints() {
     );
     assert!(text.ends_with("# EOF\n"));
 }
+
+#[tokio::test]
+async fn metrics_can_go_to_mimir_over_otlp_with_the_tenant() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+    };
+    let mimir = fakes::mimir_otlp().await;
+    let gw = start_gateway(
+        &[
+            tenant("team-a", &["shop"], false),
+            tenant("team-b", &["billing"], false),
+        ],
+        None,
+        |s| {
+            s.metrics_otlp_url = Some(format!("http://{}/otlp/v1/metrics", mimir.addr));
+        },
+    )
+    .await;
+    let rm = |ns: &str| ResourceMetrics {
+        resource: Some(common::otlp::resource(Some(ns), "svc")),
+        scope_metrics: vec![ScopeMetrics {
+            metrics: vec![Metric {
+                name: "temperature".into(),
+                data: Some(metric::Data::Gauge(Gauge {
+                    data_points: vec![NumberDataPoint {
+                        value: Some(number_data_point::Value::AsDouble(21.5)),
+                        ..Default::default()
+                    }],
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let r = reqwest::Client::new()
+        .post(gw.http_url("/v1/metrics"))
+        .header("content-type", "application/x-protobuf")
+        .body(
+            ExportMetricsServiceRequest {
+                resource_metrics: vec![rm("shop"), rm("billing")],
+            }
+            .encode_to_vec(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        eventually(Duration::from_secs(5), async || mimir
+            .state
+            .received()
+            .len()
+            == 2)
+        .await
+    );
+    let mut tenants: Vec<(String, String)> = mimir
+        .state
+        .received()
+        .into_iter()
+        .map(|(t, req)| {
+            let ns = common::otlp::attr(
+                &req.resource_metrics[0]
+                    .resource
+                    .as_ref()
+                    .unwrap()
+                    .attributes,
+                "k8s.namespace.name",
+            )
+            .unwrap();
+            (t, ns)
+        })
+        .collect();
+    tenants.sort();
+    assert_eq!(
+        tenants,
+        vec![
+            ("team-a".into(), "shop".into()),
+            ("team-b".into(), "billing".into())
+        ]
+    );
+}

@@ -5,6 +5,7 @@
 //! forget it.
 
 pub mod loki;
+pub mod otlp_metrics;
 pub mod remote_write;
 pub mod tempo;
 

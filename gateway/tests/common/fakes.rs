@@ -284,3 +284,46 @@ pub async fn loki() -> Fake<logproto::PushRequest> {
     let (addr, task) = serve(router).await;
     Fake { addr, state, task }
 }
+
+// ---------------------------------------------------------------- Mimir OTLP
+
+/// Mimir's OTLP ingestion: `POST /otlp/v1/metrics`, OTLP/HTTP protobuf
+/// `ExportMetricsServiceRequest`, tenant in `X-Scope-OrgID`
+/// (<https://grafana.com/docs/mimir/latest/references/http-api/#otlp>).
+pub async fn mimir_otlp()
+-> Fake<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest as Req;
+    async fn push(
+        State(s): State<Arc<FakeState<Req>>>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
+        if let Some(r) = injected_failure(&s) {
+            return r;
+        }
+        let tenant = match org_id(&headers) {
+            Ok(t) => t,
+            Err(r) => return r,
+        };
+        if content_type(&headers) != "application/x-protobuf" {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "expected application/x-protobuf",
+            )
+                .into_response();
+        }
+        match Req::decode(&body[..]) {
+            Ok(req) => {
+                s.received.lock().unwrap().push((tenant, req));
+                StatusCode::OK.into_response()
+            }
+            Err(e) => (StatusCode::BAD_REQUEST, format!("cannot decode: {e}")).into_response(),
+        }
+    }
+    let state = Arc::new(FakeState::default());
+    let router = Router::new()
+        .route("/otlp/v1/metrics", post(push))
+        .with_state(state.clone());
+    let (addr, task) = serve(router).await;
+    Fake { addr, state, task }
+}
