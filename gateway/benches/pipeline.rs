@@ -2,6 +2,10 @@
 //! → encoded for Tempo, against the floor of a bare prost decode + encode of the
 //! same requests. Run with `cargo bench -p mop-gateway --bench pipeline`; after
 //! criterion's figures it prints spans/s, the ratio to the floor and peak RSS.
+//!
+//! With `MOP_BENCH_PATH=none|floor|route|sample` it runs only that path five times and
+//! exits, for instruction counts under `valgrind --tool=callgrind`, which stay
+//! repeatable on a loaded machine (see `docs/performance.md`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark: a panic is the failure report
 
 use std::collections::BTreeMap;
@@ -120,7 +124,9 @@ fn config(sampled: bool) -> GatewayConfig {
             },
             Policy {
                 name: "slow".into(),
-                rule: PolicyRule::Latency { threshold_ms: 45 },
+                rule: PolicyRule::Latency {
+                    threshold_ms: 5_000,
+                },
             },
             Policy {
                 name: "base".into(),
@@ -226,6 +232,21 @@ fn main() {
     let spans = REQUESTS * RESOURCES_PER_REQUEST * SPANS_PER_RESOURCE;
     let plain = Arc::new(RouteTable::build(&config(false)).unwrap());
     let sampled = Arc::new(RouteTable::build(&config(true)).unwrap());
+    if let Ok(path) = std::env::var("MOP_BENCH_PATH") {
+        let mut bytes = 0;
+        for _ in 0..5 {
+            bytes += match path.as_str() {
+                // Setup only: subtracted from the others.
+                "none" => 0,
+                "floor" => floor(&reqs),
+                "route" => route_export(&reqs, &plain),
+                "sample" => route_sample_export(&reqs, &sampled),
+                other => panic!("unknown MOP_BENCH_PATH {other}"),
+            };
+        }
+        println!("{path}: {} spans, {bytes} bytes encoded", 5 * spans);
+        return;
+    }
 
     let mut c = Criterion::default().configure_from_args().sample_size(20);
     {

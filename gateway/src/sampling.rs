@@ -288,6 +288,11 @@ fn decide(
 
 /// Runs the policies over a complete (or given-up-on) trace.
 pub fn evaluate(cfg: &Sampling, id: &TraceId, fragments: &[ResourceSpans]) -> Verdict {
+    // Traces held when a reload removed the tenant's policies (or the tenant):
+    // not sampled any more means kept, as new spans of such a tenant are.
+    if !is_sampled(cfg) {
+        return Verdict::Kept("unsampled".into());
+    }
     let spans = || {
         fragments.iter().flat_map(|rs| {
             rs.scope_spans

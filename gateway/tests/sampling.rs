@@ -289,6 +289,37 @@ fn root_span_allows_an_early_decision() {
 }
 
 #[test]
+fn traces_held_when_a_reload_removes_sampling_are_kept() {
+    let c = cfg(vec![policy(
+        "none",
+        PolicyRule::Probabilistic { percentage: 0.0 },
+    )]);
+    let t = tenant();
+    let mut s = Sampler::default();
+    let mut out = Output::default();
+    s.add(
+        &t,
+        &c,
+        vec![rs("api", vec![span(1, 0, true, 0, 1, false)])],
+        0,
+        &mut out,
+    );
+    // The reload took the tenant's policies away; then the tenant itself.
+    let unsampled = cfg(vec![]);
+    s.tick(5_000, |_| Some(&unsampled), &mut out);
+    assert_eq!(kept_ids(&out).len(), 1);
+    s.add(
+        &t,
+        &c,
+        vec![rs("api", vec![span(2, 0, true, 0, 1, false)])],
+        5_000,
+        &mut out,
+    );
+    s.tick(10_000, |_| None, &mut out);
+    assert_eq!(kept_ids(&out).len(), 2);
+}
+
+#[test]
 fn flood_of_never_ending_traces_stays_within_max_traces() {
     let mut c = cfg(vec![policy("errors", PolicyRule::Errors)]);
     c.max_traces = 1_000;
