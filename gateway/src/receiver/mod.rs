@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use tokio::sync::watch;
 
 use crate::pipeline::{Batch, EnqueueError, QueueSender};
-use crate::routing::{AuthError, Caller, RouteTable};
+use crate::routing::{self, Caller, RouteTable};
 use crate::signal::{ResourceItems, Signal, count_items};
 use crate::telemetry::{Metrics, RejectReason, TenantSignal};
 
@@ -29,9 +29,9 @@ use crate::telemetry::{Metrics, RejectReason, TenantSignal};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
-    Unauthenticated(AuthError),
+    Unauthenticated(String),
     #[error("{0}")]
-    Forbidden(AuthError),
+    Forbidden(String),
     #[error("{0}")]
     Rejected(String),
     #[error("{0} exporter queue is full; retry later")]
@@ -79,10 +79,13 @@ impl Ingest {
         let table = self.routes.borrow().clone();
         let caller = table.authenticate(authorization, org_id).map_err(|e| {
             let (reason, err) = match e {
-                AuthError::TenantNotAllowed { .. } => {
-                    (RejectReason::Forbidden, Error::Forbidden(e))
+                routing::Error::TenantNotAllowed { .. } => {
+                    (RejectReason::Forbidden, Error::Forbidden(e.to_string()))
                 }
-                _ => (RejectReason::Unauthenticated, Error::Unauthenticated(e)),
+                _ => (
+                    RejectReason::Unauthenticated,
+                    Error::Unauthenticated(e.to_string()),
+                ),
             };
             self.telemetry.rejected(signal, reason, total);
             err
