@@ -147,7 +147,14 @@ fn exporter<R: ResourceItems>(
     let opts = ExportOptions {
         batch_max_items: settings.batch_max_items,
         batch_timeout: settings.batch_timeout(),
-        max_in_flight: settings.max_in_flight,
+        // Prometheus and Mimir refuse a sample older than the newest one of its
+        // series, so concurrent remote-write requests could reorder a series into
+        // rejection; metrics go one request at a time.
+        max_in_flight: if R::SIGNAL == Signal::Metrics {
+            1
+        } else {
+            settings.max_in_flight
+        },
         shutdown_timeout: Duration::from_millis(settings.shutdown_timeout_ms),
     };
     let sender = Arc::new(sender);

@@ -171,8 +171,8 @@ pub struct SpooledRequest {
     pub tenant: String,
     #[prost(uint64, tag = "2")]
     pub items: u64,
-    #[prost(bytes = "vec", tag = "3")]
-    pub body: Vec<u8>,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub body: bytes::Bytes,
     #[prost(string, tag = "4")]
     pub content_type: String,
     #[prost(string, optional, tag = "5")]

@@ -206,7 +206,7 @@ impl Encoder<ResourceLogs> for LokiEncoder {
         let raw = req.encode_to_vec();
         match snap::raw::Encoder::new().compress_vec(&raw) {
             Ok(body) => Encoded {
-                body,
+                body: body.into(),
                 content_type: "application/x-protobuf".into(),
                 items: n,
                 ..Default::default()

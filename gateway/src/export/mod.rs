@@ -24,7 +24,8 @@ pub const ORG_ID_HEADER: &str = "X-Scope-OrgID";
 /// A request body ready to send, and what could not be put into it.
 #[derive(Debug, Default)]
 pub struct Encoded {
-    pub body: Vec<u8>,
+    /// Shared so that retries do not copy it.
+    pub body: bytes::Bytes,
     pub content_type: String,
     pub content_encoding: Option<String>,
     pub extra_headers: Vec<(String, String)>,

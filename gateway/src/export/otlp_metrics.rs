@@ -19,7 +19,8 @@ impl Encoder<ResourceMetrics> for OtlpMetricsEncoder {
             body: ExportMetricsServiceRequest {
                 resource_metrics: items,
             }
-            .encode_to_vec(),
+            .encode_to_vec()
+            .into(),
             content_type: "application/x-protobuf".into(),
             items: n,
             ..Default::default()

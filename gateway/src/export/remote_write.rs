@@ -565,7 +565,7 @@ impl Encoder<ResourceMetrics> for RemoteWriteEncoder {
         let raw = req.encode_to_vec();
         match snap::raw::Encoder::new().compress_vec(&raw) {
             Ok(body) => Encoded {
-                body,
+                body: body.into(),
                 content_type: "application/x-protobuf".into(),
                 content_encoding: Some("snappy".into()),
                 extra_headers: vec![("X-Prometheus-Remote-Write-Version".into(), "0.1.0".into())],

@@ -19,7 +19,7 @@ impl Encoder<ResourceSpans> for TempoEncoder {
         }
         .encode_to_vec();
         Encoded {
-            body,
+            body: body.into(),
             content_type: "application/x-protobuf".into(),
             items: n,
             ..Default::default()

@@ -111,8 +111,8 @@ async fn handle<Req: OtlpRequest>(
         .unwrap_or("identity")
         .trim()
         .to_ascii_lowercase();
-    let raw: Vec<u8> = match encoding.as_str() {
-        "identity" | "" => body.to_vec(),
+    let raw: std::borrow::Cow<'_, [u8]> = match encoding.as_str() {
+        "identity" | "" => std::borrow::Cow::Borrowed(&body[..]),
         "gzip" => {
             let mut out = Vec::new();
             // Reading one byte past the limit tells "too big" from "exactly the limit"
@@ -132,7 +132,7 @@ async fn handle<Req: OtlpRequest>(
                         None,
                     );
                 }
-                Ok(_) => out,
+                Ok(_) => std::borrow::Cow::Owned(out),
                 Err(e) => {
                     telemetry.rejected(signal, RejectReason::Malformed, 0);
                     return error(
