@@ -218,3 +218,19 @@ impl Encoder<ResourceLogs> for LokiEncoder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped_and_sorted() {
+        let mut l = BTreeMap::new();
+        l.insert("service_name".to_string(), "a\"b\\c".to_string());
+        l.insert("k8s_namespace_name".to_string(), "shop".to_string());
+        assert_eq!(
+            format_labels(&l),
+            r#"{k8s_namespace_name="shop", service_name="a\"b\\c"}"#
+        );
+    }
+}

@@ -627,4 +627,110 @@ mod tests {
         assert_eq!(sanitize_label_name("2xx"), "key_2xx");
         assert_eq!(sanitize_metric_name("a..b-c"), "a_b_c");
     }
+
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, any_value};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        ExponentialHistogram, ExponentialHistogramDataPoint, NumberDataPoint, ScopeMetrics, Sum,
+        Summary, SummaryDataPoint, summary_data_point::ValueAtQuantile,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
+        }
+    }
+
+    fn series_names(req: &WriteRequest) -> Vec<String> {
+        req.timeseries
+            .iter()
+            .map(|t| {
+                t.labels
+                    .iter()
+                    .map(|l| format!("{}={}", l.name, l.value))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn summaries_translate_and_unsupported_points_are_reported() {
+        let t = 1_700_000_000_000_000_000u64;
+        let rm = ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "api"), kv("zone", "eu-1")],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope {
+                    name: "lib".into(),
+                    ..Default::default()
+                }),
+                metrics: vec![
+                    Metric {
+                        name: "rpc.latency".into(),
+                        unit: "ms".into(),
+                        data: Some(metric::Data::Summary(Summary {
+                            data_points: vec![SummaryDataPoint {
+                                time_unix_nano: t,
+                                count: 4,
+                                sum: 10.0,
+                                quantile_values: vec![ValueAtQuantile {
+                                    quantile: 0.99,
+                                    value: 7.0,
+                                }],
+                                attributes: vec![kv("z.attr", "1"), kv("a.attr", "2")],
+                                ..Default::default()
+                            }],
+                        })),
+                        ..Default::default()
+                    },
+                    Metric {
+                        name: "deltas".into(),
+                        data: Some(metric::Data::Sum(Sum {
+                            data_points: vec![NumberDataPoint::default(); 2],
+                            aggregation_temporality: AggregationTemporality::Delta as i32,
+                            is_monotonic: true,
+                        })),
+                        ..Default::default()
+                    },
+                    Metric {
+                        name: "exp".into(),
+                        data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+                            data_points: vec![ExponentialHistogramDataPoint::default(); 3],
+                            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                        })),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let (req, n, unsupported) = RemoteWriteEncoder.build(vec![rm]);
+        assert_eq!(n, 1);
+        assert_eq!(unsupported.iter().map(|(k, _)| k).sum::<usize>(), 5);
+        let names = series_names(&req);
+        assert_eq!(
+            names,
+            vec![
+                "__name__=rpc_latency_milliseconds,a_attr=2,job=api,otel_scope_name=lib,quantile=0.99,z_attr=1",
+                "__name__=rpc_latency_milliseconds_sum,a_attr=2,job=api,otel_scope_name=lib,z_attr=1",
+                "__name__=rpc_latency_milliseconds_count,a_attr=2,job=api,otel_scope_name=lib,z_attr=1",
+                "__name__=target_info,job=api,zone=eu-1",
+            ]
+        );
+        // Remote-write requires labels sorted by name in every series.
+        for ts in &req.timeseries {
+            let names: Vec<&str> = ts.labels.iter().map(|l| l.name.as_str()).collect();
+            let mut sorted = names.clone();
+            sorted.sort_unstable();
+            assert_eq!(names, sorted);
+            assert_eq!(ts.samples[0].timestamp, 1_700_000_000_000);
+        }
+    }
 }
