@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tower::limit::GlobalConcurrencyLimitLayer;
 
 use crate::disk_queue::{self, DiskQueue};
 use crate::export::loki::LokiEncoder;
@@ -303,6 +304,12 @@ impl Gateway {
         let stop_admin = CancellationToken::new();
         let mut receivers = Vec::new();
 
+        // One budget for both receivers: a request holds a permit while its body
+        // is read and decoded.
+        let permits = Arc::new(tokio::sync::Semaphore::new(
+            settings.max_concurrent_requests.max(1),
+        ));
+        let grpc_permits = permits.clone();
         let grpc_routes = GrpcReceiver {
             ingest: ingest.clone(),
         }
@@ -311,6 +318,7 @@ impl Gateway {
         receivers.push(tokio::spawn(async move {
             let incoming = tonic::transport::server::TcpIncoming::from(grpc_l);
             let result = tonic::transport::Server::builder()
+                .layer(GlobalConcurrencyLimitLayer::with_semaphore(grpc_permits))
                 .add_routes(grpc_routes)
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                 .await;
@@ -322,7 +330,8 @@ impl Gateway {
         let http_app = router(HttpState {
             ingest,
             max_bytes: settings.max_request_bytes,
-        });
+        })
+        .layer(GlobalConcurrencyLimitLayer::with_semaphore(permits));
         let stop = stop_receivers.clone();
         receivers.push(tokio::spawn(async move {
             let result = axum::serve(http_l, http_app)

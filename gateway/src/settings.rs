@@ -87,6 +87,14 @@ pub struct Settings {
     /// gRPC RESOURCE_EXHAUSTED above it).
     #[arg(long, env = "MOP_GATEWAY_MAX_REQUEST_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_request_bytes: usize,
+    /// Requests decoded at once, over gRPC and HTTP together; further requests
+    /// wait unread. With `max_request_bytes` this bounds the receivers' memory.
+    #[arg(
+        long,
+        env = "MOP_GATEWAY_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 256
+    )]
+    pub max_concurrent_requests: usize,
     /// `Retry-After` seconds sent to clients that are pushed back.
     #[arg(long, env = "MOP_GATEWAY_CLIENT_RETRY_AFTER_S", default_value_t = 1)]
     pub client_retry_after_s: u64,
@@ -158,6 +166,7 @@ impl Settings {
             retry_max_elapsed_ms: 60_000,
             request_timeout_ms: 5_000,
             max_request_bytes: 16 * 1024 * 1024,
+            max_concurrent_requests: 256,
             client_retry_after_s: 1,
             reload_interval_ms: 100,
             sampler_tick_ms: 20,
