@@ -11,14 +11,6 @@ use common::{eventually, fakes, tenant, write_config};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Killed(std::process::Child);
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -34,30 +26,50 @@ async fn binary_serves_and_flushes_on_sigterm() {
     let cfg = write_config(dir.path(), &[tenant("team-a", &["shop"], false)], None);
     let path = dir.path().join("gateway.json");
     std::fs::write(&path, serde_json::to_vec(&cfg).unwrap()).unwrap();
-    let (grpc, http, admin) = (free_port(), free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_mop-gateway"))
         .arg(format!("--config={}", path.display()))
-        .arg(format!("--grpc-listen=127.0.0.1:{grpc}"))
-        .arg(format!("--http-listen=127.0.0.1:{http}"))
-        .arg(format!("--admin-listen=127.0.0.1:{admin}"))
+        .args([
+            "--grpc-listen=127.0.0.1:0",
+            "--http-listen=127.0.0.1:0",
+            "--admin-listen=127.0.0.1:0",
+        ])
         .arg(format!("--tempo-url=http://{}/v1/traces", tempo.addr))
         // Long enough that only the shutdown flush can deliver.
         .arg("--batch-timeout-ms=60000")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut child = Killed(child);
+    // The JSON start-up log line says where it listens.
+    let stdout = child.0.stdout.take().unwrap();
+    let started = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["fields"]["message"] == "mop-gateway started" {
+                return v["fields"].clone();
+            }
+        }
+        panic!("mop-gateway exited without starting");
+    });
+    let fields = tokio::time::timeout(Duration::from_secs(10), started)
+        .await
+        .unwrap()
+        .unwrap();
+    let http = fields["http"].as_str().unwrap().to_string();
+    let admin = fields["admin"].as_str().unwrap().to_string();
     assert!(
         eventually(Duration::from_secs(10), async || {
-            reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+            reqwest::get(format!("http://{admin}/readyz"))
                 .await
                 .is_ok_and(|r| r.status() == 200)
         })
         .await
     );
     let r = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{http}/v1/traces"))
+        .post(format!("http://{http}/v1/traces"))
         .header("content-type", "application/x-protobuf")
         .body(
             ExportTraceServiceRequest {
