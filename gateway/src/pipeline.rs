@@ -85,7 +85,7 @@ pub fn queue<R>(
     )
 }
 
-impl<R> QueueSender<R> {
+impl<R: ResourceItems> QueueSender<R> {
     /// Enqueues every batch or none.
     pub fn try_enqueue_all(&self, batches: Vec<Batch<R>>) -> Result<(), EnqueueError> {
         if batches.is_empty() {
@@ -100,6 +100,7 @@ impl<R> QueueSender<R> {
             })?;
         let n = batches.len();
         for (permit, batch) in permits.zip(batches) {
+            queued_items(&self.metrics, &batch).inc_by(count_items(&batch.items) as i64);
             permit.send(batch);
         }
         self.depth().inc_by(n as i64);
@@ -109,10 +110,13 @@ impl<R> QueueSender<R> {
     /// Waits for room; used by internal stages (the sampler) so that a full export
     /// queue propagates back to the stage's own input queue.
     pub async fn enqueue(&self, batch: Batch<R>) -> Result<(), EnqueueError> {
+        let items = queued_items(&self.metrics, &batch);
+        let n = count_items(&batch.items) as i64;
         self.tx
             .send(batch)
             .await
             .map_err(|_| EnqueueError::Closed)?;
+        items.inc_by(n);
         self.depth().inc();
         Ok(())
     }
@@ -127,9 +131,10 @@ impl<R> QueueSender<R> {
     }
 }
 
-impl<R> QueueReceiver<R> {
+impl<R: ResourceItems> QueueReceiver<R> {
     pub async fn recv(&mut self) -> Option<Batch<R>> {
         let b = self.rx.recv().await?;
+        queued_items(&self.metrics, &b).dec_by(count_items(&b.items) as i64);
         self.metrics
             .queue_depth
             .get_or_create(&SignalLabel {
@@ -138,6 +143,19 @@ impl<R> QueueReceiver<R> {
             .dec();
         Some(b)
     }
+}
+
+fn queued_items<R: ResourceItems>(
+    metrics: &Metrics,
+    batch: &Batch<R>,
+) -> prometheus_client::metrics::gauge::Gauge {
+    metrics
+        .queue_items
+        .get_or_create(&crate::telemetry::TenantSignal {
+            tenant: batch.tenant.to_string(),
+            signal: R::SIGNAL,
+        })
+        .clone()
 }
 
 /// How the exporter worker batches and sends.

@@ -89,6 +89,7 @@ pub struct Metrics {
     pub rejected: Family<RejectLabels, Counter>,
     pub retries: Family<TenantSignal, Counter>,
     pub queue_depth: Family<SignalLabel, Gauge>,
+    pub queue_items: Family<TenantSignal, Gauge>,
     pub queue_bytes: Family<SignalLabel, Gauge>,
     pub disk_queue_bytes: Family<SignalLabel, Gauge>,
     pub sampling_decisions: Family<TenantPolicy, Counter>,
@@ -135,6 +136,11 @@ impl Metrics {
             "queue_depth",
             "Requests waiting in each exporter queue",
             self.queue_depth.clone(),
+        );
+        r.register(
+            "queue_items",
+            "Items waiting in the in-memory queues, per tenant",
+            self.queue_items.clone(),
         );
         r.register(
             "queue_bytes",

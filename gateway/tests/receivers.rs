@@ -307,6 +307,11 @@ async fn full_queue_pushes_back_with_429_and_resource_exhausted() {
         statuses.push(r.status().as_u16());
     }
     assert!(statuses.contains(&429), "{statuses:?}");
+    let text = gw.metrics_text().await;
+    assert!(
+        metric_value(&text, "mop_gateway_queue_items", &["tenant=\"team-a\""]) >= 1.0,
+        "{text}"
+    );
     let mut grpc = TraceServiceClient::connect(gw.grpc_url()).await.unwrap();
     let err = grpc
         .export(traces(vec![spans_from(Some("shop"), "bp", 999, 1)]))
