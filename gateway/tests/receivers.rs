@@ -357,4 +357,9 @@ async fn full_queue_pushes_back_with_429_and_resource_exhausted() {
         0.0,
         "{text}"
     );
+    assert_eq!(
+        metric_value(&text, "mop_gateway_queue_items", &[]),
+        0.0,
+        "{text}"
+    );
 }
