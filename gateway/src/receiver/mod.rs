@@ -1,0 +1,213 @@
+//! OTLP receivers (gRPC and HTTP) and the ingest step they share: authenticate,
+//! route by tenant, enqueue all-or-nothing, count.
+
+pub mod grpc;
+pub mod http;
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
+use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use tokio::sync::watch;
+
+use crate::pipeline::{Batch, EnqueueError, QueueSender};
+use crate::routing::{self, Caller, RouteTable};
+use crate::signal::{ResourceItems, Signal, count_items};
+use crate::telemetry::{Metrics, RejectReason, TenantSignal};
+
+/// Why a request was refused as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Rejected(String),
+    #[error("{0} exporter queue is full; retry later")]
+    QueueFull(Signal),
+    #[error("gateway is shutting down; retry against another replica")]
+    ShuttingDown,
+    #[error("this gateway has no {0} backend configured")]
+    NotConfigured(Signal),
+}
+
+/// A request taken in, possibly with some items refused.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Accepted {
+    pub rejected: usize,
+    pub message: String,
+}
+
+/// What the receivers share: the live route table and the queues.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    pub routes: watch::Receiver<Arc<RouteTable>>,
+    pub traces: Option<QueueSender<ResourceSpans>>,
+    pub metrics_queue: Option<QueueSender<ResourceMetrics>>,
+    pub logs: Option<QueueSender<ResourceLogs>>,
+    pub telemetry: Metrics,
+    pub retry_after_s: u64,
+}
+
+impl Ingest {
+    /// The whole ingest step for one request.
+    pub fn ingest<R: ResourceItems>(
+        &self,
+        queue: Option<&QueueSender<R>>,
+        authorization: Option<&str>,
+        org_id: Option<&str>,
+        items: Vec<R>,
+    ) -> Result<Accepted, Error> {
+        let signal = R::SIGNAL;
+        let total = count_items(&items);
+        let Some(queue) = queue else {
+            return Err(Error::NotConfigured(signal));
+        };
+        // One table for the whole request: a reload in the middle cannot split a
+        // request across two configs.
+        let table = self.routes.borrow().clone();
+        let caller = table.authenticate(authorization, org_id).map_err(|e| {
+            let (reason, err) = match e {
+                routing::Error::TenantNotAllowed { .. } => {
+                    (RejectReason::Forbidden, Error::Forbidden(e.to_string()))
+                }
+                _ => (
+                    RejectReason::Unauthenticated,
+                    Error::Unauthenticated(e.to_string()),
+                ),
+            };
+            self.telemetry.rejected(signal, reason, total);
+            err
+        })?;
+        let routed = table.route(&caller, items);
+        if let Caller::Tenant(t) = &caller
+            && routed.retagged_items > 0
+        {
+            tracing::info!(tenant = %t, items = routed.retagged_items, signal = %signal, "items naming another tenant's namespace routed to the token's tenant");
+            self.telemetry
+                .retagged
+                .get_or_create(&TenantSignal {
+                    tenant: t.to_string(),
+                    signal,
+                })
+                .inc_by(routed.retagged_items as u64);
+        }
+        let accepted_items = routed.accepted_items();
+        let rejected = routed.rejected_items;
+        let message = if rejected > 0 {
+            self.telemetry
+                .rejected(signal, RejectReason::UnknownNamespace, rejected);
+            routed.rejection_message()
+        } else {
+            String::new()
+        };
+        if accepted_items == 0 {
+            return if rejected > 0 {
+                Err(Error::Rejected(message))
+            } else {
+                Ok(Accepted::default())
+            };
+        }
+        let counts: Vec<(Arc<str>, usize)> = routed
+            .per_tenant
+            .iter()
+            .map(|(t, v)| (t.clone(), count_items(v)))
+            .collect();
+        let batches = routed
+            .per_tenant
+            .into_iter()
+            .map(|(tenant, items)| Batch { tenant, items })
+            .collect();
+        queue.try_enqueue_all(batches).map_err(|e| {
+            self.telemetry
+                .rejected(signal, RejectReason::QueueFull, accepted_items);
+            match e {
+                EnqueueError::Full => Error::QueueFull(signal),
+                EnqueueError::Closed => Error::ShuttingDown,
+            }
+        })?;
+        for (t, n) in counts {
+            self.telemetry.received(&t, signal, n);
+        }
+        Ok(Accepted { rejected, message })
+    }
+}
+
+/// The OTLP export request of one signal and how to answer it.
+pub trait OtlpRequest:
+    prost::Message + Default + serde::de::DeserializeOwned + Send + 'static
+{
+    type Item: ResourceItems;
+    type Response: prost::Message + serde::Serialize + Default + Send + 'static;
+    fn into_items(self) -> Vec<Self::Item>;
+    fn response(a: &Accepted) -> Self::Response;
+    fn queue(ingest: &Ingest) -> Option<&QueueSender<Self::Item>>;
+}
+
+impl OtlpRequest for ExportTraceServiceRequest {
+    type Item = ResourceSpans;
+    type Response = ExportTraceServiceResponse;
+    fn into_items(self) -> Vec<ResourceSpans> {
+        self.resource_spans
+    }
+    fn response(a: &Accepted) -> ExportTraceServiceResponse {
+        ExportTraceServiceResponse {
+            partial_success: (a.rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: a.rejected as i64,
+                error_message: a.message.clone(),
+            }),
+        }
+    }
+    fn queue(ingest: &Ingest) -> Option<&QueueSender<ResourceSpans>> {
+        ingest.traces.as_ref()
+    }
+}
+
+impl OtlpRequest for ExportMetricsServiceRequest {
+    type Item = ResourceMetrics;
+    type Response = ExportMetricsServiceResponse;
+    fn into_items(self) -> Vec<ResourceMetrics> {
+        self.resource_metrics
+    }
+    fn response(a: &Accepted) -> ExportMetricsServiceResponse {
+        ExportMetricsServiceResponse {
+            partial_success: (a.rejected > 0).then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: a.rejected as i64,
+                error_message: a.message.clone(),
+            }),
+        }
+    }
+    fn queue(ingest: &Ingest) -> Option<&QueueSender<ResourceMetrics>> {
+        ingest.metrics_queue.as_ref()
+    }
+}
+
+impl OtlpRequest for ExportLogsServiceRequest {
+    type Item = ResourceLogs;
+    type Response = ExportLogsServiceResponse;
+    fn into_items(self) -> Vec<ResourceLogs> {
+        self.resource_logs
+    }
+    fn response(a: &Accepted) -> ExportLogsServiceResponse {
+        ExportLogsServiceResponse {
+            partial_success: (a.rejected > 0).then(|| ExportLogsPartialSuccess {
+                rejected_log_records: a.rejected as i64,
+                error_message: a.message.clone(),
+            }),
+        }
+    }
+    fn queue(ingest: &Ingest) -> Option<&QueueSender<ResourceLogs>> {
+        ingest.logs.as_ref()
+    }
+}

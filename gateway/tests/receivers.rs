@@ -1,0 +1,365 @@
+//! OTLP/HTTP and OTLP/gRPC receivers: encodings, limits, partial success,
+//! backpressure.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::fakes;
+use common::otlp::{logs_from, spans_from, spans_seen};
+use common::{eventually, metric_value, start_gateway, tenant};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+
+fn traces(
+    items: Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans>,
+) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: items,
+    }
+}
+
+#[tokio::test]
+async fn http_protobuf_json_and_gzip_are_accepted_and_exported() {
+    let tempo = fakes::tempo().await;
+    let gw = start_gateway(&[tenant("team-a", &["shop"], false)], None, |s| {
+        s.tempo_url = Some(format!("http://{}/v1/traces", tempo.addr));
+    })
+    .await;
+    let client = reqwest::Client::new();
+
+    let body = traces(vec![spans_from(Some("shop"), "protobuf", 1, 3)]).encode_to_vec();
+    let r = client
+        .post(gw.http_url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/x-protobuf");
+    let resp = ExportTraceServiceResponse::decode(r.bytes().await.unwrap()).unwrap();
+    assert_eq!(resp.partial_success, None);
+
+    // JSON as the OTLP spec encodes it: hex ids, lowerCamelCase, int64 as strings.
+    let json = serde_json::json!({
+        "resourceSpans": [{
+            "resource": {"attributes": [
+                {"key": "k8s.namespace.name", "value": {"stringValue": "shop"}},
+                {"key": "service.name", "value": {"stringValue": "json-svc"}}
+            ]},
+            "scopeSpans": [{"spans": [{
+                "traceId": "5b8efff798038103d269b633813fc60c",
+                "spanId": "eee19b7ec3c1b174",
+                "name": "GET /",
+                "kind": 2,
+                "startTimeUnixNano": "1544712660000000000",
+                "endTimeUnixNano": "1544712661000000000",
+                "attributes": [{"key": "test.origin", "value": {"stringValue": "json"}}]
+            }]}]
+        }]
+    });
+    let r = client
+        .post(gw.http_url("/v1/traces"))
+        .header("content-type", "application/json")
+        .body(json.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&traces(vec![spans_from(Some("shop"), "gzip", 10, 2)]).encode_to_vec())
+        .unwrap();
+    let r = client
+        .post(gw.http_url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .header("content-encoding", "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    assert!(
+        eventually(Duration::from_secs(5), async || spans_seen(
+            &tempo.state.received()
+        )
+        .len()
+            == 6)
+        .await,
+        "{:?}",
+        spans_seen(&tempo.state.received())
+    );
+    let seen = spans_seen(&tempo.state.received());
+    for origin in ["protobuf", "json", "gzip"] {
+        assert!(
+            seen.iter()
+                .any(|(t, ns, o)| t == "team-a" && ns == "shop" && o == origin),
+            "{seen:?}"
+        );
+    }
+    let json_span = tempo
+        .state
+        .received()
+        .iter()
+        .flat_map(|(_, r)| r.resource_spans.clone())
+        .flat_map(|rs| rs.scope_spans)
+        .flat_map(|ss| ss.spans)
+        .find(|s| s.name == "GET /")
+        .unwrap();
+    assert_eq!(hex(&json_span.trace_id), "5b8efff798038103d269b633813fc60c");
+    assert_eq!(json_span.start_time_unix_nano, 1_544_712_660_000_000_000);
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[tokio::test]
+async fn oversized_bad_and_partially_routable_requests_get_the_right_answers() {
+    let tempo = fakes::tempo().await;
+    let gw = start_gateway(&[tenant("team-a", &["shop"], false)], None, |s| {
+        s.tempo_url = Some(format!("http://{}/v1/traces", tempo.addr));
+        s.max_request_bytes = 4096;
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let post = |ct: &'static str, enc: Option<&'static str>, body: Vec<u8>| {
+        let mut r = client
+            .post(gw.http_url("/v1/traces"))
+            .header("content-type", ct)
+            .body(body);
+        if let Some(e) = enc {
+            r = r.header("content-encoding", e);
+        }
+        r.send()
+    };
+
+    let big = traces(vec![spans_from(Some("shop"), "big", 1, 200)]).encode_to_vec();
+    assert!(big.len() > 4096);
+    assert_eq!(
+        post("application/x-protobuf", None, big.clone())
+            .await
+            .unwrap()
+            .status(),
+        413
+    );
+
+    // Small on the wire, big once inflated: still refused, and not inflated whole.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&vec![0u8; 1 << 20]).unwrap();
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 4096);
+    assert_eq!(
+        post("application/x-protobuf", Some("gzip"), bomb)
+            .await
+            .unwrap()
+            .status(),
+        413
+    );
+
+    assert_eq!(
+        post("text/plain", None, vec![1, 2]).await.unwrap().status(),
+        415
+    );
+    assert_eq!(
+        post("application/x-protobuf", None, vec![0xff, 0xff, 0xff])
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+
+    // One resource routable, one not: 200 with partial_success naming the namespace.
+    let mixed = traces(vec![
+        spans_from(Some("shop"), "ok", 1, 2),
+        spans_from(Some("stranger"), "lost", 5, 3),
+    ]);
+    let r = post("application/x-protobuf", None, mixed.encode_to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let resp = ExportTraceServiceResponse::decode(r.bytes().await.unwrap()).unwrap();
+    let ps = resp.partial_success.unwrap();
+    assert_eq!(ps.rejected_spans, 3);
+    assert!(
+        ps.error_message.contains("stranger"),
+        "{}",
+        ps.error_message
+    );
+
+    // Nothing routable: a clear 400, not a silent drop.
+    let r = post(
+        "application/x-protobuf",
+        None,
+        traces(vec![spans_from(Some("stranger"), "lost", 9, 1)]).encode_to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("stranger"));
+
+    // Logs have no backend configured here: refused, not accepted and lost.
+    let r = client
+        .post(gw.http_url("/v1/logs"))
+        .header("content-type", "application/x-protobuf")
+        .body(
+            ExportLogsServiceRequest {
+                resource_logs: vec![logs_from(Some("shop"), "s", &["x"])],
+            }
+            .encode_to_vec(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    let text = gw.metrics_text().await;
+    assert_eq!(
+        metric_value(
+            &text,
+            "mop_gateway_rejected_items_total",
+            &["reason=\"UnknownNamespace\""]
+        ),
+        4.0,
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn grpc_with_gzip_routes_and_reports_partial_success() {
+    let tempo = fakes::tempo().await;
+    let gw = start_gateway(&[tenant("team-a", &["shop-*"], false)], None, |s| {
+        s.tempo_url = Some(format!("http://{}/v1/traces", tempo.addr));
+    })
+    .await;
+    let mut client = TraceServiceClient::connect(gw.grpc_url())
+        .await
+        .unwrap()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let resp = client
+        .export(traces(vec![
+            spans_from(Some("shop-eu"), "grpc", 1, 4),
+            spans_from(None, "no-namespace", 10, 1),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.partial_success.unwrap().rejected_spans, 1);
+    assert!(
+        eventually(Duration::from_secs(5), async || spans_seen(
+            &tempo.state.received()
+        )
+        .len()
+            == 4)
+        .await
+    );
+    assert!(
+        spans_seen(&tempo.state.received())
+            .iter()
+            .all(|(t, ns, _)| t == "team-a" && ns == "shop-eu")
+    );
+
+    let err = client
+        .export(traces(vec![spans_from(Some("elsewhere"), "x", 20, 1)]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn full_queue_pushes_back_with_429_and_resource_exhausted() {
+    let tempo = fakes::tempo().await;
+    // Backend down: the exporter holds its only in-flight slot retrying, the queue
+    // fills, and clients must be told to back off rather than be silently dropped.
+    tempo
+        .state
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let gw = start_gateway(&[tenant("team-a", &["shop"], false)], None, |s| {
+        s.tempo_url = Some(format!("http://{}/v1/traces", tempo.addr));
+        s.queue_capacity = 2;
+        s.max_in_flight = 1;
+        s.batch_max_items = 1;
+        s.client_retry_after_s = 7;
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let r = client
+            .post(gw.http_url("/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(traces(vec![spans_from(Some("shop"), "bp", i * 10, 1)]).encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            assert_eq!(r.headers()["retry-after"], "7");
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let text = gw.metrics_text().await;
+    assert!(
+        metric_value(&text, "mop_gateway_queue_items", &["tenant=\"team-a\""]) >= 1.0,
+        "{text}"
+    );
+    let mut grpc = TraceServiceClient::connect(gw.grpc_url()).await.unwrap();
+    let err = grpc
+        .export(traces(vec![spans_from(Some("shop"), "bp", 999, 1)]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    // RetryInfo makes OTLP SDKs retry instead of dropping (OTLP spec, "Failures").
+    let details = mop_gateway::receiver::grpc::RpcStatus::decode(err.details()).unwrap();
+    assert_eq!(
+        details.details[0].type_url,
+        "type.googleapis.com/google.rpc.RetryInfo"
+    );
+    let info =
+        mop_gateway::receiver::grpc::RetryInfo::decode(&details.details[0].value[..]).unwrap();
+    assert_eq!(info.retry_delay.unwrap().seconds, 7);
+
+    // Backend back: everything accepted arrives.
+    let accepted = statuses.iter().filter(|s| **s == 200).count();
+    tempo
+        .state
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        eventually(Duration::from_secs(10), async || spans_seen(
+            &tempo.state.received()
+        )
+        .len()
+            == accepted)
+        .await,
+        "accepted {accepted}, got {}",
+        spans_seen(&tempo.state.received()).len()
+    );
+    let text = gw.metrics_text().await;
+    assert!(
+        metric_value(
+            &text,
+            "mop_gateway_rejected_items_total",
+            &["reason=\"QueueFull\""]
+        ) >= 1.0
+    );
+    assert_eq!(
+        metric_value(&text, "mop_gateway_dropped_items_total", &[]),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric_value(&text, "mop_gateway_queue_items", &[]),
+        0.0,
+        "{text}"
+    );
+}
