@@ -78,6 +78,7 @@ fn layout_probe(clang: &str, include: &Path, out: &Path) -> Result<()> {
         "total_len",
         "captured_len",
         "tuple",
+        "comm",
         "data",
     ];
     let tuple_fields = ["saddr", "daddr", "sport", "dport", "family", "role"];

@@ -262,7 +262,7 @@ impl Reader {
         let mut observations = Vec::with_capacity(located.len());
         for l in located {
             let port = (l.role != crate::ebpf::event::Role::Client).then_some(l.tuple.local_port);
-            let res: Arc<ResourceInfo> = Arc::new(self.resolver.resource(l.tgid, port));
+            let res: Arc<ResourceInfo> = Arc::new(self.resolver.resource(l.tgid, port, &l.comm));
             let built = telemetry::build(&l.exchange, &l.tuple, l.role, self.offset);
             if let Some(o) = built.observation {
                 observations.push((res.clone(), o));

@@ -12,6 +12,7 @@ use crate::{
 const DETECT_ATTEMPTS: u8 = 4;
 
 struct Conn {
+    comm: String,
     tuple: Tuple,
     role: Role,
     parser: Option<Box<dyn ConnParser>>,
@@ -24,6 +25,7 @@ struct Conn {
 #[derive(Debug, Clone)]
 pub struct Located {
     pub tgid: u32,
+    pub comm: String,
     pub tuple: Tuple,
     pub role: Role,
     pub exchange: Exchange,
@@ -95,6 +97,7 @@ impl Tracker {
                 self.conns.insert(
                     key,
                     Conn {
+                        comm: ev.comm.clone(),
                         tuple: ev.tuple,
                         role: ev.tuple.role,
                         parser: None,
@@ -122,6 +125,7 @@ impl Tracker {
                     self.conns.insert(
                         key,
                         Conn {
+                            comm: ev.comm.clone(),
                             tuple: ev.tuple,
                             role: ev.tuple.role,
                             parser: None,
@@ -185,6 +189,7 @@ impl Tracker {
                 for exchange in exchanges {
                     out.push(Located {
                         tgid: key.0,
+                        comm: c.comm.clone(),
                         tuple: c.tuple,
                         role: c.role,
                         exchange,
@@ -202,6 +207,7 @@ impl Tracker {
             for exchange in exchanges {
                 out.push(Located {
                     tgid,
+                    comm: c.comm.clone(),
                     tuple: c.tuple,
                     role: c.role,
                     exchange,

@@ -217,15 +217,23 @@ impl Resolver {
             .retain(|pid, _| root.join(pid.to_string()).exists());
     }
 
-    pub fn resource(&mut self, pid: u32, local_port: Option<u16>) -> ResourceInfo {
-        let info = self.process(pid).cloned().unwrap_or(ProcessInfo {
+    /// `comm` (the kernel's task name) stands in for the executable when the
+    /// process is already gone from /proc (a short-lived client).
+    pub fn resource(&mut self, pid: u32, local_port: Option<u16>, comm: &str) -> ResourceInfo {
+        let info = self.process(pid).cloned().unwrap_or_else(|| ProcessInfo {
             pid,
+            exe_name: comm.to_owned(),
             ..ProcessInfo::default()
         });
+        let exe_key = if info.exe_path.is_empty() {
+            info.exe_name.clone()
+        } else {
+            info.exe_path.clone()
+        };
         let rule = self.rules.iter().find(|r| {
             r.executable
                 .as_deref()
-                .is_none_or(|e| exe_matches(e, &info.exe_path))
+                .is_none_or(|e| exe_matches(e, &exe_key))
                 && r.port.is_none_or(|p| Some(p) == local_port)
         });
         let service_name = rule
@@ -305,8 +313,8 @@ mod tests {
             },
         ];
         let mut r = Resolver::new("/proc".into(), rules);
-        assert_eq!(r.resource(me, Some(1)).service_name, "one");
-        let res = r.resource(me, Some(2));
+        assert_eq!(r.resource(me, Some(1), "x").service_name, "one");
+        let res = r.resource(me, Some(2), "x");
         assert_eq!(
             (res.service_name.as_str(), res.namespace.as_deref()),
             (exe.as_str(), Some("team-a"))

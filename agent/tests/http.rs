@@ -148,3 +148,151 @@ async fn python_http_server_spans_and_metrics() {
 
     agent.shutdown(Duration::from_secs(5)).await;
 }
+
+fn nginx_conf(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("big.bin"), vec![b'x'; 100_000]).unwrap();
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nmaster_process on;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n  access_log off;\n  sendfile on;\n\
+           client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;\n\
+           uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+           server {{\n    listen 127.0.0.1:{port};\n    root {d}/www;\n\
+             location /api/ {{ default_type text/plain; return 200 \"ok\\n\"; }}\n\
+             location /boom {{ return 502; }}\n  }}\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_keep_alive_sendfile_and_client_spans() {
+    let nginx = require("nginx", "nginx-light");
+    let curl = require("curl", "curl");
+    let sink = OtlpSink::start().await;
+    let port = free_port();
+    let dir = temp_dir("nginx");
+    let conf = nginx_conf(&dir, port);
+    let _server = Proc::spawn(
+        "nginx",
+        Command::new(nginx).arg("-c").arg(&conf).arg("-p").arg(&dir),
+    );
+    wait_listening(port, Duration::from_secs(10));
+
+    let mut cfg = config(&sink, &[port]);
+    cfg.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    // The client side: a shell the agent tracks by pid; curl, forked from
+    // it after the agent started, is followed by the fork tracepoint.
+    let base = format!("http://127.0.0.1:{port}");
+    let script = format!(
+        "sleep 1; {c} -s -o /dev/null {base}/api/orders/1234 {base}/big.bin {base}/boom {base}/api/orders/99",
+        c = curl.display()
+    );
+    let client = Proc::spawn("sh (curl)", Command::new("sh").arg("-c").arg(&script));
+    cfg.instrument.pids = vec![client.pid()];
+    let agent = start_agent(cfg).await;
+    let metrics_addr = agent.metrics_addr.unwrap();
+
+    let spans = sink
+        .wait_spans(Duration::from_secs(15), |s| {
+            server_spans(s, port).len() >= 4
+                && s.iter()
+                    .filter(|x| x.span.kind == SpanKind::Client as i32)
+                    .count()
+                    >= 4
+        })
+        .await;
+    let srv = server_spans(&spans, port);
+    assert_eq!(srv.len(), 4, "server spans: {srv:#?}");
+    let names: Vec<_> = srv.iter().map(|s| s.span.name.as_str()).collect();
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| **n == "GET /api/orders/{id}")
+            .count(),
+        2,
+        "{names:?}"
+    );
+    // nginx answers the static file with sendfile(2): the body is never
+    // copied, but its length is still counted.
+    let big = srv
+        .iter()
+        .find(|s| attr_str(&s.span.attributes, "url.path").as_deref() == Some("/big.bin"))
+        .unwrap();
+    assert_eq!(
+        attr_int(&big.span.attributes, "http.response.body.size"),
+        Some(100_000)
+    );
+    let boom = srv.iter().find(|s| s.span.name == "GET /boom").unwrap();
+    assert_eq!(
+        attr_int(&boom.span.attributes, "http.response.status_code"),
+        Some(502)
+    );
+    assert_eq!(boom.span.status.as_ref().map(|s| s.code), Some(2));
+    assert_eq!(
+        attr_str(&boom.resource, "process.executable.name").as_deref(),
+        Some("nginx")
+    );
+    for s in &srv {
+        assert!(s.span.end_time_unix_nano > s.span.start_time_unix_nano);
+    }
+
+    let clients: Vec<_> = spans
+        .iter()
+        .filter(|s| s.span.kind == SpanKind::Client as i32)
+        .collect();
+    assert_eq!(clients.len(), 4, "client spans: {clients:#?}");
+    assert!(
+        clients
+            .iter()
+            .all(|s| attr_str(&s.resource, "process.executable.name").as_deref() == Some("curl"))
+    );
+    assert!(
+        clients
+            .iter()
+            .all(|s| attr_int(&s.span.attributes, "server.port") == Some(i64::from(port)))
+    );
+    let client_points = loop {
+        let p = sink.got.histogram("http.client.request.duration");
+        if p.iter().map(|(_, d)| d.count).sum::<u64>() >= 4 {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        client_points
+            .iter()
+            .any(|(_, p)| attr_int(&p.attributes, "http.response.status_code") == Some(502))
+    );
+
+    // Self-metrics are served and count what happened.
+    let body = run_ok(
+        Command::new(&curl)
+            .arg("-s")
+            .arg(format!("http://{metrics_addr}/metrics")),
+    );
+    let exported: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("mop_agent_spans_exported_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("mop_agent_spans_exported_total in /metrics");
+    assert!(exported >= 8, "{body}");
+
+    // Clean detach: after shutdown none of the agent's programs is loaded.
+    let ids = agent.program_ids.clone();
+    assert!(!ids.is_empty());
+    agent.shutdown(Duration::from_secs(5)).await;
+    let still: Vec<u32> = aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .map(|p| p.id())
+        .filter(|id| ids.contains(id))
+        .collect();
+    assert!(
+        still.is_empty(),
+        "programs still loaded after shutdown: {still:?}"
+    );
+}

@@ -37,6 +37,7 @@ fn event_offsets_match_the_c_header() {
         ("total_len", offset_of!(RawEventHeader, total_len)),
         ("captured_len", offset_of!(RawEventHeader, captured_len)),
         ("tuple", offset_of!(RawEventHeader, tuple)),
+        ("comm", offset_of!(RawEventHeader, comm)),
         ("data", offset_of!(RawEvent, data)),
     ];
     for (field, off) in rust {

@@ -36,6 +36,7 @@ pub struct RawEventHeader {
     pub total_len: u32,
     pub captured_len: u32,
     pub tuple: RawTuple,
+    pub comm: [u8; 16],
 }
 
 /// `struct mop_event` in full, for the layout test.
@@ -95,6 +96,8 @@ pub struct Event {
     pub total_len: u32,
     pub data: Vec<u8>,
     pub tuple: Tuple,
+    /// The task's name (`comm`), at most 15 bytes.
+    pub comm: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -174,7 +177,11 @@ impl Event {
             2 => Role::Client,
             _ => Role::Unknown,
         };
+        let comm_at = offset_of!(RawEventHeader, comm);
+        let comm_raw = &b[comm_at..comm_at + 16];
+        let comm_len = comm_raw.iter().position(|c| *c == 0).unwrap_or(16);
         Ok(Event {
+            comm: String::from_utf8_lossy(&comm_raw[..comm_len]).into_owned(),
             ts_ns: u64_at(b, offset_of!(RawEventHeader, ts_ns)),
             tgid: u32_at(b, offset_of!(RawEventHeader, tgid)),
             tid: u32_at(b, offset_of!(RawEventHeader, tid)),
@@ -265,6 +272,9 @@ pub(crate) mod tests {
             Role::Server => 1,
             Role::Client => 2,
         };
+        let c = offset_of!(RawEventHeader, comm);
+        let n = e.comm.len().min(15);
+        b[c..c + n].copy_from_slice(&e.comm.as_bytes()[..n]);
         b[HEADER_SIZE..].copy_from_slice(&e.data);
         b
     }
@@ -280,6 +290,7 @@ pub(crate) mod tests {
             syscall: 5,
             total_len: 100,
             data: b"GET / HTTP/1.1\r\n".to_vec(),
+            comm: "nginx".into(),
             tuple: Tuple {
                 local: IpAddr::from([127, 0, 0, 1]),
                 local_port: 8080,
