@@ -182,8 +182,25 @@ static __always_inline int mop_stash(__s32 fd, __u64 buf, __u64 iovlen, __u8 buf
 		.syscall = syscall,
 		.direction = direction,
 	};
-	bpf_map_update_elem(&mop_active_io, &pid_tgid, &io, BPF_ANY);
+	/* Entries stay for the thread's lifetime and are rewritten in place:
+	 * a hash update/delete pair per syscall was the largest cost here. */
+	struct mop_active_io *slot = bpf_map_lookup_elem(&mop_active_io, &pid_tgid);
+	if (slot)
+		*slot = io;
+	else
+		bpf_map_update_elem(&mop_active_io, &pid_tgid, &io, BPF_ANY);
 	return 0;
+}
+
+/* Takes the pending syscall's arguments; false if there are none. */
+static __always_inline bool mop_take_io(__u64 pid_tgid, struct mop_active_io *out)
+{
+	struct mop_active_io *io = bpf_map_lookup_elem(&mop_active_io, &pid_tgid);
+	if (!io || io->syscall == 0)
+		return false;
+	*out = *io;
+	io->syscall = 0;
+	return true;
 }
 
 SEC("tracepoint/syscalls/sys_enter_connect")
@@ -196,11 +213,10 @@ SEC("tracepoint/syscalls/sys_exit_connect")
 int mop_exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct mop_active_io *io = bpf_map_lookup_elem(&mop_active_io, &pid_tgid);
-	if (!io)
+	struct mop_active_io io;
+	if (!mop_take_io(pid_tgid, &io))
 		return 0;
-	__s32 fd = io->fd;
-	bpf_map_delete_elem(&mop_active_io, &pid_tgid);
+	__s32 fd = io.fd;
 	if (ctx->ret == 0 || ctx->ret == -MOP_EINPROGRESS)
 		mop_track_conn(pid_tgid, fd, MOP_ROLE_CLIENT, MOP_SC_CONNECT);
 	return 0;
@@ -321,11 +337,9 @@ static __always_inline __u32 mop_copy_iov(struct mop_event *e, __u64 iov_ptr, __
 static __always_inline int mop_on_data_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct mop_active_io *iop = bpf_map_lookup_elem(&mop_active_io, &pid_tgid);
-	if (!iop)
+	struct mop_active_io io;
+	if (!mop_take_io(pid_tgid, &io))
 		return 0;
-	struct mop_active_io io = *iop;
-	bpf_map_delete_elem(&mop_active_io, &pid_tgid);
 	long ret = ctx->ret;
 	if (ret <= 0)
 		return 0;
@@ -441,7 +455,10 @@ int mop_process_exit(struct trace_event_raw_sched_process_template *ctx)
 	/* Keyed by the exiting thread's id: for the leader that is the tgid (the
 	 * process is gone); for another thread it is the stray key its clone
 	 * added above. Thread ids are never another live process's tgid. */
-	__u32 tgid = (__u32)bpf_get_current_pid_tgid();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = (__u32)pid_tgid;
 	bpf_map_delete_elem(&mop_tracked_pids, &tgid);
+	/* The thread's in-place syscall slot goes with it. */
+	bpf_map_delete_elem(&mop_active_io, &pid_tgid);
 	return 0;
 }

@@ -130,6 +130,7 @@ impl Agent {
             offset: clock_offset_ns(),
             cfg,
             proc_root,
+            resources: std::collections::HashMap::new(),
         };
         let reader_cancel = cancel.clone();
         let reader = tokio::spawn(async move {
@@ -175,6 +176,9 @@ struct Reader {
     offset: i128,
     cfg: Config,
     proc_root: PathBuf,
+    /// One Arc per (process, local port): built once per rescan period,
+    /// shared by every span of that resource.
+    resources: std::collections::HashMap<(u32, Option<u16>), Arc<ResourceInfo>>,
 }
 
 /// Records read per drain before yielding to other tasks.
@@ -213,6 +217,9 @@ impl Reader {
             }
         }
         self.resolver.prune();
+        // Config-derived attributes do not change, but processes come and go
+        // (and pids are reused): rebuild resources each period.
+        self.resources.clear();
         let drops = self.programs.drops();
         for (i, d) in drops.iter().enumerate() {
             self.stats.kernel_drops[i].store(*d, Relaxed);
@@ -262,7 +269,12 @@ impl Reader {
         let mut observations = Vec::with_capacity(located.len());
         for l in located {
             let port = (l.role != crate::ebpf::event::Role::Client).then_some(l.tuple.local_port);
-            let res: Arc<ResourceInfo> = Arc::new(self.resolver.resource(l.tgid, port, &l.comm));
+            let resolver = &mut self.resolver;
+            let res = self
+                .resources
+                .entry((l.tgid, port))
+                .or_insert_with(|| Arc::new(resolver.resource(l.tgid, port, &l.comm)))
+                .clone();
             let built = telemetry::build(&l.exchange, &l.tuple, l.role, self.offset);
             if let Some(o) = built.observation {
                 observations.push((res.clone(), o));

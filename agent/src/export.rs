@@ -8,16 +8,23 @@ use std::{
     time::Duration,
 };
 
+use bytes::{Buf as _, BufMut as _, Bytes};
 use opentelemetry_proto::tonic::{
     collector::{
         metrics::v1::{ExportMetricsServiceRequest, metrics_service_client::MetricsServiceClient},
-        trace::v1::{ExportTraceServiceRequest, trace_service_client::TraceServiceClient},
+        trace::v1::ExportTraceServiceRequest,
     },
     trace::v1::{ResourceSpans, ScopeSpans, Span},
 };
+use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, transport::Channel};
+use tonic::{
+    Code, Status,
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    codegen::http::uri::PathAndQuery,
+    transport::Channel,
+};
 use tracing::{debug, warn};
 
 use crate::{
@@ -40,8 +47,50 @@ pub struct SpanRecord {
     pub span: Span,
 }
 
+/// Sends an already-encoded protobuf message and ignores the response body:
+/// a batch is encoded once and every retry resends the same bytes instead
+/// of cloning and re-encoding the request.
+#[derive(Debug, Clone, Copy, Default)]
+struct PreEncoded;
+
+impl Codec for PreEncoded {
+    type Encode = Bytes;
+    type Decode = ();
+    type Encoder = PreEncoded;
+    type Decoder = PreEncoded;
+    fn encoder(&mut self) -> Self::Encoder {
+        PreEncoded
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        PreEncoded
+    }
+}
+
+impl Encoder for PreEncoded {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for PreEncoded {
+    type Item = ();
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, Status> {
+        // ExportTraceServiceResponse may carry partial_success; the count of
+        // rejected spans is not acted on, so the body is skipped.
+        let n = src.remaining();
+        src.advance(n);
+        Ok(Some(()))
+    }
+}
+
+const TRACE_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
 pub struct Exporter {
-    traces: TraceServiceClient<Channel>,
+    channel: Channel,
     metrics_client: MetricsServiceClient<Channel>,
     cfg: config::Export,
     host: String,
@@ -88,7 +137,7 @@ impl Exporter {
             .connect_timeout(Duration::from_millis(cfg.timeout_ms))
             .connect_lazy();
         Ok(Exporter {
-            traces: TraceServiceClient::new(channel.clone()),
+            channel: channel.clone(),
             metrics_client: MetricsServiceClient::new(channel),
             cfg,
             host,
@@ -133,14 +182,21 @@ impl Exporter {
     }
 
     fn request(batch: Vec<SpanRecord>, host: &str) -> ExportTraceServiceRequest {
-        let mut by_res: HashMap<Arc<ResourceInfo>, Vec<Span>> = HashMap::new();
+        // The reader hands out one Arc per resource, so grouping by pointer
+        // is exact and avoids hashing every resource's strings per span.
+        let mut by_res: HashMap<*const ResourceInfo, (Arc<ResourceInfo>, Vec<Span>)> =
+            HashMap::new();
         for r in batch {
-            by_res.entry(r.resource).or_default().push(r.span);
+            by_res
+                .entry(Arc::as_ptr(&r.resource))
+                .or_insert_with(|| (r.resource.clone(), Vec::new()))
+                .1
+                .push(r.span);
         }
         ExportTraceServiceRequest {
             resource_spans: by_res
                 .into_iter()
-                .map(|(res, spans)| ResourceSpans {
+                .map(|(_, (res, spans))| ResourceSpans {
                     resource: Some(telemetry::resource(&res, host)),
                     scope_spans: vec![ScopeSpans {
                         scope: Some(telemetry::scope()),
@@ -155,7 +211,7 @@ impl Exporter {
 
     async fn send_spans(&mut self, batch: Vec<SpanRecord>, cancel: &CancellationToken) {
         let n = batch.len() as u64;
-        let req = Self::request(batch, &self.host);
+        let req = Bytes::from(Self::request(batch, &self.host).encode_to_vec());
         let attempts = if cancel.is_cancelled() {
             1
         } else {
@@ -163,7 +219,7 @@ impl Exporter {
         };
         let mut backoff = Duration::from_millis(100);
         for attempt in 1..=attempts {
-            match self.traces.export(req.clone()).await {
+            match self.export_bytes(req.clone()).await {
                 Ok(_) => {
                     self.stats
                         .spans_exported
@@ -189,6 +245,20 @@ impl Exporter {
         self.stats
             .spans_dropped_export_failed
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    async fn export_bytes(&mut self, body: Bytes) -> Result<(), Status> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("OTLP endpoint not ready: {e}")))?;
+        grpc.unary(
+            tonic::Request::new(body),
+            PathAndQuery::from_static(TRACE_EXPORT_PATH),
+            PreEncoded,
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn send_metrics(&mut self) {

@@ -7,6 +7,9 @@ use clap::Parser;
 use mop_agent::{agent::Agent, config::Config};
 use tokio::signal::unix::{SignalKind, signal};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// eBPF agent of the Managed Observability Platform.
 #[derive(Parser)]
 #[command(version)]

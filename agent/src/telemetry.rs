@@ -101,20 +101,43 @@ impl TraceParent {
     }
 }
 
+thread_local! {
+    /// Span/trace id generator state; seeded once from the OS, then a
+    /// SplitMix64 sequence: ids must be unique, not secret, and a syscall
+    /// per id showed up in the agent's profile.
+    static ID_STATE: std::cell::Cell<u64> = std::cell::Cell::new(seed());
+}
+
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9_7f4a_7c15);
+        b = (t ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
+    }
+    u64::from_le_bytes(b)
+}
+
+fn next_u64() -> u64 {
+    ID_STATE.with(|s| {
+        let mut z = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        s.set(z);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    })
+}
+
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     loop {
-        // getrandom only fails without an entropy source; fall back to a
-        // time-seeded value rather than emit an all-zero (invalid) id.
-        if getrandom::fill(&mut b).is_err() {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(1);
-            for (i, x) in b.iter_mut().enumerate() {
-                *x = (t >> ((i % 16) * 8)) as u8 ^ i as u8;
-            }
+        for chunk in b.chunks_mut(8) {
+            let v = next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
         }
+        // An all-zero id is invalid in OTLP and W3C trace context.
         if b.iter().any(|x| *x != 0) {
             return b;
         }
