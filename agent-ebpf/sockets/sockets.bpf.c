@@ -34,7 +34,9 @@ const volatile __u64 wakeup_bytes = 256 * 1024;
 #define MOP_S_IFMT 00170000
 #define MOP_S_IFSOCK 0140000
 #define MOP_EINPROGRESS 115
-#define MOP_MAX_IOV 4
+/* gRPC C-core writes a HEADERS frame as one iovec per header name and value
+ * (28 iovecs seen for one call), so a handful is not enough. */
+#define MOP_MAX_IOV 32
 
 static __always_inline bool mop_tracked(__u32 tgid)
 {
@@ -310,7 +312,6 @@ static __always_inline __u32 mop_copy_iov(struct mop_event *e, __u64 iov_ptr, __
 					  __u32 want)
 {
 	__u32 off = 0;
-#pragma unroll
 	for (int i = 0; i < MOP_MAX_IOV; i++) {
 		if (i >= iovlen || off >= want)
 			break;

@@ -48,6 +48,7 @@ pub struct Tracker {
 fn new_parser(p: Protocol) -> Box<dyn ConnParser> {
     match p {
         Protocol::Http1 => Box::<protocol::http1::Http1Conn>::default(),
+        Protocol::Http2 => Box::<protocol::http2::Http2Conn>::default(),
         Protocol::Redis => Box::<protocol::redis::RedisConn>::default(),
         Protocol::Postgres => Box::<protocol::postgres::PgConn>::default(),
     }

@@ -313,6 +313,70 @@ pub fn build(ex: &Exchange, tuple: &Tuple, role: Role, wall_offset_ns: i128) -> 
                 seconds,
             });
         }
+        Detail::Http2(h) if !h.is_grpc() => {
+            // Plain HTTP/2: same conventions as HTTP/1, protocol version 2.
+            let as_http = Exchange {
+                start_ns: ex.start_ns,
+                end_ns: ex.end_ns,
+                detail: Detail::Http(crate::protocol::http1::HttpExchange {
+                    method: h.method.clone(),
+                    target: h.path.clone(),
+                    status: h.status,
+                    version: "2",
+                    host: h.authority.clone(),
+                    user_agent: h.user_agent.clone(),
+                    traceparent: h.traceparent.clone(),
+                    request_body_size: 0,
+                    response_body_size: 0,
+                }),
+            };
+            return build(&as_http, tuple, role, wall_offset_ns);
+        }
+        Detail::Http2(h) => {
+            let full = h.path.trim_start_matches('/');
+            let (service, method) = full.rsplit_once('/').unwrap_or((full, ""));
+            span.name = full.to_owned();
+            attrs.push(kv("rpc.system", "grpc"));
+            attrs.push(kv("rpc.service", service.to_owned()));
+            attrs.push(kv("rpc.method", method.to_owned()));
+            attrs.push(kv("network.protocol.name", "http"));
+            attrs.push(kv("network.protocol.version", "2"));
+            // A reset stream or a missing status is reported as UNKNOWN (2).
+            let code = h.grpc_status.unwrap_or(2);
+            attrs.push(kv("rpc.grpc.status_code", code));
+            if let Some(m) = &h.grpc_message {
+                attrs.push(kv("rpc.grpc.status_message", m.clone()));
+            }
+            // Server side: only codes that mean the server failed are errors
+            // (semantic conventions for gRPC); client side: any non-OK code.
+            error = if server {
+                matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
+            } else {
+                code != 0
+            };
+            if server && let Some(tp) = h.traceparent.as_deref().and_then(TraceParent::parse) {
+                span.trace_id = tp.trace_id.to_vec();
+                span.parent_span_id = tp.span_id.to_vec();
+                span.flags = u32::from(tp.flags);
+            }
+            if error {
+                attrs.push(kv("error.type", code.to_string()));
+            }
+            observation = Some(Observation {
+                metric: if server {
+                    "rpc.server.duration"
+                } else {
+                    "rpc.client.duration"
+                },
+                attributes: vec![
+                    ("rpc.system".to_owned(), "grpc".to_owned()),
+                    ("rpc.service".to_owned(), service.to_owned()),
+                    ("rpc.method".to_owned(), method.to_owned()),
+                    ("rpc.grpc.status_code".to_owned(), code.to_string()),
+                ],
+                seconds,
+            });
+        }
         Detail::Redis(r) => {
             span.name = r.command.clone();
             attrs.push(kv("db.system.name", "redis"));
@@ -502,6 +566,13 @@ impl Metrics {
         for (res, metrics) in &self.by_resource {
             let mut ms = Vec::new();
             for (name, series) in metrics {
+                // rpc.*.duration is specified in milliseconds, the HTTP and
+                // database durations in seconds.
+                let (unit, scale) = if name.starts_with("rpc.") {
+                    ("ms", 1000.0)
+                } else {
+                    ("s", 1.0)
+                };
                 let points = series
                     .iter()
                     .map(|(attrs, h)| HistogramDataPoint {
@@ -521,17 +592,17 @@ impl Metrics {
                         start_time_unix_nano: self.start_unix_ns,
                         time_unix_nano: now_unix_ns,
                         count: h.count,
-                        sum: Some(h.sum),
+                        sum: Some(h.sum * scale),
                         bucket_counts: h.counts.clone(),
-                        explicit_bounds: BOUNDS.to_vec(),
-                        min: Some(h.min),
-                        max: Some(h.max),
+                        explicit_bounds: BOUNDS.iter().map(|b| b * scale).collect(),
+                        min: Some(h.min * scale),
+                        max: Some(h.max * scale),
                         ..HistogramDataPoint::default()
                     })
                     .collect();
                 ms.push(Metric {
                     name: (*name).to_owned(),
-                    unit: "s".to_owned(),
+                    unit: unit.to_owned(),
                     description: format!("Duration of {name} (mop-agent, eBPF)"),
                     data: Some(metric::Data::Histogram(Histogram {
                         data_points: points,

@@ -65,13 +65,16 @@ async fn redis_server_and_cli() {
     );
     wait_listening(port, Duration::from_secs(10));
     let c = format!("{} -p {port}", cli.display());
+    let go_file = dir.join("go");
     let script = format!(
-        "sleep 1; {c} SET greeting hello; {c} GET greeting; {c} LPUSH greeting x; {c} DEL greeting"
+        "{}{c} SET greeting hello; {c} GET greeting; {c} LPUSH greeting x; {c} DEL greeting",
+        wait_for_go(&go_file)
     );
     let client = Proc::spawn("sh (redis-cli)", Command::new("sh").arg("-c").arg(&script));
     let mut cfg = config(&sink, &[port]);
     cfg.instrument.pids = vec![client.pid()];
     let agent = start_agent(cfg).await;
+    go(&go_file);
 
     let want = ["SET", "GET", "LPUSH", "DEL"];
     let has_all = |spans: &[GotSpan], k| {
@@ -190,12 +193,14 @@ async fn postgres_simple_and_extended_queries() {
         "select count(*) from pg_class where relkind = 'r';\n",
     )
     .unwrap();
+    let go_file = dir.join("go");
     let script = format!(
-        "sleep 1; {psql} -h 127.0.0.1 -p {port} -U postgres -d postgres -X -q -c 'select 41 + 1' -c 'select * from no_such_table'; \
+        "{wait}{psql} -h 127.0.0.1 -p {port} -U postgres -d postgres -X -q -c 'select 41 + 1' -c 'select * from no_such_table'; \
          {pgbench} -h 127.0.0.1 -p {port} -U postgres -n -M extended -t 2 -f {f} postgres",
         psql = psql.display(),
         pgbench = pgbench.display(),
-        f = bench_sql.display()
+        f = bench_sql.display(),
+        wait = wait_for_go(&go_file),
     );
     let client = Proc::spawn(
         "sh (psql, pgbench)",
@@ -210,6 +215,7 @@ async fn postgres_simple_and_extended_queries() {
         ..Default::default()
     });
     let agent = start_agent(cfg).await;
+    go(&go_file);
 
     let ready = |s: &[GotSpan], k| {
         let q: Vec<String> = kind(s, "postgresql", k)

@@ -188,13 +188,16 @@ async fn nginx_keep_alive_sendfile_and_client_spans() {
     // The client side: a shell the agent tracks by pid; curl, forked from
     // it after the agent started, is followed by the fork tracepoint.
     let base = format!("http://127.0.0.1:{port}");
+    let go_file = dir.join("go");
     let script = format!(
-        "sleep 1; {c} -s -o /dev/null {base}/api/orders/1234 {base}/big.bin {base}/boom {base}/api/orders/99",
-        c = curl.display()
+        "{w}{c} -s -o /dev/null {base}/api/orders/1234 {base}/big.bin {base}/boom {base}/api/orders/99",
+        c = curl.display(),
+        w = wait_for_go(&go_file),
     );
     let client = Proc::spawn("sh (curl)", Command::new("sh").arg("-c").arg(&script));
     cfg.instrument.pids = vec![client.pid()];
     let agent = start_agent(cfg).await;
+    go(&go_file);
     let metrics_addr = agent.metrics_addr.unwrap();
 
     let spans = sink

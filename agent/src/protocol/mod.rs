@@ -6,6 +6,7 @@
 //! only a prefix of each, so a segment is `data` followed by `gap` bytes that
 //! were moved but not captured.
 pub mod http1;
+pub mod http2;
 pub mod postgres;
 pub mod redis;
 
@@ -24,6 +25,7 @@ pub struct Segment<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Http1,
+    Http2,
     Redis,
     Postgres,
 }
@@ -31,7 +33,9 @@ pub enum Protocol {
 /// Which protocol a connection speaks, guessed from the first bytes the client
 /// sent. `None` means "not recognised (yet)".
 pub fn detect(client_bytes: &[u8]) -> Option<Protocol> {
-    if http1::looks_like_request(client_bytes) {
+    if http2::looks_like_preface(client_bytes) {
+        Some(Protocol::Http2)
+    } else if http1::looks_like_request(client_bytes) {
         Some(Protocol::Http1)
     } else if redis::looks_like_command(client_bytes) {
         Some(Protocol::Redis)
@@ -54,6 +58,7 @@ pub struct Exchange {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Detail {
     Http(http1::HttpExchange),
+    Http2(http2::H2Exchange),
     Redis(redis::RedisExchange),
     Postgres(postgres::PgExchange),
 }

@@ -298,3 +298,17 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// A shell snippet that waits (bounded, 30 s) until `go` exists: clients
+/// start their traffic only once the agent is attached, however slowly the
+/// programs loaded on a busy machine.
+pub fn wait_for_go(go: &Path) -> String {
+    format!(
+        "for i in $(seq 600); do [ -e {g} ] && break; sleep 0.05; done; ",
+        g = go.display()
+    )
+}
+
+pub fn go(go: &Path) {
+    std::fs::write(go, b"").unwrap();
+}
