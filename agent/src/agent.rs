@@ -84,7 +84,8 @@ impl Agent {
         degraded.extend(programs.degraded.iter().cloned());
         let program_ids = programs.program_ids.clone();
         let proc_root = PathBuf::from("/proc");
-        for pid in process::discover(&proc_root, &cfg.instrument) {
+        let mut discovery = process::Discovery::default();
+        for pid in discovery.scan(&proc_root, &cfg.instrument, &HashSet::new()) {
             programs.track(pid)?;
         }
         let stats = Arc::new(SelfMetrics::default());
@@ -131,6 +132,7 @@ impl Agent {
             cfg,
             proc_root,
             resources: std::collections::HashMap::new(),
+            discovery,
         };
         let reader_cancel = cancel.clone();
         let reader = tokio::spawn(async move {
@@ -179,6 +181,7 @@ struct Reader {
     /// One Arc per (process, local port): built once per rescan period,
     /// shared by every span of that resource.
     resources: std::collections::HashMap<(u32, Option<u16>), Arc<ResourceInfo>>,
+    discovery: process::Discovery,
 }
 
 /// Records read per drain before yielding to other tasks.
@@ -209,10 +212,11 @@ impl Reader {
 
     fn rescan(&mut self) {
         let kernel: HashSet<u32> = self.programs.tracked().into_iter().collect();
-        for pid in process::discover(&self.proc_root, &self.cfg.instrument) {
-            if !kernel.contains(&pid)
-                && let Err(e) = self.programs.track(pid)
-            {
+        for pid in self
+            .discovery
+            .scan(&self.proc_root, &self.cfg.instrument, &kernel)
+        {
+            if let Err(e) = self.programs.track(pid) {
                 warn!(pid, error = %e, "could not track process");
             }
         }

@@ -140,32 +140,61 @@ fn exe_matches(wanted: &str, info_path: &str) -> bool {
 
 /// Processes the config asks for, found by one pass over /proc.
 pub fn discover(proc_root: &Path, rules: &Instrument) -> HashSet<u32> {
-    let mut out: HashSet<u32> = rules
-        .pids
-        .iter()
-        .copied()
-        .filter(|p| proc_root.join(p.to_string()).exists())
-        .collect();
-    if rules.ports.is_empty() && rules.executables.is_empty() {
-        return out;
-    }
-    let inodes = listening_inodes(proc_root, &rules.ports);
-    for pid in all_pids(proc_root) {
-        if !rules.executables.is_empty()
-            && let Ok(exe) = fs::read_link(proc_root.join(pid.to_string()).join("exe"))
-            && rules
-                .executables
-                .iter()
-                .any(|w| exe_matches(w, &exe.to_string_lossy()))
-        {
-            out.insert(pid);
-            continue;
+    Discovery::default().scan(proc_root, rules, &HashSet::new())
+}
+
+/// Repeated discovery. Walking every process's fd table to find who holds a
+/// listening socket dominated the agent's idle CPU, so it is done only when
+/// the set of listening sockets on the configured ports changed; processes
+/// forked later from a tracked one are followed by the kernel instead.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    last_inodes: HashSet<u64>,
+}
+
+impl Discovery {
+    /// Matching processes not in `known`.
+    pub fn scan(
+        &mut self,
+        proc_root: &Path,
+        rules: &Instrument,
+        known: &HashSet<u32>,
+    ) -> HashSet<u32> {
+        let mut out: HashSet<u32> = rules
+            .pids
+            .iter()
+            .copied()
+            .filter(|p| !known.contains(p) && proc_root.join(p.to_string()).exists())
+            .collect();
+        if rules.ports.is_empty() && rules.executables.is_empty() {
+            return out;
         }
-        if !inodes.is_empty() && holds_inode(proc_root, pid, &inodes) {
-            out.insert(pid);
+        let inodes = listening_inodes(proc_root, &rules.ports);
+        let scan_fds = !inodes.is_empty() && inodes != self.last_inodes;
+        self.last_inodes = inodes;
+        if !scan_fds && rules.executables.is_empty() {
+            return out;
         }
+        for pid in all_pids(proc_root) {
+            if known.contains(&pid) {
+                continue;
+            }
+            if !rules.executables.is_empty()
+                && let Ok(exe) = fs::read_link(proc_root.join(pid.to_string()).join("exe"))
+                && rules
+                    .executables
+                    .iter()
+                    .any(|w| exe_matches(w, &exe.to_string_lossy()))
+            {
+                out.insert(pid);
+                continue;
+            }
+            if scan_fds && holds_inode(proc_root, pid, &self.last_inodes) {
+                out.insert(pid);
+            }
+        }
+        out
     }
-    out
 }
 
 /// Resource attributes of one (process, local port).

@@ -233,8 +233,6 @@ pub fn build(ex: &Exchange, tuple: &Tuple, role: Role, wall_offset_ns: i128) -> 
         attrs.push(kv("server.address", addr_str(tuple.peer)));
         attrs.push(kv("server.port", i64::from(tuple.peer_port)));
     }
-    attrs.push(kv("network.peer.address", addr_str(tuple.peer)));
-    attrs.push(kv("network.peer.port", i64::from(tuple.peer_port)));
     attrs.push(kv("network.transport", "tcp"));
     match &ex.detail {
         Detail::Http(h) => {
@@ -540,8 +538,9 @@ impl Metrics {
             .or_default()
             .entry(obs.metric)
             .or_default();
+        // build() emits each metric's attributes in a fixed order, so the
+        // vector is already a canonical key.
         let mut attrs = obs.attributes;
-        attrs.sort();
         if !series.contains_key(&attrs) && series.len() >= self.limit {
             self.overflowed += 1;
             attrs = vec![(OVERFLOW_ATTR.to_owned(), "true".to_owned())];

@@ -346,10 +346,12 @@ impl Stream {
         for h in hdrs {
             let name = h.name;
             if name.eq_ignore_ascii_case("content-length") {
-                length = header_value(h.value).and_then(|v| v.parse::<u64>().ok());
+                length = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok());
             } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = header_value(h.value)
-                    .is_some_and(|v| v.to_ascii_lowercase().trim_end().ends_with("chunked"));
+                let v = h.value.trim_ascii_end();
+                chunked = v.len() >= 7 && v[v.len() - 7..].eq_ignore_ascii_case(b"chunked");
             } else if name.eq_ignore_ascii_case("host") {
                 head.host = header_value(h.value);
             } else if name.eq_ignore_ascii_case("user-agent") {
