@@ -120,11 +120,21 @@ impl Agent {
         // fd, so the fd lives exactly as long as the registration.
         #[allow(deprecated)]
         let ring = AsyncFd::new(ring).map_err(Error::RingFd)?;
+        let mut resolver = Resolver::new(proc_root.clone(), cfg.services.clone());
+        match cfg.kubernetes.resolve() {
+            Ok(Some(api)) => {
+                let index = crate::kube::SharedIndex::default();
+                resolver = resolver.with_pods(index.clone());
+                tokio::spawn(crate::kube::run(api, index, cancel.clone()));
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "Kubernetes metadata disabled"),
+        }
         let reader = Reader {
             ring,
             programs,
             tracker: Tracker::new(cfg.capture.max_connections),
-            resolver: Resolver::new(proc_root.clone(), cfg.services.clone()),
+            resolver,
             tx,
             metrics,
             stats: stats.clone(),

@@ -49,6 +49,82 @@ pub struct Config {
     /// overflow series (`otel.metric.overflow=true`).
     #[serde(default = "default_cardinality")]
     pub metric_cardinality_limit: usize,
+    /// Pod metadata from the Kubernetes API (pods of this node).
+    #[serde(default)]
+    pub kubernetes: Kubernetes,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kubernetes {
+    /// `true`/`false`; absent means "on when running in a pod"
+    /// (KUBERNETES_SERVICE_HOST is set).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// API server URL; default `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`.
+    #[serde(default)]
+    pub api_server: Option<String>,
+    /// Bearer token; default the pod's service-account token.
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
+    /// CA bundle for the API server; default the service-account CA.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// This node's name (watch only its pods); default `$NODE_NAME` (set it
+    /// from `spec.nodeName` with the downward API).
+    #[serde(default)]
+    pub node_name: Option<String>,
+}
+
+const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+impl Kubernetes {
+    /// The API client settings, or `None` when pod metadata is off.
+    pub fn resolve(&self) -> Result<Option<crate::kube::ApiConfig>, Error> {
+        let in_cluster = std::env::var("KUBERNETES_SERVICE_HOST").ok();
+        if !self.enabled.unwrap_or(in_cluster.is_some()) {
+            return Ok(None);
+        }
+        let url = match (&self.api_server, &in_cluster) {
+            (Some(u), _) => u.clone(),
+            (None, Some(host)) => {
+                let port =
+                    std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+                if host.contains(':') {
+                    format!("https://[{host}]:{port}")
+                } else {
+                    format!("https://{host}:{port}")
+                }
+            }
+            (None, None) => {
+                return Err(Error::Invalid(
+                    "kubernetes.enabled is true but neither kubernetes.api_server nor KUBERNETES_SERVICE_HOST is set".into(),
+                ));
+            }
+        };
+        let node_name = match self
+            .node_name
+            .clone()
+            .or_else(|| std::env::var("NODE_NAME").ok())
+        {
+            Some(n) if !n.is_empty() => n,
+            _ => {
+                return Err(Error::Invalid(
+                    "Kubernetes metadata needs this node's name: set kubernetes.node_name or NODE_NAME (downward API spec.nodeName)".into(),
+                ));
+            }
+        };
+        let default_file = |f: &str| {
+            let p = std::path::Path::new(SA_DIR).join(f);
+            p.exists().then_some(p)
+        };
+        Ok(Some(crate::kube::ApiConfig {
+            url,
+            token_file: self.token_file.clone().or_else(|| default_file("token")),
+            ca_file: self.ca_file.clone().or_else(|| default_file("ca.crt")),
+            node_name,
+        }))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -214,6 +290,10 @@ impl Config {
             metrics_listen: None,
             rescan_interval_ms: default_rescan_ms(),
             metric_cardinality_limit: default_cardinality(),
+            kubernetes: Kubernetes {
+                enabled: Some(false),
+                ..Kubernetes::default()
+            },
         }
     }
 
@@ -240,6 +320,7 @@ impl Config {
                 "export.batch_size, queue_size and max_attempts must be > 0".into(),
             ));
         }
+        self.kubernetes.resolve()?;
         for (i, r) in self.services.iter().enumerate() {
             if r.executable.is_none() && r.port.is_none() {
                 return Err(Error::Invalid(format!(

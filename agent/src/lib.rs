@@ -10,6 +10,7 @@ pub mod config;
 pub mod conn;
 pub mod ebpf;
 pub mod export;
+pub mod kube;
 pub mod process;
 pub mod protocol;
 pub mod selfmetrics;

@@ -6,7 +6,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::config::{Instrument, ServiceRule};
+use std::sync::Arc;
+
+use crate::{
+    config::{Instrument, ServiceRule},
+    kube::SharedIndex,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -202,6 +207,8 @@ impl Discovery {
 pub struct ResourceInfo {
     pub service_name: String,
     pub namespace: Option<String>,
+    /// The pod the process runs in (Kubernetes metadata enabled).
+    pub pod: Option<Arc<crate::kube::PodMeta>>,
     pub pid: u32,
     pub exe_name: String,
     pub exe_path: String,
@@ -214,6 +221,7 @@ pub struct ResourceInfo {
 pub struct Resolver {
     proc_root: PathBuf,
     rules: Vec<ServiceRule>,
+    pods: Option<SharedIndex>,
     cache: HashMap<u32, Option<ProcessInfo>>,
 }
 
@@ -224,8 +232,15 @@ impl Resolver {
         Resolver {
             proc_root,
             rules,
+            pods: None,
             cache: HashMap::new(),
         }
+    }
+
+    /// Resolve containers to pods through this index.
+    pub fn with_pods(mut self, pods: SharedIndex) -> Self {
+        self.pods = Some(pods);
+        self
     }
 
     pub fn process(&mut self, pid: u32) -> Option<&ProcessInfo> {
@@ -265,8 +280,14 @@ impl Resolver {
                 .is_none_or(|e| exe_matches(e, &exe_key))
                 && r.port.is_none_or(|p| Some(p) == local_port)
         });
+        let pod = match (&self.pods, &info.container_id) {
+            (Some(idx), Some(cid)) => idx.read().ok().and_then(|i| i.get(cid)),
+            _ => None,
+        };
+        // Explicit config wins; then the pod's workload; then the executable.
         let service_name = rule
             .and_then(|r| r.service_name.clone())
+            .or_else(|| pod.as_ref().and_then(|p| p.workload_name.clone()))
             .unwrap_or_else(|| {
                 if info.exe_name.is_empty() {
                     format!("pid-{pid}")
@@ -276,7 +297,10 @@ impl Resolver {
             });
         ResourceInfo {
             service_name,
-            namespace: rule.and_then(|r| r.namespace.clone()),
+            namespace: rule
+                .and_then(|r| r.namespace.clone())
+                .or_else(|| pod.as_ref().map(|p| p.namespace.clone())),
+            pod,
             pid,
             exe_name: info.exe_name,
             exe_path: info.exe_path,

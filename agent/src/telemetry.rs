@@ -457,6 +457,25 @@ pub fn resource(r: &ResourceInfo, host: &str) -> Resource {
     if let Some(c) = &r.container_id {
         attrs.push(kv("container.id", c.clone()));
     }
+    if let Some(p) = &r.pod {
+        attrs.push(kv("k8s.pod.name", p.name.clone()));
+        attrs.push(kv("k8s.pod.uid", p.uid.clone()));
+        attrs.push(kv("k8s.node.name", p.node.clone()));
+        if let (Some(kind), Some(name)) = (&p.workload_kind, &p.workload_name) {
+            let key = match kind.as_str() {
+                "Deployment" => Some("k8s.deployment.name"),
+                "StatefulSet" => Some("k8s.statefulset.name"),
+                "DaemonSet" => Some("k8s.daemonset.name"),
+                "ReplicaSet" => Some("k8s.replicaset.name"),
+                "Job" => Some("k8s.job.name"),
+                "CronJob" => Some("k8s.cronjob.name"),
+                _ => None,
+            };
+            if let Some(key) = key {
+                attrs.push(kv(key, name.clone()));
+            }
+        }
+    }
     Resource {
         attributes: attrs,
         ..Resource::default()
@@ -715,6 +734,7 @@ mod tests {
         let res = Arc::new(ResourceInfo {
             service_name: "s".into(),
             namespace: None,
+            pod: None,
             pid: 1,
             exe_name: String::new(),
             exe_path: String::new(),
