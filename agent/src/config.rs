@@ -375,6 +375,34 @@ metrics_listen: 127.0.0.1:9464
     }
 
     #[test]
+    fn kubernetes_needs_a_node_name_and_an_api_server() {
+        let c = Config::from_yaml(
+            "a.yaml",
+            "otlp_endpoint: http://x\nkubernetes:\n  enabled: true\n  api_server: https://10.96.0.1\n  node_name: n1\n",
+        )
+        .unwrap();
+        let api = c.kubernetes.resolve().unwrap().unwrap();
+        assert_eq!(
+            (api.url.as_str(), api.node_name.as_str()),
+            ("https://10.96.0.1", "n1")
+        );
+        let off = Config::from_yaml(
+            "a.yaml",
+            "otlp_endpoint: http://x\nkubernetes:\n  enabled: false\n",
+        )
+        .unwrap();
+        assert!(off.kubernetes.resolve().unwrap().is_none());
+        if std::env::var_os("NODE_NAME").is_none() {
+            let err = Config::from_yaml(
+                "a.yaml",
+                "otlp_endpoint: http://x\nkubernetes:\n  enabled: true\n  api_server: https://10.96.0.1\n",
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("NODE_NAME"), "{err}");
+        }
+    }
+
+    #[test]
     fn capture_size_is_bounded() {
         let err = Config::from_yaml(
             "a.yaml",
