@@ -153,7 +153,15 @@ struct Stream {
 impl Stream {
     /// Appends a segment and returns the complete values it finishes.
     fn feed(&mut self, seg: Segment<'_>, out: &mut Vec<Value>) {
+        let waiting = !self.buf.is_empty();
         self.buf.extend_from_slice(seg.data);
+        // Every RESP value ends with CRLF: a value still incomplete cannot
+        // have completed unless this segment brought a '\n'. Skipping the
+        // re-parse keeps a large value arriving in small reads from costing
+        // quadratic time.
+        if waiting && seg.gap == 0 && !seg.data.contains(&b'\n') && self.buf.len() <= MAX_BUFFERED {
+            return;
+        }
         let mut at = 0;
         loop {
             match parse(&self.buf, at, 0) {
