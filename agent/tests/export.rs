@@ -137,13 +137,16 @@ async fn run(fail_first: usize, code: tonic::Code, attempts: u32) -> (Flaky, Arc
 async fn retryable_errors_are_retried_until_accepted() {
     let (f, stats) = run(2, tonic::Code::Unavailable, 5).await;
     assert_eq!(f.calls.load(Ordering::SeqCst), 3);
-    let names: Vec<String> = f
+    // Each record has its own resource, and resources are grouped in no
+    // particular order: compare as a set.
+    let mut names: Vec<String> = f
         .spans
         .lock()
         .unwrap()
         .iter()
         .map(|s| s.name.clone())
         .collect();
+    names.sort();
     assert_eq!(names, vec!["span-1", "span-2", "span-3"]);
     assert_eq!(stats.spans_exported.load(Ordering::SeqCst), 3);
     assert_eq!(stats.export_retries.load(Ordering::SeqCst), 2);
