@@ -19,6 +19,7 @@
 #include "maps/conns.h"
 #include "maps/active_io.h"
 #include "maps/scratch.h"
+#include "maps/not_sockets.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -142,6 +143,8 @@ static __always_inline struct mop_tuple *mop_track_conn(__u64 pid_tgid, __s32 fd
 		return NULL;
 	t.role = role;
 	__u64 key = mop_conn_key(pid_tgid >> 32, fd);
+	if (role != MOP_ROLE_UNKNOWN)
+		bpf_map_delete_elem(&mop_not_sockets, &key);
 	if (bpf_map_update_elem(&mop_conns, &key, &t, BPF_ANY)) {
 		mop_count_drop(MOP_DROP_CONN_TABLE_FULL);
 		return NULL;
@@ -349,10 +352,15 @@ static __always_inline int mop_on_data_exit(struct trace_event_raw_sys_exit *ctx
 	__u64 key = mop_conn_key(tgid, io.fd);
 	struct mop_tuple *t = bpf_map_lookup_elem(&mop_conns, &key);
 	if (!t) {
+		if (bpf_map_lookup_elem(&mop_not_sockets, &key))
+			return 0;
 		/* A connection opened before the agent started: learn it now. */
 		t = mop_track_conn(pid_tgid, io.fd, MOP_ROLE_UNKNOWN, io.syscall);
-		if (!t)
+		if (!t) {
+			__u8 one = 1;
+			bpf_map_update_elem(&mop_not_sockets, &key, &one, BPF_ANY);
 			return 0;
+		}
 	}
 
 	struct mop_event *e = mop_scratch_event();
@@ -425,8 +433,11 @@ int mop_enter_close(struct trace_event_raw_sys_enter *ctx)
 	__s32 fd = (__s32)ctx->args[0];
 	__u64 key = mop_conn_key(tgid, fd);
 	struct mop_tuple *t = bpf_map_lookup_elem(&mop_conns, &key);
-	if (!t)
+	if (!t) {
+		/* The fd number may next name a socket. */
+		bpf_map_delete_elem(&mop_not_sockets, &key);
 		return 0;
+	}
 	struct mop_tuple copy = *t;
 	bpf_map_delete_elem(&mop_conns, &key);
 	mop_emit_header_only(pid_tgid, fd, MOP_EV_CLOSE, MOP_SC_CLOSE, &copy);
