@@ -79,8 +79,8 @@ struct mop_event {
 	__u32 total_len;    /* bytes the syscall moved (may exceed captured_len) */
 	__u32 captured_len; /* bytes of data[] that are valid */
 	struct mop_tuple tuple;
-	/* Task name: names short-lived processes (a curl gone before userspace
-	 * reads /proc) */
+	/* Task name, on OPEN and CLOSE events only (empty on DATA): names
+	 * short-lived processes (a curl gone before userspace reads /proc). */
 	char comm[16];
 	__u8 data[MOP_MAX_CAPTURE];
 };

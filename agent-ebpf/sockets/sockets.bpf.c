@@ -120,7 +120,11 @@ static __always_inline void mop_fill_header(struct mop_event *e, __u64 pid_tgid,
 	e->total_len = 0;
 	e->captured_len = 0;
 	e->tuple = *t;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	/* The name is needed once per connection, not per message. */
+	if (kind == MOP_EV_DATA)
+		e->comm[0] = 0;
+	else
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
 }
 
 static __always_inline void mop_emit_header_only(__u64 pid_tgid, __s32 fd, __u8 kind,

@@ -96,7 +96,7 @@ pub struct Event {
     pub total_len: u32,
     pub data: Vec<u8>,
     pub tuple: Tuple,
-    /// The task's name (`comm`), at most 15 bytes.
+    /// The task's name (`comm`), at most 15 bytes; empty on data events.
     pub comm: String,
 }
 
