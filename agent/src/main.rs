@@ -15,8 +15,13 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(version)]
 struct Args {
     /// Agent configuration (YAML); see docs/agent.md.
-    #[arg(long, short, env = "MOP_AGENT_CONFIG")]
-    config: PathBuf,
+    #[arg(
+        long,
+        short,
+        env = "MOP_AGENT_CONFIG",
+        required_unless_present = "probe"
+    )]
+    config: Option<PathBuf>,
     /// Only probe the kernel and print what it offers.
     #[arg(long)]
     probe: bool,
@@ -48,7 +53,10 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let cfg = Config::load(&args.config).context("loading the configuration")?;
+    let Some(path) = args.config else {
+        anyhow::bail!("--config is required");
+    };
+    let cfg = Config::load(&path).context("loading the configuration")?;
     let agent = Agent::start(cfg).await.context("starting the agent")?;
     for d in &agent.degraded {
         tracing::warn!("{d}");
