@@ -289,16 +289,44 @@ pub fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-pub fn temp_dir(tag: &str) -> PathBuf {
+/// A directory under the system temp dir, removed on drop. Declare it before
+/// the processes that use it so they are killed first.
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn temp_dir(tag: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!(
         "mop-agent-{tag}-{}-{}",
         std::process::id(),
         free_port()
     ));
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
 }
-
 /// A shell snippet that waits (bounded, 30 s) until `go` exists: clients
 /// start their traffic only once the agent is attached, however slowly the
 /// programs loaded on a busy machine.
