@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef MOP_MAP_SCRATCH_H
+#define MOP_MAP_SCRATCH_H
+/* One event under construction per CPU: struct mop_event is too large for the
+ * 512-byte BPF stack. Twice MOP_MAX_CAPTURE of room after the header lets the
+ * iovec copy loop use masked offsets the verifier accepts. */
+struct mop_scratch {
+	struct mop_event ev;
+	__u8 overflow[MOP_MAX_CAPTURE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mop_scratch);
+} mop_scratch SEC(".maps");
+#endif

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Benchmark: nginx under wrk with and without mop-agent attached.
+#
+# Reports, per mode (saturation, and a fixed rate):
+#   - requests/s with and without the agent (throughput loss),
+#   - eBPF run time per request from kernel.bpf_stats_enabled counters,
+#   - agent userspace CPU per request (utime+stime of the agent process),
+#   - nginx CPU per request (the in-kernel cost lands in nginx's syscalls).
+# Needs root (CAP_BPF), nginx, wrk, bpftool, python3. Usage:
+#   agent/bench/nginx-wrk.sh [seconds-per-run] [rounds]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DUR=${1:-10}
+ROUNDS=${2:-3}
+CONNS=${CONNS:-50}
+for b in nginx wrk bpftool python3; do
+  command -v "$b" >/dev/null || { echo "missing $b (apt-get install nginx-light wrk bpftool python3)"; exit 1; }
+done
+cargo build -q --release -p mop-agent --bin mop-agent --example otlp_sink
+AGENT=target/release/mop-agent
+SINK=target/release/examples/otlp_sink
+
+TMP=$(mktemp -d /tmp/mop-bench.XXXXXX)
+PORT=18080
+OTLP=127.0.0.1:14317
+METRICS=127.0.0.1:19464
+cleanup() {
+  [[ -n "${AGENT_PID:-}" ]] && kill "$AGENT_PID" 2>/dev/null || true
+  [[ -n "${SINK_PID:-}" ]] && kill "$SINK_PID" 2>/dev/null || true
+  [[ -n "${NGINX_PID:-}" ]] && kill "$NGINX_PID" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+mkdir -p "$TMP/www"
+printf 'hello from nginx\n' > "$TMP/www/index.html"
+cat > "$TMP/nginx.conf" <<CONF
+daemon off; master_process on; worker_processes 1;
+pid $TMP/nginx.pid; error_log $TMP/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $TMP/b; proxy_temp_path $TMP/p; fastcgi_temp_path $TMP/f;
+  uwsgi_temp_path $TMP/u; scgi_temp_path $TMP/s;
+  server { listen 127.0.0.1:$PORT; root $TMP/www;
+    location /api/ { default_type text/plain; return 200 "ok\n"; } }
+}
+CONF
+nginx -c "$TMP/nginx.conf" -p "$TMP" & NGINX_PID=$!
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
+
+cat > "$TMP/agent.yaml" <<CONF
+otlp_endpoint: http://$OTLP
+instrument:
+  ports: [$PORT]
+services:
+  - port: $PORT
+    service_name: bench-nginx
+    namespace: bench
+metrics_listen: $METRICS
+CONF
+# ~2 ms pause per request per connection: a fixed rate of about CONNS*500/s.
+cat > "$TMP/fixed.lua" <<'LUA'
+function delay() return 2 end
+LUA
+
+nginx_cpu() { # utime+stime ticks of all nginx processes of this run
+  local t=0; for p in $(pgrep -f "nginx -c $TMP/nginx.conf" || true) $(pgrep -P "$NGINX_PID" || true); do
+    [[ -r /proc/$p/stat ]] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo "$t"; }
+agent_cpu() { awk '{print $14+$15}' "/proc/$AGENT_PID/stat"; }
+bpf_ns() { # total run_time_ns and run_cnt over the agent's programs
+  bpftool prog show --json | python3 -c '
+import json,sys
+t=c=0
+for p in json.load(sys.stdin):
+    if p.get("name","").startswith("mop_"):
+        t+=p.get("run_time_ns",0); c+=p.get("run_cnt",0)
+print(t, c)'; }
+run_wrk() { # mode -> prints requests
+  local extra=()
+  [[ $1 == fixed ]] && extra=(-s "$TMP/fixed.lua")
+  wrk -t1 -c"$CONNS" -d"${DUR}s" "${extra[@]}" "http://127.0.0.1:$PORT/api/items/42" \
+    | awk '/requests in/ {print $1}'
+}
+HZ=$(getconf CLK_TCK)
+
+start_agent() {
+  "$SINK" "$OTLP" > "$TMP/sink.out" & SINK_PID=$!
+  sleep 0.3
+  RUST_LOG=warn "$AGENT" --config "$TMP/agent.yaml" & AGENT_PID=$!
+  for _ in $(seq 50); do curl -s "http://$METRICS/metrics" >/dev/null 2>&1 && break; sleep 0.1; done
+}
+stop_agent() {
+  kill -TERM "$AGENT_PID"; wait "$AGENT_PID" || true; AGENT_PID=
+  kill -TERM "$SINK_PID"; wait "$SINK_PID" || true; SINK_PID=
+}
+
+sysctl -q -w kernel.bpf_stats_enabled=1
+echo "nginx (1 worker) + wrk -t1 -c$CONNS, ${DUR}s per run, $ROUNDS rounds, kernel $(uname -r), $(nproc) CPUs"
+for mode in saturated fixed; do
+  for r in $(seq "$ROUNDS"); do
+    n0=$(nginx_cpu); base=$(run_wrk $mode); n1=$(nginx_cpu)
+    start_agent
+    a0=$(agent_cpu); read -r b0 c0 < <(bpf_ns); m0=$(nginx_cpu)
+    with=$(run_wrk $mode)
+    a1=$(agent_cpu); read -r b1 c1 < <(bpf_ns); m1=$(nginx_cpu)
+    spans=$(curl -s "http://$METRICS/metrics" | awk '/^mop_agent_exchanges_total/ {print $2}')
+    drops=$(curl -s "http://$METRICS/metrics" | awk '/^mop_agent_kernel_drops_total/ {s+=$2} END {print s+0}')
+    stop_agent
+    python3 - "$mode" "$r" "$base" "$with" "$n0" "$n1" "$m0" "$m1" "$a0" "$a1" "$b0" "$b1" "$c0" "$c1" "$HZ" "$spans" "$drops" <<'PY'
+import sys
+mode, r = sys.argv[1], sys.argv[2]
+base, with_, n0, n1, m0, m1, a0, a1, b0, b1, c0, c1, hz, spans, drops = map(float, sys.argv[3:])
+loss = (base - with_) / base * 100
+print(f"{mode:9} round {r}: without {base:9.0f} req  with {with_:9.0f} req  loss {loss:5.1f}%  "
+      f"eBPF {(b1-b0)/with_:6.0f} ns/req ({(c1-c0)/with_:4.1f} prog runs/req)  "
+      f"agent {(a1-a0)/hz/with_*1e9:6.0f} ns CPU/req  "
+      f"nginx {(n1-n0)/hz/base*1e6:5.1f} -> {(m1-m0)/hz/with_*1e6:5.1f} us CPU/req  "
+      f"exchanges {spans:.0f} kernel-drops {drops:.0f}")
+PY
+  done
+done
+sysctl -q -w kernel.bpf_stats_enabled=0

@@ -1,0 +1,310 @@
+//! Wires the parts together: kernel programs → ring buffer reader →
+//! connection tracker → spans/metrics → exporter. Shutdown is staged: stop
+//! reading (which detaches the programs), then let the exporter drain.
+use std::{
+    collections::HashSet,
+    path::PathBuf,
+    sync::{Arc, Mutex, atomic::Ordering::Relaxed},
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{io::unix::AsyncFd, net::TcpListener, sync::mpsc, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    config::Config,
+    conn::{Located, Tracker},
+    ebpf::{self, LoadOptions, Programs, event::Event, probe},
+    export::{self, Exporter, SpanRecord},
+    process::{self, Resolver, ResourceInfo},
+    selfmetrics::{self, SelfMetrics},
+    telemetry::{self, Metrics},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("this kernel cannot run the agent:\n  - {}", .0.join("\n  - "))]
+    Kernel(Vec<String>),
+    #[error(transparent)]
+    Ebpf(#[from] ebpf::Error),
+    #[error(transparent)]
+    Export(#[from] export::Error),
+    #[error("registering the ring buffer with the event loop: {0}")]
+    RingFd(#[source] std::io::Error),
+    #[error("binding the metrics listener on {addr}: {source}")]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running agent. Call [`Agent::shutdown`] to detach and flush.
+pub struct Agent {
+    cancel: CancellationToken,
+    reader: JoinHandle<()>,
+    exporter: JoinHandle<()>,
+    pub stats: Arc<SelfMetrics>,
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// eBPF program ids, to check that shutdown really detached them.
+    pub program_ids: Vec<u32>,
+    /// Capabilities that were missing at start, in plain words.
+    pub degraded: Vec<String>,
+}
+
+fn clock_offset_ns() -> i128 {
+    use rustix::time::{ClockId, clock_gettime};
+    let mono = clock_gettime(ClockId::Monotonic);
+    let real = clock_gettime(ClockId::Realtime);
+    let ns =
+        |t: rustix::time::Timespec| i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec);
+    ns(real) - ns(mono)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+impl Agent {
+    pub async fn start(cfg: Config) -> Result<Agent, Error> {
+        let report = probe::run();
+        if !report.fatal.is_empty() {
+            return Err(Error::Kernel(report.fatal));
+        }
+        let (mut programs, ring) = Programs::load(LoadOptions {
+            capture_bytes: cfg.capture.bytes,
+            ring_buffer_bytes: cfg.capture.ring_buffer_bytes,
+            wakeup_bytes: cfg.capture.wakeup_bytes,
+        })?;
+        let mut degraded = report.warnings.clone();
+        degraded.extend(programs.degraded.iter().cloned());
+        let program_ids = programs.program_ids.clone();
+        let proc_root = PathBuf::from("/proc");
+        let mut discovery = process::Discovery::default();
+        for pid in discovery.scan(&proc_root, &cfg.instrument, &HashSet::new()) {
+            programs.track(pid)?;
+        }
+        let stats = Arc::new(SelfMetrics::default());
+        let cancel = CancellationToken::new();
+        let host = host_name();
+        let metrics = Arc::new(Mutex::new(Metrics::new(
+            export::now_unix_ns(),
+            cfg.metric_cardinality_limit,
+        )));
+        let exporter = Exporter::new(
+            &cfg.otlp_endpoint,
+            cfg.export.clone(),
+            host,
+            metrics.clone(),
+            stats.clone(),
+        )?;
+        let (tx, rx) = mpsc::channel(cfg.export.queue_size);
+        let export_cancel = CancellationToken::new();
+        let exporter = tokio::spawn(exporter.run(rx, export_cancel.clone()));
+
+        let mut metrics_addr = None;
+        if let Some(addr) = cfg.metrics_listen {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::MetricsListen { addr, source })?;
+            metrics_addr = l.local_addr().ok();
+            tokio::spawn(selfmetrics::serve(l, stats.clone(), cancel.clone()));
+        }
+
+        // `AsyncFd::new` is deprecated because a borrowed fd could be closed
+        // while registered; here the AsyncFd owns the RingBuf that owns the
+        // fd, so the fd lives exactly as long as the registration.
+        #[allow(deprecated)]
+        let ring = AsyncFd::new(ring).map_err(Error::RingFd)?;
+        let mut resolver = Resolver::new(proc_root.clone(), cfg.services.clone());
+        match cfg.kubernetes.resolve() {
+            Ok(Some(api)) => {
+                let index = crate::kube::SharedIndex::default();
+                resolver = resolver.with_pods(index.clone());
+                tokio::spawn(crate::kube::run(api, index, cancel.clone()));
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "Kubernetes metadata disabled"),
+        }
+        let reader = Reader {
+            ring,
+            programs,
+            tracker: Tracker::new(cfg.capture.max_connections),
+            resolver,
+            tx,
+            metrics,
+            stats: stats.clone(),
+            offset: clock_offset_ns(),
+            cfg,
+            proc_root,
+            resources: std::collections::HashMap::new(),
+            discovery,
+        };
+        let reader_cancel = cancel.clone();
+        let reader = tokio::spawn(async move {
+            reader.run(reader_cancel).await;
+            // The reader owned the span sender; the exporter drains and ends.
+            export_cancel.cancel();
+        });
+        info!(programs = program_ids.len(), "mop-agent running");
+        Ok(Agent {
+            cancel,
+            reader,
+            exporter,
+            stats,
+            metrics_addr,
+            program_ids,
+            degraded,
+        })
+    }
+
+    /// Detaches the programs, then gives the exporter until `deadline` to
+    /// send what is queued.
+    pub async fn shutdown(self, deadline: Duration) {
+        self.cancel.cancel();
+        if let Err(e) = self.reader.await {
+            warn!(error = %e, "reader task failed");
+        }
+        match tokio::time::timeout(deadline, self.exporter).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "exporter task failed"),
+            Err(_) => warn!("exporter did not drain before the deadline; queued spans are lost"),
+        }
+    }
+}
+
+struct Reader {
+    ring: AsyncFd<RingBuf<MapData>>,
+    programs: Programs,
+    tracker: Tracker,
+    resolver: Resolver,
+    tx: mpsc::Sender<SpanRecord>,
+    metrics: Arc<Mutex<Metrics>>,
+    stats: Arc<SelfMetrics>,
+    offset: i128,
+    cfg: Config,
+    proc_root: PathBuf,
+    /// One Arc per (process, local port): built once per rescan period,
+    /// shared by every span of that resource.
+    resources: std::collections::HashMap<(u32, Option<u16>), Arc<ResourceInfo>>,
+    discovery: process::Discovery,
+}
+
+/// Records read per drain before yielding to other tasks.
+const DRAIN_BUDGET: usize = 65_536;
+
+impl Reader {
+    async fn run(mut self, cancel: CancellationToken) {
+        let poll = self.cfg.poll_interval();
+        let mut rescan =
+            tokio::time::interval(Duration::from_millis(self.cfg.rescan_interval_ms.max(10)));
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = rescan.tick() => self.rescan(),
+                r = tokio::time::timeout(poll, self.ring.readable_mut()) => {
+                    if let Ok(Ok(mut guard)) = r {
+                        guard.clear_ready();
+                    }
+                    self.drain();
+                }
+            }
+        }
+        // Whatever the kernel wrote before detach still becomes spans.
+        self.drain();
+        info!("detaching eBPF programs");
+    }
+
+    fn rescan(&mut self) {
+        let kernel: HashSet<u32> = self.programs.tracked().into_iter().collect();
+        for pid in self
+            .discovery
+            .scan(&self.proc_root, &self.cfg.instrument, &kernel)
+        {
+            if let Err(e) = self.programs.track(pid) {
+                warn!(pid, error = %e, "could not track process");
+            }
+        }
+        self.resolver.prune();
+        // Config-derived attributes do not change, but processes come and go
+        // (and pids are reused): rebuild resources each period.
+        self.resources.clear();
+        let drops = self.programs.drops();
+        for (i, d) in drops.iter().enumerate() {
+            self.stats.kernel_drops[i].store(*d, Relaxed);
+        }
+        self.stats
+            .tracked_processes
+            .store(kernel.len() as u64, Relaxed);
+        self.stats
+            .open_connections
+            .store(self.tracker.len() as u64, Relaxed);
+        self.stats
+            .conns_evicted
+            .store(self.tracker.stats.evicted, Relaxed);
+        self.stats
+            .conns_undetected
+            .store(self.tracker.stats.undetected, Relaxed);
+        self.stats
+            .parser_desyncs
+            .store(self.tracker.stats.desyncs, Relaxed);
+        if let Ok(m) = self.metrics.lock() {
+            self.stats.metric_overflow.store(m.overflowed, Relaxed);
+        }
+    }
+
+    fn drain(&mut self) {
+        let mut located: Vec<Located> = Vec::new();
+        let ring = self.ring.get_mut();
+        let mut n = 0;
+        while n < DRAIN_BUDGET {
+            let Some(item) = ring.next() else { break };
+            n += 1;
+            match Event::decode(&item) {
+                Ok(ev) => self.tracker.handle(&ev, &mut located),
+                Err(e) => {
+                    SelfMetrics::inc(&self.stats.event_decode_errors);
+                    warn!(error = %e, "undecodable ring buffer record");
+                }
+            }
+        }
+        self.stats.events.fetch_add(n as u64, Relaxed);
+        if located.is_empty() {
+            return;
+        }
+        self.stats
+            .exchanges
+            .fetch_add(located.len() as u64, Relaxed);
+        let mut observations = Vec::with_capacity(located.len());
+        for l in located {
+            let port = (l.role != crate::ebpf::event::Role::Client).then_some(l.tuple.local_port);
+            let resolver = &mut self.resolver;
+            let res = self
+                .resources
+                .entry((l.tgid, port))
+                .or_insert_with(|| Arc::new(resolver.resource(l.tgid, port, &l.comm)))
+                .clone();
+            let built = telemetry::build(&l.exchange, &l.tuple, l.role, self.offset);
+            if let Some(o) = built.observation {
+                observations.push((res.clone(), o));
+            }
+            match self.tx.try_send(SpanRecord {
+                resource: res,
+                span: built.span,
+            }) {
+                Ok(()) => SelfMetrics::inc(&self.stats.spans_queued),
+                Err(_) => SelfMetrics::inc(&self.stats.spans_dropped_queue_full),
+            }
+        }
+        if let Ok(mut m) = self.metrics.lock() {
+            for (res, o) in observations {
+                m.record(&res, o);
+            }
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Connection reassembly: kernel events in, exchanges (with their
+//! connection's tuple and role) out. One parser per connection, chosen from
+//! the first bytes the client sends.
+use std::collections::HashMap;
+
+use crate::{
+    ebpf::event::{Direction, Event, EventKind, Role, Tuple},
+    protocol::{self, ConnParser, Exchange, Protocol, Segment},
+};
+
+/// Client segments inspected before a connection is declared unknown.
+const DETECT_ATTEMPTS: u8 = 4;
+
+struct Conn {
+    comm: String,
+    tuple: Tuple,
+    role: Role,
+    parser: Option<Box<dyn ConnParser>>,
+    attempts: u8,
+    last_ts: u64,
+    seen: u64,
+}
+
+/// An exchange and where it happened.
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub tgid: u32,
+    pub comm: String,
+    pub tuple: Tuple,
+    pub role: Role,
+    pub exchange: Exchange,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub evicted: u64,
+    pub undetected: u64,
+    pub desyncs: u64,
+}
+
+pub struct Tracker {
+    conns: HashMap<(u32, i32), Conn>,
+    max: usize,
+    seq: u64,
+    pub stats: Stats,
+}
+
+fn new_parser(p: Protocol) -> Box<dyn ConnParser> {
+    match p {
+        Protocol::Http1 => Box::<protocol::http1::Http1Conn>::default(),
+        Protocol::Http2 => Box::<protocol::http2::Http2Conn>::default(),
+        Protocol::Redis => Box::<protocol::redis::RedisConn>::default(),
+        Protocol::Postgres => Box::<protocol::postgres::PgConn>::default(),
+    }
+}
+
+impl Tracker {
+    pub fn new(max: usize) -> Self {
+        Tracker {
+            conns: HashMap::new(),
+            max: max.max(1),
+            seq: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some(key) = self
+            .conns
+            .iter()
+            .min_by_key(|(_, c)| c.seen)
+            .map(|(k, _)| *k)
+        {
+            self.conns.remove(&key);
+            self.stats.evicted += 1;
+        }
+    }
+
+    pub fn handle(&mut self, ev: &Event, out: &mut Vec<Located>) {
+        let key = (ev.tgid, ev.fd);
+        self.seq += 1;
+        match ev.kind {
+            EventKind::Open => {
+                if let Some(old) = self.conns.remove(&key) {
+                    self.flush(key.0, old, ev.ts_ns, out);
+                }
+                if self.conns.len() >= self.max {
+                    self.evict_oldest();
+                }
+                self.conns.insert(
+                    key,
+                    Conn {
+                        comm: ev.comm.clone(),
+                        tuple: ev.tuple,
+                        role: ev.tuple.role,
+                        parser: None,
+                        attempts: 0,
+                        last_ts: ev.ts_ns,
+                        seen: self.seq,
+                    },
+                );
+            }
+            EventKind::Close => {
+                if let Some(c) = self.conns.remove(&key) {
+                    self.flush(key.0, c, ev.ts_ns, out);
+                }
+            }
+            EventKind::Data => {
+                let Some(direction) = ev.direction else {
+                    return;
+                };
+                if !self.conns.contains_key(&key) {
+                    // Its OPEN event was lost (ring buffer full): the data
+                    // event carries the tuple, so start from it.
+                    if self.conns.len() >= self.max {
+                        self.evict_oldest();
+                    }
+                    self.conns.insert(
+                        key,
+                        Conn {
+                            comm: ev.comm.clone(),
+                            tuple: ev.tuple,
+                            role: ev.tuple.role,
+                            parser: None,
+                            attempts: 0,
+                            last_ts: ev.ts_ns,
+                            seen: self.seq,
+                        },
+                    );
+                }
+                let seq = self.seq;
+                let Some(c) = self.conns.get_mut(&key) else {
+                    return;
+                };
+                c.seen = seq;
+                c.last_ts = ev.ts_ns;
+                if c.parser.is_none() {
+                    if c.attempts >= DETECT_ATTEMPTS {
+                        return;
+                    }
+                    // Detect from whichever side sent a recognisable request;
+                    // for a connection of unknown role this also settles it.
+                    let sender_is_us = direction == Direction::Egress;
+                    let client_side = match c.role {
+                        Role::Server => direction == Direction::Ingress,
+                        Role::Client => direction == Direction::Egress,
+                        Role::Unknown => true,
+                    };
+                    if !client_side {
+                        return;
+                    }
+                    c.attempts += 1;
+                    match protocol::detect(&ev.data) {
+                        Some(p) => {
+                            if c.role == Role::Unknown {
+                                c.role = if sender_is_us {
+                                    Role::Client
+                                } else {
+                                    Role::Server
+                                };
+                            }
+                            c.parser = Some(new_parser(p));
+                        }
+                        None => {
+                            if c.attempts == DETECT_ATTEMPTS {
+                                self.stats.undetected += 1;
+                            }
+                            return;
+                        }
+                    }
+                }
+                let from_client = protocol::from_client(direction, c.role != Role::Client);
+                let seg = Segment {
+                    ts_ns: ev.ts_ns,
+                    data: &ev.data,
+                    gap: u64::from(ev.total_len).saturating_sub(ev.data.len() as u64),
+                };
+                let mut exchanges = Vec::new();
+                if let Some(p) = c.parser.as_mut() {
+                    p.feed(from_client, seg, &mut exchanges);
+                }
+                for exchange in exchanges {
+                    out.push(Located {
+                        tgid: key.0,
+                        comm: c.comm.clone(),
+                        tuple: c.tuple,
+                        role: c.role,
+                        exchange,
+                    });
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, tgid: u32, mut c: Conn, ts: u64, out: &mut Vec<Located>) {
+        if let Some(p) = c.parser.as_mut() {
+            let mut exchanges = Vec::new();
+            p.close(ts, &mut exchanges);
+            self.stats.desyncs += p.desyncs();
+            for exchange in exchanges {
+                out.push(Located {
+                    tgid,
+                    comm: c.comm.clone(),
+                    tuple: c.tuple,
+                    role: c.role,
+                    exchange,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ebpf::event::tests::sample;
+
+    #[test]
+    fn unknown_role_is_settled_by_who_sends_the_request() {
+        let mut t = Tracker::new(8);
+        let mut out = Vec::new();
+        let mut req = sample();
+        req.tuple.role = Role::Unknown;
+        req.data = b"GET /x HTTP/1.1\r\n\r\n".to_vec();
+        req.total_len = req.data.len() as u32;
+        req.direction = Some(Direction::Egress);
+        t.handle(&req, &mut out);
+        let mut resp = req.clone();
+        resp.direction = Some(Direction::Ingress);
+        resp.data = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec();
+        resp.total_len = resp.data.len() as u32;
+        resp.ts_ns += 5;
+        t.handle(&resp, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].role, Role::Client);
+    }
+
+    #[test]
+    fn connection_table_is_bounded() {
+        let mut t = Tracker::new(2);
+        let mut out = Vec::new();
+        for fd in 0..5 {
+            let mut e = sample();
+            e.fd = fd;
+            e.kind = EventKind::Open;
+            t.handle(&e, &mut out);
+        }
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.stats.evicted, 3);
+    }
+}

@@ -1,0 +1,339 @@
+//! Loads the kernel programs, attaches them, and exposes the maps userspace
+//! needs. The only module that talks to the kernel's BPF interface.
+pub mod event;
+pub mod probe;
+
+use std::{os::fd::AsRawFd as _, path::Path};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use tracing::{info, warn};
+
+/// The compiled `agent-ebpf/sockets` program set.
+static SOCKETS_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockets.bpf.o"));
+
+/// Number of per-CPU drop counters (`MOP_DROP__COUNT`).
+pub const DROP_REASONS: [&str; 3] = ["ringbuf_full", "conn_table_full", "user_read_failed"];
+
+/// Every program of the set and its tracepoint, with whether the agent can do
+/// without it (and what is lost then).
+pub const ATTACHMENTS: &[(&str, &str, &str, Option<&str>)] = &[
+    (
+        "mop_exit_accept",
+        "syscalls",
+        "sys_exit_accept",
+        Some("connections accepted with accept(2) start as role unknown"),
+    ),
+    (
+        "mop_exit_accept4",
+        "syscalls",
+        "sys_exit_accept4",
+        Some("connections accepted with accept4(2) start as role unknown"),
+    ),
+    (
+        "mop_enter_connect",
+        "syscalls",
+        "sys_enter_connect",
+        Some("outgoing connections start as role unknown"),
+    ),
+    (
+        "mop_exit_connect",
+        "syscalls",
+        "sys_exit_connect",
+        Some("outgoing connections start as role unknown"),
+    ),
+    ("mop_enter_read", "syscalls", "sys_enter_read", None),
+    ("mop_exit_read", "syscalls", "sys_exit_read", None),
+    ("mop_enter_recvfrom", "syscalls", "sys_enter_recvfrom", None),
+    ("mop_exit_recvfrom", "syscalls", "sys_exit_recvfrom", None),
+    (
+        "mop_enter_readv",
+        "syscalls",
+        "sys_enter_readv",
+        Some("data read with readv(2) is not seen"),
+    ),
+    (
+        "mop_exit_readv",
+        "syscalls",
+        "sys_exit_readv",
+        Some("data read with readv(2) is not seen"),
+    ),
+    (
+        "mop_enter_recvmsg",
+        "syscalls",
+        "sys_enter_recvmsg",
+        Some("data read with recvmsg(2) is not seen"),
+    ),
+    (
+        "mop_exit_recvmsg",
+        "syscalls",
+        "sys_exit_recvmsg",
+        Some("data read with recvmsg(2) is not seen"),
+    ),
+    ("mop_enter_write", "syscalls", "sys_enter_write", None),
+    ("mop_exit_write", "syscalls", "sys_exit_write", None),
+    ("mop_enter_sendto", "syscalls", "sys_enter_sendto", None),
+    ("mop_exit_sendto", "syscalls", "sys_exit_sendto", None),
+    (
+        "mop_enter_writev",
+        "syscalls",
+        "sys_enter_writev",
+        Some("responses written with writev(2) (nginx) are not seen"),
+    ),
+    (
+        "mop_exit_writev",
+        "syscalls",
+        "sys_exit_writev",
+        Some("responses written with writev(2) (nginx) are not seen"),
+    ),
+    (
+        "mop_enter_sendmsg",
+        "syscalls",
+        "sys_enter_sendmsg",
+        Some("data sent with sendmsg(2) is not seen"),
+    ),
+    (
+        "mop_exit_sendmsg",
+        "syscalls",
+        "sys_exit_sendmsg",
+        Some("data sent with sendmsg(2) is not seen"),
+    ),
+    (
+        "mop_enter_sendfile64",
+        "syscalls",
+        "sys_enter_sendfile64",
+        Some("sendfile(2) bodies are not counted; responses may end late"),
+    ),
+    (
+        "mop_exit_sendfile64",
+        "syscalls",
+        "sys_exit_sendfile64",
+        Some("sendfile(2) bodies are not counted; responses may end late"),
+    ),
+    (
+        "mop_enter_close",
+        "syscalls",
+        "sys_enter_close",
+        Some("closed connections linger until evicted"),
+    ),
+    (
+        "mop_process_fork",
+        "sched",
+        "sched_process_fork",
+        Some(
+            "children of tracked processes (PostgreSQL backends, workers) are tracked only after the next rescan",
+        ),
+    ),
+    (
+        "mop_process_exit",
+        "sched",
+        "sched_process_exit",
+        Some("exited processes stay in the kernel's tracked set until the next rescan"),
+    ),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "loading the eBPF object failed: {0}. The agent needs root or CAP_BPF+CAP_PERFMON, \
+         and a kernel with BTF (/sys/kernel/btf/vmlinux); see docs/agent.md"
+    )]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error(
+        "program {0} is missing from the eBPF object (was agent-ebpf built from another version?)"
+    )]
+    MissingProgram(&'static str),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error(
+        "attaching {name} to tracepoint {category}/{tracepoint} failed: {source}. Is tracefs \
+         mounted at /sys/kernel/tracing (mount -t tracefs tracefs /sys/kernel/tracing)?"
+    )]
+    Attach {
+        name: &'static str,
+        category: &'static str,
+        tracepoint: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Settings the kernel programs are loaded with.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Payload prefix copied per syscall, 1..=MAX_CAPTURE.
+    pub capture_bytes: u32,
+    pub ring_buffer_bytes: u32,
+    /// Data waiting in the ring buffer before the kernel wakes the reader.
+    pub wakeup_bytes: u64,
+}
+
+/// The loaded and attached programs. Dropping it detaches everything.
+pub struct Programs {
+    ebpf: Ebpf,
+    tracked: HashMap<MapData, u32, u8>,
+    drops: PerCpuArray<MapData, u64>,
+    /// What could not be attached, in plain words.
+    pub degraded: Vec<String>,
+    pub program_ids: Vec<u32>,
+}
+
+impl Programs {
+    /// Loads and attaches; returns the programs and the ring buffer to read.
+    pub fn load(opts: LoadOptions) -> Result<(Programs, RingBuf<MapData>)> {
+        let capture = opts.capture_bytes.clamp(1, event::MAX_CAPTURE as u32);
+        let mut ebpf = EbpfLoader::new()
+            .override_global("capture_bytes", &capture, true)
+            .override_global("wakeup_bytes", &opts.wakeup_bytes, true)
+            .map_max_entries(
+                "mop_events",
+                opts.ring_buffer_bytes.next_power_of_two().max(4096),
+            )
+            .load(SOCKETS_OBJ)
+            .map_err(|e| Error::Load(Box::new(e)))?;
+        let mut degraded = Vec::new();
+        let mut program_ids = Vec::new();
+        for &(name, category, tracepoint, loss) in ATTACHMENTS {
+            let tp: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or(Error::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| Error::Program {
+                    name,
+                    source: Box::new(source),
+                })?;
+            let exists = Path::new("/sys/kernel/tracing/events")
+                .join(category)
+                .join(tracepoint)
+                .exists()
+                || Path::new("/sys/kernel/debug/tracing/events")
+                    .join(category)
+                    .join(tracepoint)
+                    .exists();
+            if !exists && let Some(loss) = loss {
+                warn!(tracepoint, "tracepoint not offered by this kernel; {loss}");
+                degraded.push(format!("{category}/{tracepoint} missing: {loss}"));
+                continue;
+            }
+            tp.load().map_err(|source| Error::Program {
+                name,
+                source: Box::new(source),
+            })?;
+            match tp.attach(category, tracepoint) {
+                Ok(_) => {}
+                Err(source) => match loss {
+                    Some(loss) => {
+                        warn!(tracepoint, error = %source, "attach failed; {loss}");
+                        degraded.push(format!(
+                            "{category}/{tracepoint} not attached ({source}): {loss}"
+                        ));
+                        continue;
+                    }
+                    None => {
+                        return Err(Error::Attach {
+                            name,
+                            category,
+                            tracepoint,
+                            source: Box::new(source),
+                        });
+                    }
+                },
+            }
+            if let Ok(info) = tp.info() {
+                program_ids.push(info.id());
+            }
+        }
+        let ring = RingBuf::try_from(
+            ebpf.take_map("mop_events")
+                .ok_or(Error::MissingMap("mop_events"))?,
+        )
+        .map_err(|source| Error::Map {
+            name: "mop_events",
+            source,
+        })?;
+        let tracked = HashMap::try_from(
+            ebpf.take_map("mop_tracked_pids")
+                .ok_or(Error::MissingMap("mop_tracked_pids"))?,
+        )
+        .map_err(|source| Error::Map {
+            name: "mop_tracked_pids",
+            source,
+        })?;
+        let drops = PerCpuArray::try_from(
+            ebpf.take_map("mop_drops")
+                .ok_or(Error::MissingMap("mop_drops"))?,
+        )
+        .map_err(|source| Error::Map {
+            name: "mop_drops",
+            source,
+        })?;
+        info!(
+            programs = program_ids.len(),
+            ring_fd = ring.as_raw_fd(),
+            "eBPF programs attached"
+        );
+        Ok((
+            Programs {
+                ebpf,
+                tracked,
+                drops,
+                degraded,
+                program_ids,
+            },
+            ring,
+        ))
+    }
+
+    /// Starts capturing a process (and, through fork, its future children).
+    pub fn track(&mut self, tgid: u32) -> Result<()> {
+        self.tracked
+            .insert(tgid, 1, 0)
+            .map_err(|source| Error::Map {
+                name: "mop_tracked_pids",
+                source,
+            })
+    }
+
+    pub fn untrack(&mut self, tgid: u32) {
+        // Absent keys are fine: the exit tracepoint may have removed it.
+        let _ = self.tracked.remove(&tgid);
+    }
+
+    /// Processes the kernel currently tracks (including forked children).
+    pub fn tracked(&self) -> Vec<u32> {
+        self.tracked.keys().filter_map(|k| k.ok()).collect()
+    }
+
+    /// Kernel-side drops per reason, summed over CPUs.
+    pub fn drops(&self) -> [u64; 3] {
+        let mut out = [0u64; 3];
+        for (i, slot) in out.iter_mut().enumerate() {
+            if let Ok(values) = self.drops.get(&(i as u32), 0) {
+                *slot = values.iter().sum();
+            }
+        }
+        out
+    }
+
+    /// Number of programs in the object (for the start-up report).
+    pub fn program_count(&self) -> usize {
+        self.ebpf.programs().count()
+    }
+}
