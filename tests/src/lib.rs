@@ -13,6 +13,20 @@
 //!
 //! Both record write requests by route and can fail the next requests on demand
 //! ([`Recorder`]), so tests can assert "zero writes" and exercise retries.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use mop_fakes::{FailOn, grafana::FakeGrafana, ruler::{FakeRuler, RulerApis}};
+//! let grafana = FakeGrafana::start("admin", "admin").await?;
+//! let rulers = FakeRuler::start(RulerApis::ALL).await?;
+//! grafana.add_user("alice", "alice@example.com"); // members must exist
+//! // … point the syncer at grafana.url() / rulers.url() and apply once …
+//! grafana.recorder().reset();
+//! grafana.recorder().fail_next(1, 500, FailOn::Writes); // the applier must retry
+//! // … apply again: nothing changed, so nothing is written …
+//! assert_eq!(grafana.recorder().writes() + rulers.recorder().writes(), 0);
+//! # Ok(()) }
+//! ```
 
 #![forbid(unsafe_code)]
 

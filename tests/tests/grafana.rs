@@ -628,3 +628,42 @@ async fn ui_edits_bump_the_version_and_show_in_the_api() {
     g.with_state(|s| s.folders.clear());
     assert_eq!(c.get("/api/folders").await.1, json!([]));
 }
+
+#[tokio::test]
+async fn dashboard_ids_must_name_an_existing_dashboard() {
+    let g = start().await;
+    let c = Client::new(&g);
+    let (_, one) = c
+        .post(
+            "/api/dashboards/db",
+            json!({ "dashboard": dash("d1", "One") }),
+        )
+        .await;
+    c.post(
+        "/api/dashboards/db",
+        json!({ "dashboard": dash("d2", "Two") }),
+    )
+    .await;
+    let mut d = dash("d3", "Three");
+    d["id"] = json!(424_242);
+    let (st, _) = c
+        .post("/api/dashboards/db", json!({ "dashboard": d }))
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let mut d = dash("d2", "Two");
+    d["id"] = one["id"].clone();
+    let (st, _) = c
+        .post(
+            "/api/dashboards/db",
+            json!({ "dashboard": d, "overwrite": true }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    // By id alone, the dashboard with that id is updated.
+    let d = json!({ "id": one["id"], "title": "One again", "version": 1 });
+    let (st, body) = c
+        .post("/api/dashboards/db", json!({ "dashboard": d }))
+        .await;
+    assert_eq!((st, body["uid"].as_str()), (StatusCode::OK, Some("d1")));
+    assert_eq!(body["version"], 2);
+}

@@ -17,6 +17,14 @@
 //! - `GET` returns `{dashboard, meta}` with `meta.version`, `folderUid` (`""` for
 //!   the root), `folderTitle` ("General" for the root), `created`, `updated`, …
 //!
+//! - a dashboard `id` naming another dashboard than its `uid` is 400; an `id`
+//!   naming no dashboard is 404.
+//!
+//! Statuses as Grafana's save path maps them (`getExistingDashboardByIDOrUIDForUpdate`
+//! in `pkg/services/dashboards/service/dashboard_service.go`, and the error table of
+//! `pkg/api/dashboard.go`: version mismatch 412, folder not found 400, uid too long
+//! 400, empty title 400, not found 404).
+//!
 //! Not covered: dashboard versions history, permissions, provisioning, library
 //! panels, the title-uniqueness check of older Grafana versions.
 
@@ -89,23 +97,25 @@ async fn save(State(st): State<St>, h: HeaderMap, body: Bytes) -> ApiResult {
     {
         return Err(bad("folder not found"));
     }
+    let sent_id = model
+        .get("id")
+        .and_then(Value::as_i64)
+        .filter(|&id| id != 0);
+    // Saved by id alone: Grafana updates the dashboard with that id.
+    let uid = uid.or_else(|| {
+        let id = sent_id?;
+        s.dashboards
+            .iter()
+            .find(|((o, _), d)| *o == org && d.id == id)
+            .map(|(_, d)| d.uid.clone())
+    });
     let existing = uid
         .as_ref()
         .and_then(|u| s.dashboards.get(&(org, u.clone())))
         .cloned();
-    if let Some(e) = &existing {
-        if !b.overwrite && sent_version != e.version {
-            return Err(ApiError(
-                StatusCode::PRECONDITION_FAILED,
-                json!({ "message": "The dashboard has been changed by someone else", "status": "version-mismatch" }),
-            ));
-        }
-    } else if let Some(id) = model
-        .get("id")
-        .and_then(Value::as_i64)
-        .filter(|&id| id != 0)
-    {
-        // An id names an existing dashboard; Grafana will not create one with it.
+    if let Some(id) = sent_id {
+        // An id must name an existing dashboard of the org, and the same one as
+        // the uid when both are given.
         if !s
             .dashboards
             .iter()
@@ -113,6 +123,18 @@ async fn save(State(st): State<St>, h: HeaderMap, body: Bytes) -> ApiResult {
         {
             return Err(ApiError::msg(StatusCode::NOT_FOUND, "Dashboard not found"));
         }
+        if existing.as_ref().is_some_and(|e| e.id != id) {
+            return Err(bad("A dashboard with the same uid already exists"));
+        }
+    }
+    if let Some(e) = &existing
+        && !b.overwrite
+        && sent_version != e.version
+    {
+        return Err(ApiError(
+            StatusCode::PRECONDITION_FAILED,
+            json!({ "message": "The dashboard has been changed by someone else", "status": "version-mismatch" }),
+        ));
     }
     let uid = match uid {
         Some(u) => u,
