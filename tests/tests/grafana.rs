@@ -312,7 +312,7 @@ fn mimir_ds(uid: &str, tenant: &str) -> Value {
 }
 
 #[tokio::test]
-async fn datasource_secrets_are_never_returned_and_versions_increment() {
+async fn datasource_secrets_are_never_returned_and_versions_follow_grafana() {
     let g = start().await;
     let (id, c) = org(&g, "t").await;
     let (st, body) = c.post("/api/datasources", mimir_ds("mimir-t", "t")).await;
@@ -333,22 +333,27 @@ async fn datasource_secrets_are_never_returned_and_versions_increment() {
     assert!(list[0].get("secureJsonData").is_none());
     assert!(list[0].get("secureJsonFields").is_none());
 
-    // An update without secureJsonData keeps the secret; the version goes up.
+    // An update without secureJsonData keeps the secret. Grafana stores the sent
+    // version + 1: sending the current one increments it, sending none resets it.
     let mut upd = mimir_ds("mimir-t", "t");
     upd.as_object_mut().unwrap().remove("secureJsonData");
     upd["url"] = json!("http://mimir2/prometheus");
+    upd["version"] = json!(1);
     let (st, body) = c.put("/api/datasources/uid/mimir-t", upd.clone()).await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_eq!(body["datasource"]["version"], 2);
+    assert_eq!(body["message"], "Datasource updated");
     let stored = g.datasource(id, "mimir-t").unwrap();
     assert_eq!(stored.secure["httpHeaderValue1"], "t");
     assert_eq!(stored.fields["url"], "http://mimir2/prometheus");
     // An update based on an older version is refused.
-    upd["version"] = json!(1);
     assert_eq!(
-        c.put("/api/datasources/uid/mimir-t", upd).await.0,
+        c.put("/api/datasources/uid/mimir-t", upd.clone()).await.0,
         StatusCode::CONFLICT
     );
+    upd.as_object_mut().unwrap().remove("version");
+    let (_, body) = c.put("/api/datasources/uid/mimir-t", upd).await;
+    assert_eq!(body["datasource"]["version"], 1);
 
     // Names and uids are unique per org; other orgs do not see it.
     assert_eq!(

@@ -6,11 +6,16 @@
 //! Grafana behaviour kept: `secureJsonData` is write-only — responses carry
 //! `secureJsonFields: {key: true}` instead; an update keeps secrets it does not
 //! mention and replaces every other field (omitted fields fall back to defaults);
-//! ids are assigned, `version` starts at 1 and increments on every update; an
-//! update carrying an older `version` is 409; names and uids are unique per org
+//! ids are assigned; `version` starts at 1 and an update stores the *sent*
+//! `version` + 1 — so an update that sends the current version increments it,
+//! and one that sends none resets it to 1 — while an update carrying a version
+//! older than the stored one is 409 (Grafana's `UpdateDataSource` in
+//! `pkg/services/datasources/service/store.go`); names and uids are unique per org
 //! (409); at most one datasource per org is the default (setting `isDefault`
 //! clears it elsewhere); defaults are filled in (`user`, `database`, `basicAuth`,
 //! `withCredentials`, `jsonData: {}`, `readOnly`, …), so clients must normalise.
+//! Uids are not validated: Grafana only logs invalid datasource uids unless the
+//! `failWrongDSUID` feature flag is on.
 
 use std::collections::BTreeMap;
 
@@ -164,22 +169,6 @@ fn clear_other_defaults(s: &mut GrafanaState, org: i64, keep: i64) {
     }
 }
 
-/// Datasource uids follow Grafana's short-uid rule.
-fn check_uid(uid: &str) -> ApiResult<()> {
-    let ok = uid.len() <= 40
-        && uid
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::msg(
-            StatusCode::BAD_REQUEST,
-            "Failed to add datasource: invalid UID",
-        ))
-    }
-}
-
 async fn list(State(st): State<St>, h: HeaderMap) -> ApiResult {
     let org = org_ctx(&st, &h, "datasources:read")?;
     let s = lock(&st.state);
@@ -228,7 +217,6 @@ async fn create(State(st): State<St>, h: HeaderMap, body: Bytes) -> ApiResult {
     let org = org_ctx(&st, &h, "datasources:create")?;
     let b: Body = parse(&body)?;
     b.validate()?;
-    check_uid(&b.uid)?;
     let mut s = lock(&st.state);
     if name_taken(&s, org, &b.name, None) {
         return Err(ApiError::msg(
@@ -295,7 +283,7 @@ async fn update(
     if let Some(secure) = &b.secure_json_data {
         ds.secure.extend(secure.clone());
     }
-    ds.version += 1;
+    ds.version = b.version + 1;
     let out = dto(ds);
     if b.is_default {
         clear_other_defaults(&mut s, org, id);
