@@ -173,6 +173,14 @@ impl FakeKube {
         self.state().map(|s| s.client_mutations).unwrap_or(0)
     }
 
+    /// Forgets the history before the current version, as etcd compaction does:
+    /// a watch from an older `resourceVersion` then gets 410 Expired.
+    pub fn compact(&self) {
+        if let Ok(mut s) = self.state() {
+            s.compacted = s.rv;
+        }
+    }
+
     /// The latest `resourceVersion` of the whole store.
     pub fn resource_version(&self) -> u64 {
         self.state().map(|s| s.rv).unwrap_or(0)

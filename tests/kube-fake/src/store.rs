@@ -107,6 +107,8 @@ pub struct State {
     pub bad_images: BTreeSet<String>,
     pub rollout: RolloutSettings,
     pub token: Option<String>,
+    /// Watches from before this version answer 410 Expired (etcd compaction).
+    pub compacted: u64,
     ip_seq: u32,
 }
 
@@ -221,6 +223,9 @@ impl State {
         }
         if res.namespaced {
             md["namespace"] = json!(ns);
+        } else if let Some(m) = md.as_object_mut() {
+            // Cluster-scoped objects have no namespace, whatever the body said.
+            m.remove("namespace");
         }
         if has_status(res) && !keep_status {
             match old {

@@ -7,14 +7,16 @@
 //! Without `resourceVersion` (or with `0`) a watch first reports every matching
 //! object as ADDED, then changes; with a version it reports the changes after it.
 //! `sendInitialEvents=true` ends the initial ADDED events with a BOOKMARK annotated
-//! `k8s.io/initial-events-end: "true"`.
+//! `k8s.io/initial-events-end: "true"`. A watch from a version older than the last
+//! [`crate::FakeKube::compact`] gets one ERROR event with a 410 `Expired` Status
+//! ("410 Gone responses" in the same page).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::Response;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -81,7 +83,7 @@ pub fn start(inner: &Arc<Inner>, t: &Target, q: &Query) -> Result<Reply, ApiErro
     }
 
     // Subscribe before reading the store, so no change falls between the two.
-    let mut changed = inner.changed.subscribe();
+    let changed = inner.changed.subscribe();
     let (initial, start_rv) = {
         let s = inner
             .state
@@ -90,8 +92,11 @@ pub fn start(inner: &Arc<Inner>, t: &Target, q: &Query) -> Result<Reply, ApiErro
         let mut lines = Vec::new();
         let start_rv = match from {
             Some(rv) if !send_initial => {
-                if rv > s.rv {
-                    return Err(ApiError::gone(rv));
+                if rv < s.compacted {
+                    // Older than the history kept: one ERROR event, then the stream
+                    // ends and the client must list again.
+                    lines.push(line("ERROR", &ApiError::gone(rv).body));
+                    return Ok(stream(inner, filter, lines, None, timeout));
                 }
                 rv
             }
@@ -130,6 +135,24 @@ pub fn start(inner: &Arc<Inner>, t: &Target, q: &Query) -> Result<Reply, ApiErro
         (lines, start_rv)
     };
 
+    Ok(stream(
+        inner,
+        filter,
+        initial,
+        Some((start_rv, changed)),
+        timeout,
+    ))
+}
+
+/// Streams `initial`, then (with a start version) every matching change after it
+/// until the timeout or until the client goes away.
+fn stream(
+    inner: &Arc<Inner>,
+    filter: Filter,
+    initial: Vec<Bytes>,
+    follow: Option<(u64, tokio::sync::watch::Receiver<u64>)>,
+    timeout: u64,
+) -> Reply {
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
     let inner = inner.clone();
     tokio::spawn(async move {
@@ -139,7 +162,9 @@ pub fn start(inner: &Arc<Inner>, t: &Target, q: &Query) -> Result<Reply, ApiErro
                 return;
             }
         }
-        let mut pos = start_rv;
+        let Some((mut pos, mut changed)) = follow else {
+            return;
+        };
         loop {
             changed.borrow_and_update();
             let batch: Vec<Bytes> = match inner.state.lock() {
@@ -168,11 +193,10 @@ pub fn start(inner: &Arc<Inner>, t: &Target, q: &Query) -> Result<Reply, ApiErro
         }
     });
 
-    let body = Body::from_stream(ReceiverStream::new(rx));
-    let response = Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(Reply::Stream(response))
+    let mut response = Response::new(Body::from_stream(ReceiverStream::new(rx)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    Reply::Stream(response)
 }

@@ -7,6 +7,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
@@ -516,23 +517,31 @@ async fn strict_rejections() {
     );
 }
 
-fn http_request(method: &str, url: &str, body: Option<&str>) -> (String, String, Option<String>) {
+type RawRequest = (String, String, Option<String>, Option<String>);
+
+fn http_request(method: &str, url: &str, body: Option<&str>) -> RawRequest {
     (
         method.to_string(),
         url.to_string(),
         body.map(str::to_string),
+        None,
     )
 }
 
 /// A minimal HTTP/1.1 client, for requests `kube` refuses to send malformed.
-async fn raw((method, url, body): (String, String, Option<String>)) -> (u16, Value) {
+async fn raw(
+    (method, url, body, content_type): (String, String, Option<String>, Option<String>),
+) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
     let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
     let body = body.unwrap_or_default();
+    let ct = content_type
+        .map(|c| format!("Content-Type: {c}\r\n"))
+        .unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{ct}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
@@ -981,4 +990,98 @@ async fn runtime_watcher_sees_rollout_progress() {
         }
     }
     assert_eq!(ready.last(), Some(&2));
+}
+
+#[tokio::test]
+async fn apply_accepts_a_yaml_body() {
+    let fake = FakeKube::start().await.unwrap();
+    namespace(&client(&fake), "mop").await;
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\n  namespace: mop\ndata:\n  a: \"1\"\n";
+    let url = format!(
+        "{}/api/v1/namespaces/mop/configmaps/from-yaml?fieldManager=mop",
+        fake.url()
+    );
+    let (code, body) = raw((
+        "PATCH".into(),
+        url,
+        Some(yaml.into()),
+        Some("application/apply-patch+yaml".into()),
+    ))
+    .await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["data"]["a"], "1");
+    let req = fake.requests().pop().unwrap();
+    assert!(req.is_apply());
+    assert_eq!(req.field_manager.as_deref(), Some("mop"));
+    assert_eq!(req.body.unwrap()["metadata"]["name"], "from-yaml");
+}
+
+#[tokio::test]
+async fn events_are_validated_and_listed() {
+    let fake = FakeKube::start().await.unwrap();
+    let c = client(&fake);
+    namespace(&c, "mop").await;
+    let events: Api<Event> = Api::namespaced(c.clone(), "mop");
+    let ev = json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"generateName": "mop-gateway-routing.", "namespace": "mop"},
+        "eventTime": "2026-11-21T14:00:00.000000Z",
+        "reportingController": "mop.dev/syncer", "reportingInstance": "mop-syncer-0",
+        "action": "Reconcile", "reason": "Drifted", "type": "Warning",
+        "note": "ConfigMap mop/mop-gateway-routing differs from the repository",
+        "regarding": {"apiVersion": "v1", "kind": "ConfigMap", "namespace": "mop", "name": "mop-gateway-routing"},
+    });
+    let created = events
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(ev.clone()).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        created
+            .metadata
+            .name
+            .unwrap()
+            .starts_with("mop-gateway-routing.")
+    );
+    let mut bad = ev;
+    bad.as_object_mut().unwrap().remove("reportingController");
+    let err = events
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(bad).unwrap(),
+        )
+        .await
+        .unwrap_err();
+    let st = status_of(err);
+    assert_eq!(st.code, 422);
+    assert!(
+        st.message.contains("reportingController: Required value"),
+        "{}",
+        st.message
+    );
+    let listed = events.list(&ListParams::default()).await.unwrap();
+    assert_eq!(listed.items[0].reason.as_deref(), Some("Drifted"));
+}
+
+#[tokio::test]
+async fn watch_from_a_compacted_version_is_expired() {
+    let fake = FakeKube::start().await.unwrap();
+    let c = client(&fake);
+    namespace(&c, "mop").await;
+    let old_rv = fake.resource_version().to_string();
+    namespace(&c, "other").await;
+    fake.compact();
+    let nss: Api<Namespace> = Api::all(c.clone());
+    let mut w = nss
+        .watch(&WatchParams::default().timeout(5), &old_rv)
+        .await
+        .unwrap()
+        .boxed();
+    match w.try_next().await.unwrap().unwrap() {
+        WatchEvent::Error(st) => assert_eq!((st.code, st.reason.as_str()), (410, "Expired")),
+        other => panic!("expected 410, got {other:?}"),
+    }
+    assert!(w.try_next().await.unwrap().is_none());
 }
