@@ -961,13 +961,21 @@ fn delete(inner: &Arc<Inner>, t: &Target, q: &Query, body: &[u8]) -> Result<Repl
         after_write(inner, &t.resource, Some(&old), &removed, true);
     }
     let uid = old["metadata"]["uid"].as_str().unwrap_or("");
-    // Pods, Services and Namespaces answer with the object; the rest with a Status.
+    // Stores with `ReturnDeletedObject: true` in the API server (Namespaces, Pods,
+    // Services, ServiceAccounts) answer with the object; the rest with a Status.
+    // Namespaces and Pods are deleted gracefully there: the answer shows the
+    // deletion under way, though the fake has already removed them.
     let reply = if t.resource.is("", "namespaces") {
         let mut o = removed;
         o["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
         o["status"]["phase"] = json!("Terminating");
         o
-    } else if t.resource.is("", "pods") || t.resource.is("", "services") {
+    } else if t.resource.is("", "pods") {
+        let mut o = removed;
+        o["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+        o["metadata"]["deletionGracePeriodSeconds"] = json!(30);
+        o
+    } else if t.resource.is("", "services") || t.resource.is("", "serviceaccounts") {
         removed
     } else {
         delete_success(&t.resource, name_of(t), uid)
