@@ -721,7 +721,8 @@ where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     F: FnMut(&K) -> bool,
 {
-    for _ in 0..400 {
+    // Generous bound: the machine may be busy; a healthy run takes milliseconds.
+    for _ in 0..2000 {
         let o = api.get(name).await.unwrap();
         if done(&o) {
             return o;
@@ -1084,4 +1085,55 @@ async fn watch_from_a_compacted_version_is_expired() {
         other => panic!("expected 410, got {other:?}"),
     }
     assert!(w.try_next().await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn discovery_and_dynamic_objects() {
+    use kube::core::{DynamicObject, GroupVersionKind};
+    use kube::discovery::{self, Discovery, Scope};
+
+    let fake = FakeKube::start().await.unwrap();
+    let c = client(&fake);
+    namespace(&c, "mop").await;
+    let version = c.apiserver_version().await.unwrap();
+    assert_eq!(version.major, "1");
+
+    let disc = Discovery::new(c.clone()).run().await.unwrap();
+    let apps = disc.get("apps").unwrap();
+    let (ar, caps) = apps.recommended_kind("Deployment").unwrap();
+    assert_eq!(ar.plural, "deployments");
+    assert_eq!(caps.scope, Scope::Namespaced);
+
+    // The syncer renders JSON; DynamicObject over a discovered ApiResource applies it.
+    let gvk = GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding");
+    let (ar, caps) = discovery::pinned_kind(&c, &gvk).await.unwrap();
+    assert_eq!(caps.scope, Scope::Cluster);
+    let api: Api<DynamicObject> = Api::all_with(c.clone(), &ar);
+    let crb: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "mop-agent", "labels": {"app.kubernetes.io/managed-by": "mop"}},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "mop-agent"},
+        "subjects": [{"kind": "ServiceAccount", "name": "mop-agent", "namespace": "mop"}],
+    }))
+    .unwrap();
+    let applied = api
+        .patch("mop-agent", &ssa(), &Patch::Apply(&crb))
+        .await
+        .unwrap();
+    assert_eq!(applied.data["subjects"][0]["name"], "mop-agent");
+    let rv = applied.metadata.resource_version.clone();
+    let again = api
+        .patch("mop-agent", &ssa(), &Patch::Apply(&crb))
+        .await
+        .unwrap();
+    assert_eq!(again.metadata.resource_version, rv);
+
+    // roleRef cannot change.
+    let mut other = crb.clone();
+    other.data["roleRef"]["name"] = json!("something-else");
+    let err = api
+        .patch("mop-agent", &ssa(), &Patch::Apply(&other))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(err).code, 422);
 }
