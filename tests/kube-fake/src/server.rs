@@ -454,6 +454,14 @@ fn after_write(
 fn create(inner: &Arc<Inner>, t: &Target, q: &Query, body: &[u8], manager: &str) -> Result<Reply> {
     let mut obj = body_object(t, body)?;
     let dry = dry_run(q)?;
+    if obj["metadata"]["resourceVersion"]
+        .as_str()
+        .is_some_and(|rv| !rv.is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "resourceVersion should not be set on objects to be created",
+        ));
+    }
     let mut s = lock(inner)?;
     require_namespace(&s, t)?;
     if obj["metadata"]["name"].as_str().is_none_or(str::is_empty)
