@@ -352,6 +352,23 @@ impl Entry {
         }
     }
 
+    /// How conflict messages name a manager (apimachinery's `printManager`):
+    /// `"mop"` for an applier, `"kubectl-edit" using apps/v1 at TIME` for an updater,
+    /// with ` with subresource "status"` when it wrote a subresource.
+    pub fn print_manager(&self) -> String {
+        let mut s = format!("{:?}", self.manager);
+        if let Some(sub) = &self.subresource {
+            s.push_str(&format!(" with subresource {sub:?}"));
+        }
+        if self.operation == "Update" {
+            s.push_str(&format!(" using {}", self.api_version));
+            if !self.time.is_empty() {
+                s.push_str(&format!(" at {}", self.time));
+            }
+        }
+        s
+    }
+
     fn same_slot(&self, manager: &str, operation: &str, subresource: Option<&str>) -> bool {
         self.manager == manager
             && self.operation == operation
@@ -397,7 +414,7 @@ pub fn apply(
                 continue;
             }
             if get(live, p) != get(config, p) {
-                conflicts.push((e.manager.clone(), display(p)));
+                conflicts.push((e.print_manager(), display(p)));
                 taken.push((i, p.clone()));
             }
         }
@@ -574,7 +591,7 @@ mod tests {
         assert_eq!(
             err,
             vec![(
-                "kubectl".to_string(),
+                "\"kubectl\" using apps/v1 at t".to_string(),
                 ".spec.template.spec.containers[name=\"c\"].image".to_string()
             )]
         );

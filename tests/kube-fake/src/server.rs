@@ -647,7 +647,7 @@ fn apply(inner: &Arc<Inner>, t: &Target, q: &Query, body: &[u8], force: bool) ->
         force,
         &now_rfc3339(),
     )
-    .map_err(|c| ApiError::apply_conflicts(&av, &c))?;
+    .map_err(|c| ApiError::apply_conflicts(&c))?;
 
     // The object is its untracked parts (identity, server metadata, status) plus the
     // merged view.

@@ -4,6 +4,9 @@
 //! <https://kubernetes.io/docs/reference/using-api/api-concepts/> and the API
 //! conventions on status codes and reasons:
 //! <https://github.com/kubernetes/community/blob/master/contributors/devel/sig-architecture/api-conventions.md#http-status-codes>.
+//! Apply conflicts follow "Server-Side Apply", section "Conflicts"
+//! <https://kubernetes.io/docs/reference/using-api/server-side-apply/#conflicts>, worded
+//! as `k8s.io/apimachinery/pkg/util/managedfields/internal/conflict.go` words them.
 //! Messages are worded like the API server's (`configmaps "x" not found`), so that
 //! error handling written against the fake behaves the same against a cluster.
 
@@ -93,30 +96,36 @@ impl ApiError {
         )
     }
 
-    /// Server-side apply conflicts: `(manager, field path)` pairs.
-    pub fn apply_conflicts(api_version: &str, conflicts: &[(String, String)]) -> Self {
+    /// Server-side apply conflicts: `(manager as printed, field path)` pairs, worded
+    /// as apimachinery's `NewConflictError` words them (one line for one conflict;
+    /// grouped by manager, one `- path` per line, for several).
+    pub fn apply_conflicts(conflicts: &[(String, String)]) -> Self {
         let causes: Vec<Value> = conflicts
             .iter()
             .map(|(m, f)| {
                 json!({
                     "reason": "FieldManagerConflict",
-                    "message": format!("conflict with \"{m}\" using {api_version}"),
+                    "message": format!("conflict with {m}"),
                     "field": f,
                 })
             })
             .collect();
-        let message = if conflicts.len() == 1 {
-            let (m, f) = &conflicts[0];
-            format!("Apply failed with 1 conflict: conflict with \"{m}\" using {api_version}: {f}")
+        let message = if let [(m, f)] = conflicts {
+            format!("Apply failed with 1 conflict: conflict with {m}: {f}")
         } else {
-            let list: Vec<String> = conflicts
-                .iter()
-                .map(|(m, f)| format!("conflict with \"{m}\" using {api_version}: {f}"))
-                .collect();
+            let mut by_manager: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+            for (m, f) in conflicts {
+                by_manager.entry(m).or_default().push(f);
+            }
+            let mut lines = Vec::new();
+            for (m, fs) in by_manager {
+                lines.push(format!("conflicts with {m}:"));
+                lines.extend(fs.iter().map(|f| format!("- {f}")));
+            }
             format!(
                 "Apply failed with {} conflicts: {}",
                 conflicts.len(),
-                list.join("\n")
+                lines.join("\n")
             )
         };
         Self::new(409, "Conflict", message, Some(json!({ "causes": causes })))

@@ -225,8 +225,17 @@ async fn ssa_conflict_between_managers_is_409_until_forced() {
     let st = status_of(err);
     assert_eq!(st.code, 409);
     assert_eq!(st.reason, "Conflict");
+    // apimachinery's wording: an updater is named with its apiVersion and time.
     assert!(
-        st.message.contains(r#"conflict with "kubectl-edit" using apps/v1: .spec.template.spec.containers[name="gateway"].image"#),
+        st.message.starts_with(
+            r#"Apply failed with 1 conflict: conflict with "kubectl-edit" using apps/v1 at "#
+        ),
+        "{}",
+        st.message
+    );
+    assert!(
+        st.message
+            .ends_with(r#": .spec.template.spec.containers[name="gateway"].image"#),
         "{}",
         st.message
     );
@@ -253,6 +262,31 @@ async fn ssa_conflict_between_managers_is_409_until_forced() {
         .patch("mop-gateway", &other, &Patch::Apply(deployment("gw:1.1.0")))
         .await
         .unwrap();
+
+    // Another applier with a different value: conflict with both co-owners.
+    let mut scaled = deployment("gw:1.1.0");
+    scaled["spec"]["replicas"] = json!(5);
+    let err = deploys
+        .patch(
+            "mop-gateway",
+            &PatchParams::apply("autoscaler"),
+            &Patch::Apply(scaled),
+        )
+        .await
+        .unwrap_err();
+    let st = status_of(err);
+    assert_eq!(st.code, 409);
+    assert!(
+        st.message.starts_with("Apply failed with 2 conflicts"),
+        "{}",
+        st.message
+    );
+    // Appliers are named without apiVersion; several conflicts are listed by manager.
+    assert!(
+        st.message.contains("conflicts with \"mop\":\n- .spec.replicas\nconflicts with \"someone-else\":\n- .spec.replicas"),
+        "{}",
+        st.message
+    );
 }
 
 #[tokio::test]
