@@ -169,10 +169,11 @@ fn stream(
             changed.borrow_and_update();
             let batch: Vec<Bytes> = match inner.state.lock() {
                 Ok(s) => {
-                    let lines = s
-                        .log
+                    // The log is ordered by version: skip straight to the new part.
+                    let from = s.log.partition_point(|c| c.rv <= pos);
+                    let lines = s.log[from..]
                         .iter()
-                        .filter(|c| c.rv > pos && filter.matches(c))
+                        .filter(|c| filter.matches(c))
                         .map(|c| line(c.kind, &c.object))
                         .collect();
                     pos = s.rv;
