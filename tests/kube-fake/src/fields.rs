@@ -406,7 +406,7 @@ pub fn apply(
     let mut conflicts = Vec::new();
     let mut taken: Vec<(usize, Path)> = Vec::new();
     for (i, e) in entries.iter().enumerate() {
-        if e.same_slot(manager, "Apply", None) {
+        if e.same_slot(manager, "Apply", None) || e.subresource.is_some() {
             continue;
         }
         for p in applied.intersection(&e.set) {
@@ -442,7 +442,7 @@ pub fn apply(
     // another manager still owns them (or something below them).
     let others: Vec<&FieldSet> = entries
         .iter()
-        .filter(|e| !e.same_slot(manager, "Apply", None))
+        .filter(|e| !e.same_slot(manager, "Apply", None) && e.subresource.is_none())
         .map(|e| &e.set)
         .collect();
     let owned_elsewhere = |p: &Path| others.iter().any(|s| s.iter().any(|q| q.starts_with(p)));
@@ -477,7 +477,7 @@ pub fn apply(
             set: applied,
         }),
     }
-    retain_present(&mut entries, &view);
+    retain_present(&mut entries, &view, None);
     Ok(Applied { view, entries })
 }
 
@@ -496,11 +496,16 @@ fn prune_empty_parents(view: &mut Value, path: &[String], owned: &dyn Fn(&Path) 
     }
 }
 
-fn retain_present(entries: &mut Vec<Entry>, view: &Value) {
+/// Drops owned paths that no longer exist, and entries left empty. Only entries of
+/// the subresource written are checked: the main resource's view has no `status`, so
+/// a status writer's entry must survive main-resource writes untouched.
+fn retain_present(entries: &mut Vec<Entry>, view: &Value, subresource: Option<&str>) {
     for e in entries.iter_mut() {
-        e.set.retain(|p| get(view, p).is_some());
+        if e.subresource.as_deref() == subresource {
+            e.set.retain(|p| get(view, p).is_some());
+        }
     }
-    entries.retain(|e| !e.set.is_empty());
+    entries.retain(|e| e.subresource.as_deref() != subresource || !e.set.is_empty());
 }
 
 /// Ownership after a non-apply write (create, update, patch) by `manager`: the fields
@@ -546,7 +551,7 @@ pub fn update(
             }),
         }
     }
-    retain_present(&mut entries, new);
+    retain_present(&mut entries, new, subresource);
     entries
 }
 

@@ -791,6 +791,19 @@ async fn healthy_deployment_rollout() {
         .unwrap();
     assert_eq!(d.metadata.generation, Some(2));
     let d = wait_for(&deploys, "mop-gateway", healthy).await;
+    // Re-applying the same spec after the controller wrote status is still a no-op,
+    // and keeps the controller's status ownership.
+    let again = deploys
+        .patch("mop-gateway", &ssa(), &Patch::Apply(deployment("gw:1.1.0")))
+        .await
+        .unwrap();
+    assert_eq!(again.metadata.resource_version, d.metadata.resource_version);
+    let mf = again.metadata.managed_fields.unwrap();
+    assert!(
+        mf.iter()
+            .any(|m| m.manager.as_deref() == Some("kube-controller-manager")
+                && m.subresource.as_deref() == Some("status"))
+    );
     let conds = d.status.unwrap().conditions.unwrap();
     assert!(
         conds
