@@ -27,7 +27,6 @@ fn is_map_field(field: &str) -> bool {
             | "data"
             | "binaryData"
             | "stringData"
-            | "matchLabels"
             | "nodeSelector"
             | "selector"
     )
@@ -110,8 +109,18 @@ pub fn collect(view: &Value) -> FieldSet {
     out
 }
 
+/// `LabelSelector` (`spec.selector` of workloads) is declared atomic
+/// (`x-kubernetes-map-type: atomic`): owned, compared and replaced as one value.
+/// A Service's `spec.selector` is a plain string map and stays granular.
+fn is_atomic_struct(field: &str, v: &Value) -> bool {
+    field == "selector" && (v.get("matchLabels").is_some() || v.get("matchExpressions").is_some())
+}
+
 fn walk(v: &Value, field: &str, path: &mut Path, out: &mut FieldSet) {
     match v {
+        Value::Object(_) if is_atomic_struct(field, v) => {
+            out.insert(path.clone());
+        }
         Value::Object(m) if !m.is_empty() => {
             if is_map_field(field) {
                 out.insert(path.clone());
@@ -173,7 +182,9 @@ pub fn get<'a>(view: &'a Value, path: &[String]) -> Option<&'a Value> {
 
 /// Whether a path names a leaf (a value compared for conflicts), not a container.
 pub fn is_leaf(view: &Value, path: &[String]) -> bool {
+    let field = path.last().and_then(|e| e.strip_prefix("f:")).unwrap_or("");
     match get(view, path) {
+        Some(v) if is_atomic_struct(field, v) => true,
         Some(Value::Object(m)) => m.is_empty(),
         Some(Value::Array(a)) => a.is_empty() || !path.last().is_some_and(|e| e.starts_with("k:")),
         _ => true,
@@ -220,6 +231,10 @@ pub fn remove(view: &mut Value, path: &[String]) {
 /// Merges an applied configuration into a live view: maps field by field,
 /// associative lists item by item, everything else replaced.
 pub fn merge(dst: &mut Value, src: &Value, field: &str) {
+    if is_atomic_struct(field, src) {
+        *dst = src.clone();
+        return;
+    }
     match (dst, src) {
         (Value::Object(d), Value::Object(s)) => {
             for (k, sv) in s {
@@ -564,6 +579,16 @@ mod tests {
             "metadata": {"labels": {"app": "x"}},
             "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c", "image": image, "args": ["-a"]}]}}}
         })
+    }
+
+    #[test]
+    fn workload_selector_is_atomic() {
+        let d = json!({"spec": {"selector": {"matchLabels": {"a": "b"}}}});
+        let v = to_fields_v1(&collect(&d));
+        assert_eq!(v, json!({"f:spec": {"f:selector": {}}}));
+        let svc = json!({"spec": {"selector": {"a": "b"}}});
+        let v = to_fields_v1(&collect(&svc));
+        assert_eq!(v, json!({"f:spec": {"f:selector": {".": {}, "f:a": {}}}}));
     }
 
     #[test]
