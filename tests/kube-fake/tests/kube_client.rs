@@ -1184,3 +1184,51 @@ async fn discovery_and_dynamic_objects() {
         .unwrap_err();
     assert_eq!(status_of(err).code, 422);
 }
+
+#[tokio::test]
+async fn kube_runtime_await_condition_follows_rollouts() {
+    use kube::runtime::wait::{await_condition, conditions};
+
+    let fake = fast_fake().await;
+    let c = client(&fake);
+    namespace(&c, "mop").await;
+    fake.mark_image_bad("gw:bad");
+    let deploys: Api<Deployment> = Api::namespaced(c.clone(), "mop");
+    deploys
+        .patch("mop-gateway", &ssa(), &Patch::Apply(deployment("gw:1")))
+        .await
+        .unwrap();
+    let done = tokio::time::timeout(
+        Duration::from_secs(10),
+        await_condition(
+            deploys.clone(),
+            "mop-gateway",
+            conditions::is_deployment_completed(),
+        ),
+    )
+    .await
+    .expect("a healthy rollout completes")
+    .unwrap()
+    .unwrap();
+    assert_eq!(done.status.unwrap().ready_replicas, Some(2));
+
+    // A crash-looping image never completes: the waiter times out.
+    deploys
+        .patch("mop-gateway", &ssa(), &Patch::Apply(deployment("gw:bad")))
+        .await
+        .unwrap();
+    wait_for(&deploys, "mop-gateway", |d| {
+        d.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
+    })
+    .await;
+    let waited = tokio::time::timeout(
+        Duration::from_millis(300),
+        await_condition(
+            deploys.clone(),
+            "mop-gateway",
+            conditions::is_deployment_completed(),
+        ),
+    )
+    .await;
+    assert!(waited.is_err(), "{waited:?}");
+}
