@@ -1,10 +1,11 @@
 //! MOP's syncer: the config-repository model, validation, rendering, planning and
-//! (later) applying. The `mop` binary is a thin CLI over this library.
+//! applying. The `mop` binary is a thin CLI over this library.
 //!
 //! Pipeline: [`source`] (a commit or directory → [`source::Snapshot`]) →
 //! [`validate`] (→ [`repo::Repo`] + diagnostics) → [`render`] (→ [`render::Desired`])
 //! → [`plan`] (desired vs desired/live → changes).
 
+pub mod apply;
 pub mod diag;
 pub mod logql;
 pub mod model;
