@@ -14,6 +14,8 @@
 
 pub mod engine;
 pub mod http;
+pub mod kubernetes;
+pub mod ruler;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
