@@ -182,7 +182,7 @@ impl Applier for RulerApplier {
                 let read = self.read_tenant(&t).await;
                 (t, read)
             })
-            .buffer_unordered(READ_CONCURRENCY)
+            .buffered(READ_CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
         let mut observed = Observed::default();
