@@ -83,7 +83,10 @@ async fn apply_creates_every_group_for_the_right_tenant_and_reapply_writes_nothi
     let (desired, scope) = repo_template();
     let fake = FakeRuler::start(RulerApis::ALL).await.unwrap();
     let all = groups(&desired, &scope);
-    assert!(all.len() > 5, "the template has rule groups for both rulers");
+    assert!(
+        all.len() > 5,
+        "the template has rule groups for both rulers"
+    );
 
     let report = reconcile(&desired, &scope, &fake.url(), opts()).await;
     assert!(report.converged(), "{:#?}", report.targets);
@@ -106,7 +109,12 @@ async fn apply_creates_every_group_for_the_right_tenant_and_reapply_writes_nothi
                 .iter()
                 .filter(|(id, org, ..)| id.target == target && org == &t.id)
                 .count();
-            assert_eq!(fake.group_count(api(target), &t.id), want, "{} {target}", t.id);
+            assert_eq!(
+                fake.group_count(api(target), &t.id),
+                want,
+                "{} {target}",
+                t.id
+            );
         }
     }
     // An unchanged repository is no difference.
@@ -216,12 +224,21 @@ async fn a_group_removed_from_the_repository_is_deleted() {
     assert!(report.converged(), "{:#?}", report.targets);
     let changes: Vec<_> = report.differences().map(|(_, c)| &c.change).collect();
     assert_eq!(changes.len(), 1);
-    assert_eq!((changes[0].id.clone(), changes[0].action), (id, Action::Delete));
+    assert_eq!(
+        (changes[0].id.clone(), changes[0].action),
+        (id, Action::Delete)
+    );
     assert!(fake.group(Api::Loki, &org, &ns, &group).is_none());
     assert_eq!(fake.group_count(Api::Loki, &org), before - 1);
     assert_eq!(
-        fake.recorder().write_counts().into_iter().collect::<Vec<_>>(),
-        vec![("DELETE /loki/api/v1/rules/{namespace}/{group}".to_string(), 1)]
+        fake.recorder()
+            .write_counts()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![(
+            "DELETE /loki/api/v1/rules/{namespace}/{group}".to_string(),
+            1
+        )]
     );
 }
 
@@ -233,7 +250,13 @@ async fn the_ruler_unreachable_is_an_observe_failure_per_tenant() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let report = reconcile(&desired, &scope, &format!("http://127.0.0.1:{port}"), opts()).await;
+    let report = reconcile(
+        &desired,
+        &scope,
+        &format!("http://127.0.0.1:{port}"),
+        opts(),
+    )
+    .await;
     assert!(!report.converged());
     for t in &report.targets {
         let failed: Vec<_> = t
@@ -247,7 +270,10 @@ async fn the_ruler_unreachable_is_an_observe_failure_per_tenant() {
             "{}",
             t.target
         );
-        assert!(t.observe_failures[0].error.contains("GET /prometheus") || t.observe_failures[0].error.contains("GET /loki"));
+        assert!(
+            t.observe_failures[0].error.contains("GET /prometheus")
+                || t.observe_failures[0].error.contains("GET /loki")
+        );
         assert!(
             t.changes
                 .iter()
@@ -289,7 +315,12 @@ async fn failed_reads_never_delete() {
     .await;
     fake.recorder().fail_next(0, 500, FailOn::Any);
     assert_eq!(fake.recorder().writes(), 0);
-    assert!(report.targets.iter().all(|t| t.observe_failures.len() == scope.tenants.len()));
+    assert!(
+        report
+            .targets
+            .iter()
+            .all(|t| t.observe_failures.len() == scope.tenants.len())
+    );
     let total: usize = scope
         .tenants
         .values()
@@ -340,7 +371,10 @@ async fn one_tenants_rejected_group_does_not_block_the_others() {
     assert!(failed[0].1.contains("400"), "{}", failed[0].1);
     assert!(failed[0].1.contains("has no rules"), "{}", failed[0].1);
     assert_eq!(report.applied(), all.len() - 1);
-    assert!(fake.group(Api::Mimir, &bad_org, &bad_ns, &bad_group).is_none());
+    assert!(
+        fake.group(Api::Mimir, &bad_org, &bad_ns, &bad_group)
+            .is_none()
+    );
     for (id, org, ns, group) in all.iter().filter(|(id, ..)| *id != bad) {
         assert!(fake.group(api(id.target), org, ns, group).is_some(), "{id}");
     }
@@ -359,7 +393,11 @@ async fn a_tenant_whose_reads_are_refused_does_not_block_the_others() {
     for t in &report.targets {
         assert_eq!(t.observe_failures.len(), 1, "{}", t.target);
         assert_eq!(t.observe_failures[0].tenant.as_deref(), Some(key.as_str()));
-        assert!(t.observe_failures[0].error.contains("400"), "{}", t.observe_failures[0].error);
+        assert!(
+            t.observe_failures[0].error.contains("400"),
+            "{}",
+            t.observe_failures[0].error
+        );
     }
     let others: Vec<_> = all
         .iter()

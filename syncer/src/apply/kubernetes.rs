@@ -284,9 +284,8 @@ impl Applier for KubeApplier {
         let fail = |e: kube::Error| ApplyError::new(format!("{}: {}", change.id, describe(&e)));
         match change.action {
             Action::Create | Action::Update => {
-                let desired = desired.ok_or_else(|| {
-                    ApplyError::new(format!("{}: no desired object", change.id))
-                })?;
+                let desired = desired
+                    .ok_or_else(|| ApplyError::new(format!("{}: no desired object", change.id)))?;
                 let mut body = parse(desired)?;
                 with_ownership(&mut body, change.id.tenant.as_deref());
                 let (ns, name) = ns_name(&body);

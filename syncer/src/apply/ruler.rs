@@ -361,12 +361,8 @@ mod tests {
 
     #[test]
     fn path_segments_are_percent_encoded() {
-        let a = RulerApplier::new(
-            Target::MimirRuler,
-            "http://ruler",
-            RetryPolicy::default(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let a = RulerApplier::new(Target::MimirRuler, "http://ruler", RetryPolicy::default())
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             a.path(&["slo", "a/b c%"]),
             "/prometheus/config/v1/rules/slo/a%2Fb%20c%25"
