@@ -418,3 +418,41 @@ async fn drift_events_are_recorded_on_the_object() {
         "notes are capped at 1 kB"
     );
 }
+
+#[tokio::test]
+async fn a_namespace_moved_to_another_tenant_is_relabelled_not_unlabelled() {
+    let (mut desired, scope) = repo_template();
+    let (fake, client) = cluster(&desired).await;
+    reconcile(&desired, &scope, &client, opts()).await;
+    let old = desired
+        .resources
+        .keys()
+        .find(|id| id.kind == Kind::Namespace)
+        .unwrap()
+        .clone();
+    let new_tenant = scope
+        .tenants
+        .keys()
+        .find(|k| Some(k.as_str()) != old.tenant.as_deref())
+        .unwrap()
+        .clone();
+    let mut r = desired.resources.remove(&old).unwrap();
+    let mut b: Value = serde_json::from_str(&r.body).unwrap();
+    b["metadata"]["labels"][TENANT] = new_tenant.clone().into();
+    r.body = b.to_string().into();
+    r.id.tenant = Some(new_tenant.clone());
+    desired.resources.insert(r.id.clone(), r.clone());
+
+    let report = reconcile(&desired, &scope, &client, opts()).await;
+    assert!(report.converged(), "{:#?}", report.targets);
+    let changes: Vec<_> = report
+        .differences()
+        .map(|(_, c)| (c.change.id.clone(), c.change.action))
+        .collect();
+    // One update under the new tenant; no prune of the old id that would strip
+    // the labels the update just set.
+    assert_eq!(changes, vec![(r.id.clone(), Action::Update)]);
+    let live = fake.get("v1", "Namespace", None, &old.name).unwrap();
+    assert_eq!(live["metadata"]["labels"][TENANT], new_tenant.as_str());
+    assert_eq!(live["metadata"]["labels"][MANAGED_BY], "mop");
+}
