@@ -961,9 +961,11 @@ fn datasource_write_body(rendered: &Value) -> Value {
     with_secure_hash(rendered)
 }
 
-/// A live datasource (`GET /api/datasources/uid/{uid}`) in normal form. When the
-/// secrets stored are not exactly those the repository wants (one added in the
-/// UI, or lost), the hash is spoilt so the datasource is rewritten.
+/// A live datasource (`GET /api/datasources/uid/{uid}`) in normal form. When a
+/// secret the repository wants is not stored (lost, or the hash was copied by
+/// hand), the hash is spoilt so the datasource is rewritten. Extra stored secrets
+/// are not drift: an update keeps secrets it does not mention, so flagging them
+/// would rewrite the datasource on every reconcile without effect.
 fn live_datasource(live: Value, wanted_secrets: &BTreeSet<String>) -> Value {
     let stored: BTreeSet<String> = live["secureJsonFields"]
         .as_object()
@@ -975,7 +977,7 @@ fn live_datasource(live: Value, wanted_secrets: &BTreeSet<String>) -> Value {
         })
         .unwrap_or_default();
     let mut v = normalise_datasource(&live);
-    if stored != *wanted_secrets && !v["jsonData"].is_null() {
+    if !wanted_secrets.is_subset(&stored) && !v["jsonData"].is_null() {
         let keys: Vec<&str> = stored.iter().map(String::as_str).collect();
         v["jsonData"][SECURE_HASH_KEY] = json!(format!("stored secrets: [{}]", keys.join(",")));
     }
@@ -1050,6 +1052,13 @@ mod tests {
         let lost = live_datasource(live.clone(), &BTreeSet::new());
         let lost = live_datasource(lost, &wanted);
         assert_ne!(lost, canonical_datasource(&rendered));
+        // An extra secret stored by hand is not (an update could not remove it).
+        let mut extra = live.clone();
+        extra["secureJsonFields"] = json!({ "httpHeaderValue1": true, "password": true });
+        assert_eq!(
+            live_datasource(extra, &wanted),
+            canonical_datasource(&rendered)
+        );
     }
 
     #[test]
