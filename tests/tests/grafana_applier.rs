@@ -631,3 +631,75 @@ async fn one_tenants_failure_does_not_block_the_others() {
         BTreeSet::from([(Action::Create, member), (Action::Update, team)])
     );
 }
+
+#[tokio::test]
+async fn membership_edited_by_hand_is_drift_and_is_reverted() {
+    let (g, a, _, d, s) = applied_template().await;
+    let org = org_of(&g, &s, Some("checkout"));
+    let member = ResourceId {
+        target: Target::Grafana,
+        tenant: Some("checkout".into()),
+        kind: Kind::OrgMember,
+        name: "jon@example.com".into(),
+    };
+    let team = ResourceId {
+        kind: Kind::Team,
+        name: "checkout-oncall".into(),
+        ..member.clone()
+    };
+    let intruder = g.add_user("eve", "eve@example.com");
+    g.with_state(|st| {
+        let jon = st
+            .users
+            .values()
+            .find(|u| u.email == "jon@example.com")
+            .unwrap()
+            .id;
+        st.org_users.insert((org, jon), "Admin".into());
+        st.org_users.insert((org, intruder), "Viewer".into());
+        let t = st
+            .teams
+            .values_mut()
+            .find(|t| t.org_id == org && t.name == team.name)
+            .unwrap();
+        t.members.insert(intruder);
+    });
+    g.recorder().reset();
+    let r = reconcile(&d, &s, &a, &opts()).await;
+    let eve = ResourceId {
+        name: "eve".into(),
+        ..member.clone()
+    };
+    assert_eq!(
+        changes(&r),
+        BTreeSet::from([
+            (Action::Update, member.clone()),
+            (Action::Update, team.clone()),
+            (Action::Delete, eve),
+        ])
+    );
+    assert!(r.converged(), "{:#?}", r.targets);
+    assert_eq!(
+        g.recorder().write_counts(),
+        BTreeMap::from([
+            ("PATCH /api/orgs/{id}/users/{user_id}".to_string(), 1),
+            ("PUT /api/teams/{id}/members".to_string(), 1),
+            ("DELETE /api/orgs/{id}/users/{user_id}".to_string(), 1),
+        ])
+    );
+    let role = g.with_state(|st| {
+        let jon = st
+            .users
+            .values()
+            .find(|u| u.email == "jon@example.com")
+            .unwrap()
+            .id;
+        st.org_users.get(&(org, jon)).cloned()
+    });
+    assert_eq!(role.as_deref(), body(&d, &member)["role"].as_str());
+    assert!(g.with_state(|st| !st.org_users.contains_key(&(org, intruder))));
+    g.recorder().reset();
+    let r = reconcile(&d, &s, &a, &opts()).await;
+    assert_eq!(changes(&r), BTreeSet::new());
+    assert_eq!(g.recorder().writes(), 0);
+}
