@@ -13,6 +13,7 @@
 //! objects that differ only in what the server adds then have equal bodies.
 
 pub mod engine;
+pub mod grafana;
 pub mod http;
 pub mod kubernetes;
 pub mod ruler;
