@@ -88,13 +88,17 @@ impl FetchOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
-    #[error("cannot create or open the git mirror at {dir}: {source}; check that the directory is writable")]
+    #[error(
+        "cannot create or open the git mirror at {dir}: {source}; check that the directory is writable"
+    )]
     Mirror {
         dir: PathBuf,
         #[source]
         source: git2::Error,
     },
-    #[error("cannot read the {what} file {path} for {url}: {source}; check that the Secret is mounted there and readable")]
+    #[error(
+        "cannot read the {what} file {path} for {url}: {source}; check that the Secret is mounted there and readable"
+    )]
     CredentialFile {
         url: String,
         what: &'static str,
@@ -108,7 +112,9 @@ pub enum GitError {
         what: &'static str,
         path: PathBuf,
     },
-    #[error("cannot reach {url}: {message}; check the URL, that the server is up, DNS and network policies")]
+    #[error(
+        "cannot reach {url}: {message}; check the URL, that the server is up, DNS and network policies"
+    )]
     Unreachable { url: String, message: String },
     #[error("authentication to {url} failed: {message}; check the {hint}")]
     Auth {
@@ -116,13 +122,17 @@ pub enum GitError {
         message: String,
         hint: &'static str,
     },
-    #[error("the host key of {host} (for {url}) {problem}; add the server's key to the known_hosts file")]
+    #[error(
+        "the host key of {host} (for {url}) {problem}; add the server's key to the known_hosts file"
+    )]
     HostKey {
         url: String,
         host: String,
         problem: String,
     },
-    #[error("branch `{branch}` does not exist in {url} (branches there: {available}); check the configured branch")]
+    #[error(
+        "branch `{branch}` does not exist in {url} (branches there: {available}); check the configured branch"
+    )]
     MissingBranch {
         url: String,
         branch: String,
@@ -156,7 +166,9 @@ impl GitSource {
         };
         if git2::Repository::open_bare(&config.mirror_dir).is_err() {
             std::fs::create_dir_all(&config.mirror_dir).map_err(|e| {
-                mirror(git2::Error::from_str(&format!("cannot create directory: {e}")))
+                mirror(git2::Error::from_str(&format!(
+                    "cannot create directory: {e}"
+                )))
             })?;
             git2::Repository::init_bare(&config.mirror_dir).map_err(mirror)?;
         }
@@ -207,9 +219,7 @@ impl GitSource {
             let mut conn = remote
                 .connect_auth(git2::Direction::Fetch, Some(callbacks), None)
                 .map_err(|e| self.classify(e, &state.borrow()))?;
-            let heads = conn
-                .list()
-                .map_err(|e| self.classify(e, &state.borrow()))?;
+            let heads = conn.list().map_err(|e| self.classify(e, &state.borrow()))?;
             let found = heads
                 .iter()
                 .find(|h| h.name() == local_ref)
@@ -552,13 +562,11 @@ impl<'a> Credentials<'a> {
                 }
                 // libssh2 reads the key itself; opening it here first turns a
                 // missing or unreadable Secret into a clear error.
-                std::fs::File::open(private_key).map_err(|source| {
-                    GitError::CredentialFile {
-                        url: self.display_url.to_string(),
-                        what: "ssh private key",
-                        path: private_key.clone(),
-                        source,
-                    }
+                std::fs::File::open(private_key).map_err(|source| GitError::CredentialFile {
+                    url: self.display_url.to_string(),
+                    what: "ssh private key",
+                    path: private_key.clone(),
+                    source,
                 })?;
                 let passphrase = passphrase_file
                     .as_ref()
@@ -597,20 +605,21 @@ impl<'a> Credentials<'a> {
             problem,
         };
         let Some(key) = key else {
-            return Err(host_key_err("was not sent in a form that can be checked".into()));
+            return Err(host_key_err(
+                "was not sent in a form that can be checked".into(),
+            ));
         };
         // Read it ourselves first for a clear "cannot read" error; libssh2 then
         // parses the content (hashed names, patterns, `[host]:port`).
-        let content = std::fs::read_to_string(known_hosts).map_err(|source| {
-            GitError::CredentialFile {
+        let content =
+            std::fs::read_to_string(known_hosts).map_err(|source| GitError::CredentialFile {
                 url: self.display_url.to_string(),
                 what: "known_hosts",
                 path: known_hosts.clone(),
                 source,
-            }
-        })?;
-        let session = ssh2::Session::new()
-            .map_err(|e| host_key_err(format!("cannot be checked: {e}")))?;
+            })?;
+        let session =
+            ssh2::Session::new().map_err(|e| host_key_err(format!("cannot be checked: {e}")))?;
         let mut hosts = session
             .known_hosts()
             .map_err(|e| host_key_err(format!("cannot be checked: {e}")))?;
@@ -646,13 +655,12 @@ impl<'a> Credentials<'a> {
     }
 
     fn read_secret(&self, what: &'static str, path: &Path) -> Result<Secret, GitError> {
-        let content =
-            std::fs::read_to_string(path).map_err(|source| GitError::CredentialFile {
-                url: self.display_url.to_string(),
-                what,
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let content = std::fs::read_to_string(path).map_err(|source| GitError::CredentialFile {
+            url: self.display_url.to_string(),
+            what,
+            path: path.to_path_buf(),
+            source,
+        })?;
         let value = content.trim();
         if value.is_empty() {
             return Err(GitError::EmptyCredential {

@@ -64,7 +64,10 @@ fn missing_token_file_names_file_and_url() {
     assert!(matches!(err, GitError::CredentialFile { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains(URL), "{msg}");
-    assert!(msg.contains(&dir.path().join("token").display().to_string()), "{msg}");
+    assert!(
+        msg.contains(&dir.path().join("token").display().to_string()),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -193,7 +196,9 @@ const OTHER_KEY: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIGT+eWuHtAUZzC9+HHGinzr+BS+N83b
 
 fn blob(b64: &str) -> Vec<u8> {
     use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
 }
 
 fn ssh_auth_with_known_hosts(known_hosts: PathBuf) -> Auth {
@@ -261,7 +266,16 @@ fn unreadable_known_hosts_is_a_credential_file_error() {
     let err = Credentials::new(&auth, "ssh://git.example/config.git")
         .check_host_key("git.example", 22, Some(&blob(HOST_KEY)))
         .unwrap_err();
-    assert!(matches!(err, GitError::CredentialFile { what: "known_hosts", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            GitError::CredentialFile {
+                what: "known_hosts",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -292,6 +306,9 @@ fn urls_lose_their_userinfo() {
         redact_url("ssh://git@host:2222/o/r.git"),
         "ssh://host:2222/o/r.git"
     );
-    assert_eq!(redact_url("git@github.com:o/r.git"), "git@github.com:o/r.git");
+    assert_eq!(
+        redact_url("git@github.com:o/r.git"),
+        "git@github.com:o/r.git"
+    );
     assert_eq!(redact_url("/srv/git/config.git"), "/srv/git/config.git");
 }
