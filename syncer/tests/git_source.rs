@@ -1,5 +1,6 @@
 //! `GitSource` against real repositories made with the `git` CLI: over `file://`,
 //! a plain path and `git://` from a real `git daemon`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test crate: a panic is a failure report
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -209,7 +209,7 @@ impl GitSource {
         let state = RefCell::new(CallbackState::default());
         let mut remote = repo
             .remote_anonymous(&self.config.url)
-            .map_err(|e| self.classify(e, &state.borrow()))?;
+            .map_err(|e| self.classify(e, &state))?;
 
         // One connection: list the remote's refs first (a branch missing there must
         // be an error, not a silent no-op that keeps serving a stale commit), then
@@ -218,8 +218,8 @@ impl GitSource {
             let callbacks = self.callbacks(&credentials, &state);
             let mut conn = remote
                 .connect_auth(git2::Direction::Fetch, Some(callbacks), None)
-                .map_err(|e| self.classify(e, &state.borrow()))?;
-            let heads = conn.list().map_err(|e| self.classify(e, &state.borrow()))?;
+                .map_err(|e| self.classify(e, &state))?;
+            let heads = conn.list().map_err(|e| self.classify(e, &state))?;
             let found = heads
                 .iter()
                 .find(|h| h.name() == local_ref)
@@ -251,7 +251,7 @@ impl GitSource {
                 .update_fetchhead(false);
             conn.remote()
                 .fetch(&[refspec.as_str()], Some(&mut options), None)
-                .map_err(|e| self.classify(e, &state.borrow()))?;
+                .map_err(|e| self.classify(e, &state))?;
             listed
         };
 
@@ -344,12 +344,13 @@ impl GitSource {
             .unwrap_or(22)
     }
 
-    fn classify(&self, e: git2::Error, state: &CallbackState) -> GitError {
+    fn classify(&self, e: git2::Error, state: &RefCell<CallbackState>) -> GitError {
+        let mut state = state.borrow_mut();
+        if let Some(err) = state.credential_error.take() {
+            return err;
+        }
         // A git2 message can echo the URL; never let userinfo through.
         let message = e.message().replace(&self.config.url, &self.display_url);
-        if let Some(err) = &state.credential_error {
-            return err.clone_for_report();
-        }
         let hint = match self.config.auth {
             Auth::None => "repository's visibility, or configure a token or ssh key",
             Auth::Token { .. } => "token (is it expired or missing read access?) and the username",
@@ -408,46 +409,6 @@ struct CallbackState {
     /// An error of ours (credential file, host key) raised inside a callback; it
     /// is more precise than the generic error libgit2 returns for it.
     credential_error: Option<GitError>,
-}
-
-impl GitError {
-    /// Errors raised in callbacks are kept and reported after libgit2 returns;
-    /// only the variants callbacks raise need copying.
-    fn clone_for_report(&self) -> GitError {
-        match self {
-            GitError::CredentialFile {
-                url,
-                what,
-                path,
-                source,
-            } => GitError::CredentialFile {
-                url: url.clone(),
-                what: *what,
-                path: path.clone(),
-                source: std::io::Error::new(source.kind(), source.to_string()),
-            },
-            GitError::EmptyCredential { url, what, path } => GitError::EmptyCredential {
-                url: url.clone(),
-                what: *what,
-                path: path.clone(),
-            },
-            GitError::HostKey { url, host, problem } => GitError::HostKey {
-                url: url.clone(),
-                host: host.clone(),
-                problem: problem.clone(),
-            },
-            GitError::Auth { url, message, hint } => GitError::Auth {
-                url: url.clone(),
-                message: message.clone(),
-                hint: *hint,
-            },
-            other => GitError::Fetch {
-                url: String::new(),
-                branch: String::new(),
-                message: other.to_string(),
-            },
-        }
-    }
 }
 
 /// A secret read from a file; its `Debug` never shows it.
