@@ -293,3 +293,95 @@ fn credentials_in_the_url_never_reach_the_error() {
         "{msg}"
     );
 }
+
+/// An HTTP server that refuses every request with a Basic challenge and records
+/// the `Authorization` headers it was sent.
+fn refusing_http_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                if let Some(v) = line
+                    .strip_prefix("Authorization: ")
+                    .or_else(|| line.strip_prefix("authorization: "))
+                {
+                    record.lock().unwrap().push(v.trim().to_string());
+                }
+                line.clear();
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn token_from_file_is_sent_reread_and_refusal_is_an_auth_error() {
+    use base64::Engine as _;
+    let up = Upstream::new();
+    let (port, seen) = refusing_http_server();
+    let token_file = up.mirror.with_file_name("token");
+    std::fs::write(&token_file, "first-token\n").unwrap();
+    let url = format!("http://127.0.0.1:{port}/org/config.git");
+    let source = GitSource::open(GitSourceConfig {
+        url: url.clone(),
+        branch: "main".into(),
+        mirror_dir: up.mirror.clone(),
+        auth: Auth::Token {
+            token_file: token_file.clone(),
+            username: None,
+        },
+    })
+    .unwrap();
+
+    let err = source.fetch().unwrap_err();
+    assert!(matches!(err, GitError::Auth { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&url), "{msg}");
+    assert!(!msg.contains("first-token"), "{msg}");
+    let basic = |user_pass: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(user_pass)
+        )
+    };
+    let sent = seen.lock().unwrap().clone();
+    assert!(
+        sent.contains(&basic("x-access-token:first-token")),
+        "{sent:?}"
+    );
+    // A refused credential is not retried forever.
+    assert!(sent.len() <= 2, "{sent:?}");
+
+    // The Secret rotates: the next fetch sends the new token.
+    std::fs::write(&token_file, "second-token").unwrap();
+    seen.lock().unwrap().clear();
+    source.fetch().unwrap_err();
+    let sent = seen.lock().unwrap().clone();
+    assert!(
+        sent.contains(&basic("x-access-token:second-token")),
+        "{sent:?}"
+    );
+
+    // The Secret disappears: a clear error naming the file.
+    std::fs::remove_file(&token_file).unwrap();
+    let err = source.fetch().unwrap_err();
+    assert!(matches!(err, GitError::CredentialFile { .. }), "{err:?}");
+    assert!(err.to_string().contains(&token_file.display().to_string()));
+}
+
+#[test]
+fn https_and_ssh_transports_are_built_in() {
+    let v = git2::Version::get();
+    assert!(v.https(), "libgit2 built without https");
+    assert!(v.ssh(), "libgit2 built without ssh");
+}
