@@ -199,7 +199,8 @@ impl GitSource {
     }
 
     /// Fetches the branch (force-pushes included) and returns where it points now.
-    /// Blocking.
+    /// Blocking. Fetches into one mirror must not run at once (git locks the ref
+    /// being updated and the second fails): the server serialises them.
     pub fn fetch(&self) -> Result<FetchOutcome, GitError> {
         let repo = self.repo()?;
         let local_ref = self.local_ref();
