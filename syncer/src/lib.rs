@@ -13,6 +13,7 @@ pub mod plan;
 pub mod render;
 pub mod repo;
 pub mod schema;
+pub mod serve;
 pub mod source;
 mod unknown;
 pub mod validate;
