@@ -15,5 +15,6 @@ pub mod repo;
 pub mod schema;
 pub mod serve;
 pub mod source;
+pub mod sync;
 mod unknown;
 pub mod validate;

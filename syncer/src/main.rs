@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use mop_syncer::{diag::Diagnostic, plan, render, schema, source::Snapshot, validate};
+use std::io::IsTerminal;
+
+use mop_syncer::apply::engine;
+use mop_syncer::{diag::Diagnostic, plan, render, schema, source::Snapshot, sync, validate};
 
 #[derive(Parser)]
 #[command(
@@ -59,11 +62,135 @@ enum Command {
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
     },
+    /// Apply the repository once to every target: Grafana, the Mimir and Loki
+    /// rulers, Kubernetes. Exit 0 when everything is applied, 1 when the repository
+    /// is invalid or some change failed, 2 on usage errors. With --dry-run: 0 no
+    /// changes, 2 changes, 1 error.
+    Sync {
+        /// The config repository (a directory).
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Apply this git revision instead of the working tree.
+        #[arg(long)]
+        rev: Option<String>,
+        /// Print what would change against the live targets; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Prune even when it deletes more than `sync.max_prune_percent` of a target.
+        #[arg(long)]
+        allow_mass_prune: bool,
+        #[command(flatten)]
+        targets: TargetArgs,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
+    /// Compare the live targets with the repository. Exit 0 in sync, 2 drifted, 1 error.
+    Drift {
+        /// The config repository (a directory).
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Compare with this git revision instead of the working tree.
+        #[arg(long)]
+        rev: Option<String>,
+        #[command(flatten)]
+        targets: TargetArgs,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Run the in-cluster syncer: fetch, validate, apply, report drift; serve
+    /// /healthz, /readyz, /metrics, /status, /drift and the push webhook.
+    Serve(Box<ServeArgs>),
     /// Write the JSON Schema of every config file kind into a directory.
     Schema {
         #[arg(long, short)]
         out: PathBuf,
     },
+}
+
+#[derive(clap::Args, Clone)]
+struct TargetArgs {
+    /// Reconcile only these targets (repeatable); default all.
+    #[arg(long = "only", value_enum)]
+    only: Vec<TargetArg>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TargetArg {
+    Grafana,
+    MimirRuler,
+    LokiRuler,
+    Kubernetes,
+}
+
+impl From<TargetArg> for render::Target {
+    fn from(t: TargetArg) -> Self {
+        match t {
+            TargetArg::Grafana => render::Target::Grafana,
+            TargetArg::MimirRuler => render::Target::MimirRuler,
+            TargetArg::LokiRuler => render::Target::LokiRuler,
+            TargetArg::Kubernetes => render::Target::Kubernetes,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Remote repository to sync (https://, ssh://, git://, file://).
+    #[arg(long, conflicts_with = "repo", required_unless_present = "repo")]
+    git_url: Option<String>,
+    /// Branch of --git-url to sync.
+    #[arg(long, default_value = "main")]
+    branch: String,
+    /// Where the local mirror of --git-url is kept.
+    #[arg(long, default_value = "/var/lib/mop/mirror")]
+    mirror_dir: PathBuf,
+    /// File holding an HTTPS access token (re-read on every fetch).
+    #[arg(long)]
+    git_token_file: Option<PathBuf>,
+    /// User name sent with the token (GitHub: x-access-token, GitLab: oauth2).
+    #[arg(long)]
+    git_username: Option<String>,
+    /// Private key for ssh:// URLs (re-read on every fetch).
+    #[arg(long)]
+    ssh_key_file: Option<PathBuf>,
+    /// known_hosts file checked for ssh:// URLs.
+    #[arg(long)]
+    ssh_known_hosts_file: Option<PathBuf>,
+    /// A local directory to sync instead of a remote (development).
+    #[arg(long)]
+    repo: Option<PathBuf>,
+    /// With --repo: re-sync when a file changes.
+    #[arg(long, requires = "repo")]
+    watch: bool,
+    /// Address of the HTTP server.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: std::net::SocketAddr,
+    /// File holding the push-webhook secret (GitHub/Gitea HMAC key, GitLab token).
+    #[arg(long)]
+    webhook_secret_file: Option<PathBuf>,
+    /// Poll interval, overriding `sync.interval` of mop.yaml (e.g. 30s).
+    #[arg(long, value_parser = parse_duration)]
+    interval: Option<std::time::Duration>,
+    #[arg(long)]
+    allow_mass_prune: bool,
+    #[command(flatten)]
+    targets: TargetArgs,
+    /// Elect a leader with a coordination.k8s.io Lease, so several replicas can run.
+    #[arg(long)]
+    leader_election: bool,
+    #[arg(long, default_value = "mop-syncer")]
+    lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = mop_syncer::model::Duration::parse(s)?;
+    Ok(std::time::Duration::from_millis(d.millis))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -222,9 +349,457 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(2)
             })
         }
+        Command::Sync {
+            path,
+            rev,
+            dry_run,
+            allow_mass_prune,
+            targets,
+            format,
+        } => {
+            let Some((repo, desired)) = valid_desired(&path, rev.as_deref())? else {
+                return Ok(ExitCode::from(1));
+            };
+            let opts = engine::Options {
+                allow_mass_prune,
+                dry_run,
+                ..engine::Options::from_policy(&repo.platform.sync)
+            };
+            let report = runtime()?.block_on(reconcile_once(&repo, &desired, &targets, &opts))?;
+            if dry_run {
+                print_plan(&report, format)?;
+                return Ok(if report.failed() > 0 {
+                    ExitCode::from(1)
+                } else if report.plan().is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(2)
+                });
+            }
+            match format {
+                PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                _ => print!("{}", summary(&report)),
+            }
+            Ok(if report.converged() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Drift {
+            path,
+            rev,
+            targets,
+            format,
+        } => {
+            let Some((repo, desired)) = valid_desired(&path, rev.as_deref())? else {
+                return Ok(ExitCode::from(1));
+            };
+            let opts = engine::Options {
+                dry_run: true,
+                ..engine::Options::from_policy(&repo.platform.sync)
+            };
+            let report = runtime()?.block_on(reconcile_once(&repo, &desired, &targets, &opts))?;
+            let drift = mop_syncer::serve::status::drift_of(&report);
+            let unread: Vec<String> = report
+                .targets
+                .iter()
+                .flat_map(|t| {
+                    t.observe_failures.iter().map(move |f| {
+                        format!(
+                            "{}{}: {}",
+                            t.target,
+                            f.tenant
+                                .as_deref()
+                                .map(|k| format!(" (tenant {k})"))
+                                .unwrap_or_default(),
+                            f.error
+                        )
+                    })
+                })
+                .collect();
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "revision": report.revision,
+                        "drifted": drift.len(),
+                        "objects": drift,
+                        "unreadable": unread,
+                    }))?
+                ),
+                Format::Text => print!("{}", drift_table(&drift, &unread)),
+            }
+            Ok(if !unread.is_empty() {
+                ExitCode::from(1)
+            } else if drift.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        Command::Serve(args) => serve(*args),
         Command::Schema { out } => {
             schema::write_all(&out)?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// The validated repository and its desired state, or `None` after printing why
+/// it is invalid.
+fn valid_desired(
+    path: &std::path::Path,
+    rev: Option<&str>,
+) -> anyhow::Result<Option<(mop_syncer::repo::Repo, render::Desired)>> {
+    let snap = load(path, rev)?;
+    let outcome = validate::validate(&snap);
+    print_diagnostics(&outcome.diagnostics, Format::Text)?;
+    let Some(repo) = outcome.repo else {
+        eprintln!("the repository is invalid; nothing was applied");
+        return Ok(None);
+    };
+    let desired = render::render(&repo)?;
+    Ok(Some((repo, desired)))
+}
+
+/// Connects the selected targets. A Kubernetes client is made when the
+/// Kubernetes target is selected or a credential is a Kubernetes Secret.
+async fn connections(
+    repo: &mop_syncer::repo::Repo,
+    targets: &TargetArgs,
+) -> anyhow::Result<sync::Connections> {
+    let mut conn = sync::Connections {
+        only: targets
+            .only
+            .iter()
+            .map(|t| render::Target::from(*t))
+            .collect(),
+        ..sync::Connections::default()
+    };
+    let needs_secret = matches!(
+        repo.platform.grafana.admin_password,
+        mop_syncer::model::SecretRef::Secret(_)
+    ) && conn.selected(render::Target::Grafana);
+    if conn.selected(render::Target::Kubernetes) || needs_secret {
+        conn.kube = Some(kube::Client::try_default().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach Kubernetes ({e}); set KUBECONFIG, run in a pod, or leave the kubernetes target out with --only"
+            )
+        })?);
+    }
+    Ok(conn)
+}
+
+async fn reconcile_once(
+    repo: &mop_syncer::repo::Repo,
+    desired: &render::Desired,
+    targets: &TargetArgs,
+    opts: &engine::Options,
+) -> anyhow::Result<engine::Report> {
+    let conn = connections(repo, targets).await?;
+    let tty = std::io::stderr().is_terminal();
+    let progress = move |t: &render::Target, c: &engine::ChangeResult| {
+        if tty {
+            eprintln!("{}", change_line(t, c));
+        } else {
+            tracing::info!(target_name = %t, id = %c.change.id, action = ?c.change.action, outcome = ?c.outcome, "change");
+        }
+    };
+    Ok(sync::reconcile(repo, desired, &conn, opts, Vec::new(), &progress).await?)
+}
+
+fn change_line(_t: &render::Target, c: &engine::ChangeResult) -> String {
+    let sign = match c.change.action {
+        plan::Action::Create => '+',
+        plan::Action::Update => '~',
+        plan::Action::Delete => '-',
+    };
+    let what = match &c.outcome {
+        engine::Outcome::Applied => "done".to_string(),
+        engine::Outcome::Planned => "planned".to_string(),
+        engine::Outcome::Failed(e) => format!("FAILED: {e}"),
+        engine::Outcome::Skipped(why) => format!("skipped: {why}"),
+    };
+    format!("  {sign} {} … {what}", c.change.id)
+}
+
+fn print_plan(report: &engine::Report, format: PlanFormat) -> anyhow::Result<()> {
+    let p = report.plan();
+    let meta = plan::Meta {
+        base: "live".to_string(),
+        head: report
+            .revision
+            .clone()
+            .unwrap_or_else(|| "working tree".to_string()),
+        base_invalid: false,
+    };
+    let text = match format {
+        PlanFormat::Text => plan::format_text(&p, &meta, std::io::stdout().is_terminal()),
+        PlanFormat::Markdown => plan::format_markdown(&p, &meta),
+        PlanFormat::Json => plan::format_json(&p, &meta)?,
+    };
+    print!("{text}");
+    for t in &report.targets {
+        for f in &t.observe_failures {
+            eprintln!(
+                "warning: {}{} could not be read, its changes are unknown: {}",
+                t.target,
+                f.tenant
+                    .as_deref()
+                    .map(|k| format!(" (tenant {k})"))
+                    .unwrap_or_default(),
+                f.error
+            );
+        }
+    }
+    Ok(())
+}
+
+fn summary(report: &engine::Report) -> String {
+    let mut out = String::new();
+    for t in &report.targets {
+        let skipped = t.count(|o| matches!(o, engine::Outcome::Skipped(_)));
+        out.push_str(&format!(
+            "{}: {} applied, {} failed, {} skipped ({} live objects before)\n",
+            t.target,
+            t.applied(),
+            t.failed(),
+            skipped,
+            t.live_objects
+        ));
+        for f in &t.observe_failures {
+            out.push_str(&format!(
+                "  ! cannot read{}: {} (nothing of it was changed)\n",
+                f.tenant
+                    .as_deref()
+                    .map(|k| format!(" tenant {k}"))
+                    .unwrap_or_default(),
+                f.error
+            ));
+        }
+        if let Some(why) = &t.prune_refused {
+            out.push_str(&format!("  ! {why}\n"));
+        }
+        for c in &t.changes {
+            if matches!(
+                c.outcome,
+                engine::Outcome::Failed(_) | engine::Outcome::Skipped(_)
+            ) {
+                out.push_str(&format!("{}\n", change_line(&t.target, c)));
+            }
+        }
+    }
+    out.push_str(&format!(
+        "Sync of {}: {} applied, {} failed; {}.\n",
+        report.revision.as_deref().unwrap_or("the working tree"),
+        report.applied(),
+        report.failed(),
+        if report.converged() {
+            "everything is as the repository says"
+        } else {
+            "NOT converged"
+        }
+    ));
+    out
+}
+
+fn drift_table(drift: &[mop_syncer::serve::status::Drifted], unread: &[String]) -> String {
+    let mut out = String::new();
+    for u in unread {
+        out.push_str(&format!("cannot read {u}\n"));
+    }
+    if drift.is_empty() {
+        out.push_str("No drift: the live targets match the repository.\n");
+        return out;
+    }
+    let rows: Vec<[String; 5]> = drift
+        .iter()
+        .map(|d| {
+            [
+                d.target.clone(),
+                d.tenant.clone().unwrap_or_else(|| "-".into()),
+                d.kind.clone(),
+                d.name.clone(),
+                d.action.clone(),
+            ]
+        })
+        .collect();
+    let head = ["TARGET", "TENANT", "KIND", "NAME", "TO FIX"];
+    let mut w = head.map(str::len);
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: [&str; 5]| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            l.push_str(&format!("{c:<width$}  ", width = w[i]));
+        }
+        format!("{}\n", l.trim_end())
+    };
+    out.push_str(&line(head));
+    for (r, d) in rows.iter().zip(drift) {
+        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+        for detail in &d.details {
+            out.push_str(&format!("    {detail}\n"));
+        }
+    }
+    out.push_str(&format!("\n{} object(s) drifted.\n", drift.len()));
+    out
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    use mop_syncer::serve::{run, server, status};
+    use std::sync::Arc;
+    use tokio::sync::{mpsc, watch};
+
+    // Structured logs for the cluster's log pipeline; readable ones on a terminal.
+    init_logging(!std::io::stderr().is_terminal());
+    runtime()?.block_on(async move {
+        let only: std::collections::BTreeSet<render::Target> =
+            a.targets.only.iter().map(|t| render::Target::from(*t)).collect();
+        let wants_kube = only.is_empty() || only.contains(&render::Target::Kubernetes);
+        let kube = if wants_kube || a.leader_election {
+            Some(kube::Client::try_default().await.map_err(|e| {
+                anyhow::anyhow!("cannot reach Kubernetes ({e}); set KUBECONFIG or run in a pod")
+            })?)
+        } else {
+            kube::Client::try_default().await.ok()
+        };
+        let connections = sync::Connections {
+            kube: kube.clone(),
+            only,
+            ..sync::Connections::default()
+        };
+        let (trigger_tx, trigger_rx) = mpsc::channel(1);
+        let mut _watcher = None;
+        let source = match (&a.git_url, &a.repo) {
+            (Some(url), _) => {
+                use mop_syncer::serve::git::{Auth, GitSource, GitSourceConfig};
+                let auth = match (&a.git_token_file, &a.ssh_key_file) {
+                    (Some(t), _) => Auth::Token {
+                        token_file: t.clone(),
+                        username: a.git_username.clone(),
+                    },
+                    (None, Some(k)) => Auth::SshKey {
+                        private_key: k.clone(),
+                        passphrase_file: None,
+                        known_hosts: a.ssh_known_hosts_file.clone(),
+                        username: a.git_username.clone(),
+                    },
+                    (None, None) => Auth::None,
+                };
+                let g = GitSource::open(GitSourceConfig {
+                    url: url.clone(),
+                    branch: a.branch.clone(),
+                    mirror_dir: a.mirror_dir.clone(),
+                    auth,
+                })?;
+                run::Source::Git(Arc::new(std::sync::Mutex::new(g)))
+            }
+            (None, Some(dir)) => {
+                if a.watch {
+                    _watcher = Some(run::watch_dir(dir, trigger_tx.clone()).map_err(anyhow::Error::msg)?);
+                }
+                run::Source::Dir(dir.clone())
+            }
+            (None, None) => anyhow::bail!("give --git-url or --repo"),
+        };
+        let webhook: Option<Arc<server::WebhookCheck>> = a.webhook_secret_file.clone().map(|f| {
+            let branch = a.branch.clone();
+            Arc::new(move |h: &axum::http::HeaderMap, body: &[u8]| {
+                run::check_webhook(&f, &branch, h, body)
+            }) as Arc<server::WebhookCheck>
+        });
+        let state = status::State::default();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let listener = tokio::net::TcpListener::bind(a.listen).await?;
+        tracing::info!(listen = %listener.local_addr()?, "serving /healthz /readyz /metrics /status /drift /webhook");
+        let app = server::router(state.clone(), trigger_tx, webhook);
+        let mut server_shutdown = shutdown_rx.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = server_shutdown.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        // The Lease is released only after the sync loop stopped, so the next
+        // leader never applies while this one still does.
+        let (release_tx, mut release_rx) = watch::channel(false);
+        let (leader_rx, elector) = if a.leader_election {
+            use mop_syncer::serve::leader::{LeaderConfig, LeaderElector};
+            let client = kube
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("leader election needs Kubernetes"))?;
+            let ns = a.lease_namespace.clone().unwrap_or_else(|| "default".into());
+            let id = a
+                .identity
+                .clone()
+                .unwrap_or_else(|| format!("mop-{}", std::process::id()));
+            let e = LeaderElector::new(client, LeaderConfig::new(&a.lease_name, ns, id));
+            let rx = e.subscribe();
+            let handle = tokio::spawn(e.run(async move {
+                let _ = release_rx.wait_for(|r| *r).await;
+            }));
+            (rx, Some(handle))
+        } else {
+            (watch::channel(true).1, None)
+        };
+        let cfg = run::LoopConfig {
+            source,
+            connections,
+            interval: a.interval,
+            allow_mass_prune: a.allow_mass_prune,
+        };
+        let sync_loop = tokio::spawn(run::run(cfg, state, trigger_rx, leader_rx, shutdown_rx));
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing the current sync");
+        let _ = shutdown_tx.send(true);
+        let _ = sync_loop.await;
+        let _ = release_tx.send(true);
+        if let Some(h) = elector {
+            // Releasing the lease lets the other replica take over at once.
+            let _ = h.await;
+        }
+        let _ = http.await;
+        tracing::info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
 }

@@ -15,6 +15,7 @@
 pub mod engine;
 pub mod grafana;
 pub mod http;
+pub mod inventory;
 pub mod kubernetes;
 pub mod ruler;
 

@@ -1,0 +1,396 @@
+//! The sync loop of `mop serve`.
+//!
+//! Every interval (from `mop.yaml`), on a verified push webhook, or on a change
+//! in the watched directory, the leader:
+//! 1. reads the source (git fetch, or the directory);
+//! 2. validates it: an invalid commit is reported on `/status` and NOT applied —
+//!    the last good commit stays applied and keeps being checked for drift;
+//! 3. renders, and reconciles every target: a commit not yet applied is applied;
+//!    the applied commit is only compared (drift `report`) or re-applied where it
+//!    differs (drift `heal`);
+//! 4. records the outcome (`/status`, `/drift`, metrics, Kubernetes Events).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use super::server::Trigger;
+use super::status::{State, drift_of};
+use crate::apply::engine::{Options, Report};
+use crate::apply::{Scope, TenantRef};
+use crate::model::platform::DriftPolicy;
+use crate::render::{self, Desired};
+use crate::source::Snapshot;
+use crate::sync::{self, Connections};
+
+use crate::validate;
+
+/// Where the config repository comes from.
+pub enum Source {
+    /// A remote repository mirrored locally, one branch.
+    Git(Arc<Mutex<super::git::GitSource>>),
+    /// A directory (local development; `--watch` re-syncs on change).
+    Dir(PathBuf),
+}
+
+impl Source {
+    /// The snapshot to sync. git2 and the file system block, so this runs on the
+    /// blocking pool.
+    async fn read(&self) -> Result<Snapshot, String> {
+        match self {
+            Source::Git(g) => {
+                let g = Arc::clone(g);
+                tokio::task::spawn_blocking(move || {
+                    let g = g.lock().map_err(|_| "git source poisoned".to_string())?;
+                    let fetched = g.fetch().map_err(|e| e.to_string())?;
+                    if fetched.forced {
+                        tracing::warn!(
+                            previous = fetched.previous.as_deref().unwrap_or("-"),
+                            commit = %fetched.commit,
+                            "the branch was force-pushed; syncing its new commit"
+                        );
+                    }
+                    g.snapshot(&fetched.commit).map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| format!("git fetch task failed: {e}"))?
+            }
+            Source::Dir(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    Snapshot::from_dir(&path).map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| format!("read task failed: {e}"))?
+            }
+        }
+    }
+}
+
+pub struct LoopConfig {
+    pub source: Source,
+    pub connections: Connections,
+    /// Overrides `sync.interval` of `mop.yaml`.
+    pub interval: Option<Duration>,
+    pub allow_mass_prune: bool,
+}
+
+/// The last revision that validated: what stays applied while newer ones are invalid.
+struct Good {
+    revision: String,
+    desired: Desired,
+    repo: crate::repo::Repo,
+}
+
+/// A directory has no commit id: name its content instead, so an unchanged
+/// directory is recognised as the applied revision.
+fn fingerprint(desired: &Desired) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for r in desired.resources.values() {
+        h.update(r.id.to_string().as_bytes());
+        h.update(render::digest(&r.body).as_bytes());
+    }
+    format!("dir:{}", &hex::encode(h.finalize())[..12])
+}
+
+/// Runs until `shutdown` turns true. A sync in progress when it does is finished
+/// (each change is one request; stopping half-way through an apply is safe too,
+/// the next leader re-plans from live state), then the loop returns.
+pub async fn run(
+    cfg: LoopConfig,
+    state: State,
+    mut triggers: mpsc::Receiver<Trigger>,
+    mut leader: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut good: Option<Good> = None;
+    let mut first = true;
+    // A closed channel (its sender gone) would wake the select at once forever.
+    let mut leader_open = true;
+    loop {
+        let interval = cfg
+            .interval
+            .or_else(|| {
+                good.as_ref()
+                    .map(|g| Duration::from_millis(g.repo.platform.sync.interval.millis))
+            })
+            .unwrap_or(Duration::from_secs(60));
+        if !first {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                t = triggers.recv() => {
+                    if let Some(t) = t { tracing::info!(?t, "sync triggered"); }
+                }
+                r = leader.changed(), if leader_open => leader_open = r.is_ok(),
+                r = shutdown.changed() => if r.is_err() { break },
+            }
+        }
+        first = false;
+        if *shutdown.borrow() {
+            break;
+        }
+        let is_leader = *leader.borrow();
+        state.set_leader(is_leader);
+        if !is_leader {
+            continue;
+        }
+        // A trigger that arrives during this sync stays in the one-slot channel and
+        // causes one more sync: this one may have read the source before the push.
+        sync_once(&cfg, &state, &mut good).await;
+    }
+}
+
+async fn sync_once(cfg: &LoopConfig, state: &State, good: &mut Option<Good>) {
+    let t0 = Instant::now();
+    let snapshot = match cfg.source.read().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the config repository");
+            state.source_error(&e, t0.elapsed());
+            return;
+        }
+    };
+    let source_rev = snapshot.revision.clone();
+    let outcome = match tokio::task::spawn_blocking(move || validate::validate(&snapshot)).await {
+        Ok(o) => o,
+        Err(e) => {
+            state.source_error(&format!("validation task failed: {e}"), t0.elapsed());
+            return;
+        }
+    };
+    let new = match outcome.repo {
+        Some(repo) => match render::render(&repo) {
+            Ok(desired) => {
+                let revision = source_rev.clone().unwrap_or_else(|| fingerprint(&desired));
+                Some(Good {
+                    revision,
+                    desired,
+                    repo,
+                })
+            }
+            Err(e) => {
+                state.source_error(&format!("render failed: {e}"), t0.elapsed());
+                return;
+            }
+        },
+        None => {
+            tracing::error!(
+                revision = source_rev.as_deref().unwrap_or("(working tree)"),
+                errors = outcome.diagnostics.iter().filter(|d| d.is_error()).count(),
+                "the repository is invalid; it is not applied"
+            );
+            state.invalid(source_rev.as_deref(), &outcome.diagnostics, t0.elapsed());
+            None
+        }
+    };
+    let applied = state.snapshot().applied_revision;
+    // Tenants of the previous good revision stay in scope, so the objects of a
+    // tenant the new revision removed are found and pruned.
+    let previous: Vec<TenantRef> = good
+        .as_ref()
+        .map(|g| Scope::of(&g.repo).tenants.into_values().collect())
+        .unwrap_or_default();
+    let (target, invalid_head) = match new {
+        Some(n) => {
+            *good = Some(n);
+            (good.as_ref(), false)
+        }
+        // Invalid: keep checking (or healing) the last good revision.
+        None => (good.as_ref(), true),
+    };
+    let Some(g) = target else {
+        return;
+    };
+    let heal = g.repo.platform.sync.drift == DriftPolicy::Heal;
+    let is_new = applied.as_deref() != Some(g.revision.as_str());
+    let dry_run = !is_new && !heal;
+    let mut desired = g.desired.clone();
+    desired.revision = Some(g.revision.clone());
+    let report = match reconcile(cfg, g, &desired, previous, dry_run).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot connect the targets");
+            state.source_error(&e, t0.elapsed());
+            return;
+        }
+    };
+    log_report(&report, is_new);
+    // Differences found on the applied revision are drift; on a new revision they
+    // are the change being applied.
+    if !is_new {
+        let drift = drift_of(&report);
+        if !drift.is_empty() {
+            tracing::warn!(
+                objects = drift.len(),
+                healed = heal,
+                "drift from the applied revision"
+            );
+        }
+        let known = state.snapshot().drift;
+        if let Some(client) = &cfg.connections.kube {
+            let ns = &g.repo.platform.namespace;
+            for (d, r) in drift.iter().zip(drifted_ids(&report)) {
+                // One Event when an object starts to drift, not one per interval.
+                if !known.contains(d) {
+                    drift_event(client, ns, d, r, heal).await;
+                }
+            }
+        }
+        state.set_drift(drift);
+    } else if report.converged() {
+        state.set_drift(Vec::new());
+    }
+    if !invalid_head {
+        state.reconciled(source_rev.as_deref(), &report, t0.elapsed());
+    }
+}
+
+async fn reconcile(
+    cfg: &LoopConfig,
+    g: &Good,
+    desired: &Desired,
+    previous: Vec<TenantRef>,
+    dry_run: bool,
+) -> Result<Report, String> {
+    let opts = Options {
+        allow_mass_prune: cfg.allow_mass_prune,
+        dry_run,
+        ..Options::from_policy(&g.repo.platform.sync)
+    };
+    sync::reconcile(
+        &g.repo,
+        desired,
+        &cfg.connections,
+        &opts,
+        previous,
+        &|_, _| {},
+    )
+    .await
+    .map_err(|e| e.message)
+}
+
+/// The ids of the differences `drift_of` lists, in the same order.
+fn drifted_ids(report: &Report) -> impl Iterator<Item = &crate::render::ResourceId> {
+    report
+        .differences()
+        .filter(|(_, c)| !matches!(c.outcome, crate::apply::engine::Outcome::Skipped(_)))
+        .map(|(_, c)| &c.change.id)
+}
+
+/// A Kubernetes Event about a drifted object: on the object itself when it is a
+/// Kubernetes object, else on MOP's inventory ConfigMap, so
+/// `kubectl events -n <mop namespace>` shows Grafana and ruler drift too.
+async fn drift_event(
+    client: &kube::Client,
+    namespace: &str,
+    d: &super::status::Drifted,
+    id: &crate::render::ResourceId,
+    healed: bool,
+) {
+    use crate::apply::kubernetes::{EventType, Regarding, emit_event};
+    let regarding = Regarding::of(id).unwrap_or_else(|| Regarding {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        name: crate::apply::inventory::NAME.into(),
+        namespace: Some(namespace.to_string()),
+    });
+    let mut note = format!(
+        "{id} differs from the applied revision ({}{})",
+        d.action,
+        if healed { ", put back" } else { "" }
+    );
+    for detail in d.details.iter().take(5) {
+        note.push_str("; ");
+        note.push_str(detail);
+    }
+    if let Err(e) = emit_event(
+        client,
+        namespace,
+        &regarding,
+        "Drifted",
+        &note,
+        EventType::Warning,
+    )
+    .await
+    {
+        tracing::warn!(error = %e, "cannot record the drift Event");
+    }
+}
+
+fn log_report(report: &Report, is_new: bool) {
+    for t in &report.targets {
+        tracing::info!(
+            target_name = %t.target,
+            revision = report.revision.as_deref().unwrap_or("-"),
+            applied = t.applied(),
+            failed = t.failed(),
+            differences = t.changes.len(),
+            live = t.live_objects,
+            mode = if report.dry_run { "drift-check" } else if is_new { "apply" } else { "heal" },
+            "reconciled"
+        );
+    }
+}
+
+/// Watches a working directory; any change outside `.git/` asks for a sync.
+/// Bursts of events (an editor saving, `git checkout`) coalesce in the
+/// one-slot trigger channel.
+pub fn watch_dir(
+    dir: &std::path::Path,
+    triggers: mpsc::Sender<Trigger>,
+) -> Result<notify::RecommendedWatcher, String> {
+    use notify::Watcher;
+    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        let Ok(ev) = ev else { return };
+        let relevant = ev
+            .paths
+            .iter()
+            .any(|p| !p.components().any(|c| c.as_os_str() == ".git"));
+        if relevant && !ev.kind.is_access() {
+            let _ = triggers.try_send(Trigger::FileChange);
+        }
+    })
+    .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    w.watch(dir, notify::RecursiveMode::Recursive)
+        .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    Ok(w)
+}
+
+/// Verifies a webhook delivery with the secret in `secret_file` (read on every
+/// delivery, so a rotated Secret applies at once) and turns a push to `branch`
+/// into a trigger. Pushes to other branches and pings are answered but ignored.
+pub fn check_webhook(
+    secret_file: &std::path::Path,
+    branch: &str,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<Option<Trigger>, (axum::http::StatusCode, String)> {
+    use super::webhook::{self, WebhookError, WebhookEvent};
+    use axum::http::StatusCode;
+    let secret = std::fs::read(secret_file).map_err(|e| {
+        tracing::error!(file = %secret_file.display(), error = %e, "cannot read the webhook secret");
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the webhook secret cannot be read".to_string(),
+        )
+    })?;
+    let secret = secret.trim_ascii_end();
+    match webhook::verify_and_parse(headers, body, secret) {
+        Ok(WebhookEvent::Push(p)) if p.branch() == Some(branch) && !p.deleted() => {
+            Ok(Some(Trigger::Push {
+                provider: p.provider.to_string(),
+                commit: p.after,
+            }))
+        }
+        Ok(_) => Ok(None),
+        Err(e) => {
+            if matches!(e, WebhookError::Unauthorized(_)) {
+                tracing::warn!(error = %e, "webhook delivery refused");
+            }
+            Err((e.status(), e.to_string()))
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The HTTP side of `mop serve`: `/healthz`, `/readyz`, `/metrics`, `/status`,
+//! `/drift` and the push webhook.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State as Extract;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::mpsc;
+
+use super::status::State;
+
+/// Why the loop should sync now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// A verified push webhook for the watched branch.
+    Push { provider: String, commit: String },
+    /// A file changed in the watched directory.
+    FileChange,
+}
+
+/// Checks a webhook request; returns the trigger to send, or the HTTP answer.
+pub type WebhookCheck =
+    dyn Fn(&HeaderMap, &[u8]) -> Result<Option<Trigger>, (StatusCode, String)> + Send + Sync;
+
+#[derive(Clone)]
+struct App {
+    state: State,
+    triggers: mpsc::Sender<Trigger>,
+    webhook: Option<Arc<WebhookCheck>>,
+}
+
+pub fn router(
+    state: State,
+    triggers: mpsc::Sender<Trigger>,
+    webhook: Option<Arc<WebhookCheck>>,
+) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route("/drift", get(drift))
+        .route("/webhook", post(webhook_handler))
+        .with_state(App {
+            state,
+            triggers,
+            webhook,
+        })
+}
+
+async fn readyz(Extract(app): Extract<App>) -> Response {
+    let s = app.state.snapshot();
+    if s.ready {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        let why = s
+            .last_error
+            .unwrap_or_else(|| "no successful sync yet".to_string());
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(Extract(app): Extract<App>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.state.encode_metrics(),
+    )
+        .into_response()
+}
+
+async fn status(Extract(app): Extract<App>) -> Response {
+    axum::Json(app.state.snapshot()).into_response()
+}
+
+async fn drift(Extract(app): Extract<App>) -> Response {
+    let s = app.state.snapshot();
+    axum::Json(serde_json::json!({
+        "revision": s.applied_revision,
+        "drifted": s.drift.len(),
+        "objects": s.drift,
+    }))
+    .into_response()
+}
+
+async fn webhook_handler(Extract(app): Extract<App>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(check) = &app.webhook else {
+        return (
+            StatusCode::NOT_FOUND,
+            "webhook not configured: start mop serve with --webhook-secret-file\n",
+        )
+            .into_response();
+    };
+    match check(&headers, &body) {
+        Ok(Some(t)) => {
+            // A full channel already holds a pending sync, which will fetch the
+            // newest commit anyway.
+            let _ = app.triggers.try_send(t);
+            (StatusCode::ACCEPTED, "sync triggered\n").into_response()
+        }
+        Ok(None) => (StatusCode::OK, "ignored\n").into_response(),
+        Err((code, msg)) => (code, format!("{msg}\n")).into_response(),
+    }
+}
