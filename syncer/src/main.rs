@@ -277,6 +277,12 @@ fn print_diagnostics(diags: &[Diagnostic], format: Format) -> anyhow::Result<()>
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if matches!(cli.command, Command::Sync { .. } | Command::Drift { .. }) {
+        // On a terminal, progress lines are printed instead; logs carry warnings.
+        // Otherwise (CI, a Job) every change is a structured log line.
+        let tty = std::io::stderr().is_terminal();
+        init_logging(!tty, if tty { "warn" } else { "info" });
+    }
     match cli.command {
         Command::Validate { path, rev, format } => {
             let snap = load(&path, rev.as_deref())?;
@@ -656,9 +662,9 @@ fn drift_table(drift: &[mop_syncer::serve::status::Drifted], unread: &[String]) 
     out
 }
 
-fn init_logging(json: bool) {
+fn init_logging(json: bool, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -675,7 +681,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     use tokio::sync::{mpsc, watch};
 
     // Structured logs for the cluster's log pipeline; readable ones on a terminal.
-    init_logging(!std::io::stderr().is_terminal());
+    init_logging(!std::io::stderr().is_terminal(), "info");
     runtime()?.block_on(async move {
         let only: std::collections::BTreeSet<render::Target> =
             a.targets.only.iter().map(|t| render::Target::from(*t)).collect();
