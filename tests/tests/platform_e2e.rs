@@ -664,6 +664,7 @@ async fn git_to_gateway_to_backends_with_agent_traffic_and_sampling_reload() {
         got.iter().all(|s| s.tenant == "checkout"),
         "every span under X-Scope-OrgID checkout: {got:#?}"
     );
+    assert_eq!(got.len(), 2, "one server span per kept request: {got:#?}");
     let pay = got.iter().find(|s| hex(&s.span.trace_id) == p1).unwrap();
     assert_eq!(pay.span.kind, SpanKind::Server as i32, "{pay:#?}");
     assert_eq!(pay.span.name, format!("GET {PAY}"));
@@ -714,6 +715,16 @@ async fn git_to_gateway_to_backends_with_agent_traffic_and_sampling_reload() {
         ))
         .await;
     assert_eq!(buckets[0]["value"][1], "2", "{buckets:#?}");
+    let sum = prom
+        .query(&format!(
+            "http_server_request_duration_seconds_sum{{job=\"{SERVICE}\",http_route=\"{PAY}\"}}"
+        ))
+        .await;
+    let sum: f64 = sum[0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert!(
+        sum > 0.0 && sum < 10.0,
+        "duration sum of two local requests: {sum}"
+    );
     let info = prom
         .query(&format!("target_info{{job=\"{SERVICE}\"}}"))
         .await;
@@ -816,6 +827,13 @@ async fn git_to_gateway_to_backends_with_agent_traffic_and_sampling_reload() {
     )
     .await;
     assert!(relay.received().iter().all(|(t, _)| t == "checkout"));
+    assert_eq!(got.len(), 4, "two kept spans per phase: {got:#?}");
+    let text = gw.metrics().await;
+    assert_eq!(
+        metric_value(&text, "mop_gateway_dropped_items_total", &[]),
+        0.0,
+        "the gateway lost nothing: {text}"
+    );
     gw.proc.assert_running();
     agent.assert_running();
     eprintln!("platform e2e took {:?}", t_start.elapsed());

@@ -1,6 +1,8 @@
 //! The backends of the platform end-to-end test: a strict Tempo fake, a real
 //! Prometheus, and in front of Prometheus a relay that plays Mimir's distributor
 //! (tenant header required) and records which tenant sent which series.
+// An axum `Response` is the natural error of a handler helper.
+#![allow(clippy::result_large_err)]
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -139,10 +141,12 @@ mod prompb {
 /// <https://grafana.com/docs/mimir/latest/references/http-api/#distributor>). It
 /// records the metric names each tenant sent and forwards the request unchanged to
 /// Prometheus, whose answer it returns — Prometheus itself ignores tenants.
+/// (tenant, metric names of one request) per accepted request.
+type Writes = Arc<Mutex<Vec<(String, Vec<String>)>>>;
+
 pub struct RemoteWriteRelay {
     pub addr: SocketAddr,
-    /// (tenant, metric names of one request)
-    received: Arc<Mutex<Vec<(String, Vec<String>)>>>,
+    received: Writes,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -154,7 +158,7 @@ impl Drop for RemoteWriteRelay {
 
 #[derive(Clone)]
 struct RelayState {
-    received: Arc<Mutex<Vec<(String, Vec<String>)>>>,
+    received: Writes,
     upstream: String,
     http: reqwest::Client,
 }
