@@ -346,7 +346,10 @@ fn agent_workload(repo: &Repo, b: &mut Builder) -> Result<()> {
             "metadata": { "name": AGENT, "namespace": ns, "labels": labels(AGENT, None, &[]) },
         }),
     )?;
-    // The agent reads pod metadata of its own node to name namespaces and workloads.
+    // The agent lists and watches the pods of its own node (agent/src/kube.rs) to
+    // name namespaces and workloads; it never reads one pod by name, so no `get`.
+    // The syncer must hold every verb granted here (RBAC escalation prevention):
+    // keep deploy/base/rbac.yaml in step.
     add(
         b,
         None,
@@ -355,7 +358,7 @@ fn agent_workload(repo: &Repo, b: &mut Builder) -> Result<()> {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",
             "metadata": { "name": AGENT, "labels": labels(AGENT, None, &[]) },
-            "rules": [{ "apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"] }],
+            "rules": [{ "apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"] }],
         }),
     )?;
     add(
@@ -430,8 +433,11 @@ fn agent_workload(repo: &Repo, b: &mut Builder) -> Result<()> {
                                 "allowPrivilegeEscalation": false,
                                 "readOnlyRootFilesystem": true,
                                 // BPF+PERFMON: load programs and attach tracepoints; SYS_PTRACE:
-                                // read other processes' /proc entries; SYS_RESOURCE: memlock on
-                                // kernels before 5.11; DAC_READ_SEARCH: read tracefs ids.
+                                // resolve other processes' /proc/<pid>/exe and fd links;
+                                // DAC_READ_SEARCH: list /proc/<pid>/fd of processes of other
+                                // users (mode 0500, owner only); SYS_RESOURCE: raise
+                                // RLIMIT_MEMLOCK on kernels before 5.11. No SYS_ADMIN: tracefs
+                                // is mounted from the host, not by the agent.
                                 "capabilities": { "drop": ["ALL"], "add": ["BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE", "DAC_READ_SEARCH"] },
                             },
                             "volumeMounts": [
