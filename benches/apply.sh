@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x /usr/bin/time ] || { echo "needs GNU time: apt-get install time" >&2; exit 2; }
-cargo build --release -q -p mop-syncer -p mop-fakes --example fake-platform
+cargo build --release -q -p mop-syncer
+cargo build --release -q -p mop-fakes --example fake-platform
 mop=$PWD/target/release/mop
 work=$(mktemp -d)
 trap 'rm -rf "$work"; kill %1 2>/dev/null || true' EXIT
@@ -24,13 +25,13 @@ counts() { echo counts >&"${FAKES[1]}"; read -r c <&"${FAKES[0]}"; echo "$c"; }
 
 run() {
   local name=$1
-  local line
-  line=$( { KUBECONFIG=$work/kubeconfig /usr/bin/time -f "%e %U %S %M" \
-            "$mop" sync "$work/repo" >"$work/$name.out" 2>"$work/$name.err"; } 2>&1 | tail -1 ) || true
-  read -r wall user sys rss <<<"$line"
+  KUBECONFIG=$work/kubeconfig /usr/bin/time -o "$work/$name.time" -f "%e %U %S %M" \
+    "$mop" sync "$work/repo" >"$work/$name.out" 2>"$work/$name.err" || true
+  read -r wall user sys rss <"$work/$name.time"
   printf '%-8s %6.2f s wall, %6.2f s user, %5.2f s sys, %4d MiB peak RSS; %s\n' \
     "$name" "$wall" "$user" "$sys" "$((rss / 1024))" "$(tail -1 "$work/$name.out")"
   echo "         fakes so far: $(counts)"
+  grep -E 'FAILED|cannot read' "$work/$name.out" | head -5 || true
 }
 run apply
 run no-op

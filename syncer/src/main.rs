@@ -742,15 +742,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let listener = tokio::net::TcpListener::bind(a.listen).await?;
         tracing::info!(listen = %listener.local_addr()?, "serving /healthz /readyz /metrics /status /drift /webhook");
-        let app = server::router(state.clone(), trigger_tx, webhook);
-        let mut server_shutdown = shutdown_rx.clone();
-        let http = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = server_shutdown.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        let lease_ns = a.lease_namespace.clone().unwrap_or_else(|| "default".into());
         // The Lease is released only after the sync loop stopped, so the next
         // leader never applies while this one still does.
         let (release_tx, mut release_rx) = watch::channel(false);
@@ -759,7 +751,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             let client = kube
                 .clone()
                 .ok_or_else(|| anyhow::anyhow!("leader election needs Kubernetes"))?;
-            let ns = a.lease_namespace.clone().unwrap_or_else(|| "default".into());
+            let ns = lease_ns.clone();
             let id = a
                 .identity
                 .clone()
@@ -773,11 +765,54 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         } else {
             (watch::channel(true).1, None)
         };
+        // A verified push goes to the local loop on the leader, and through the
+        // sync-request ConfigMap to the leader on a standby.
+        let sink: server::TriggerSink = match (&kube, a.leader_election) {
+            (Some(client), true) => {
+                let ns = lease_ns.clone();
+                tokio::spawn(mop_syncer::serve::handoff::watch_requests(
+                    client.clone(),
+                    ns.clone(),
+                    leader_rx.clone(),
+                    trigger_tx.clone(),
+                ));
+                let (client, leader, tx) = (client.clone(), leader_rx.clone(), trigger_tx.clone());
+                Arc::new(move |t| {
+                    if *leader.borrow() {
+                        // A full channel already holds a pending sync.
+                        let _ = tx.try_send(t);
+                    } else {
+                        let (client, ns) = (client.clone(), ns.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = mop_syncer::serve::handoff::request(&client, &ns, &t).await {
+                                tracing::warn!(error = %e, "cannot pass the webhook to the leader");
+                            }
+                        });
+                    }
+                })
+            }
+            _ => {
+                let tx = trigger_tx.clone();
+                Arc::new(move |t| {
+                    let _ = tx.try_send(t);
+                })
+            }
+        };
+        let app = server::router(state.clone(), sink, webhook);
+        let mut server_shutdown = shutdown_rx.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = server_shutdown.wait_for(|s| *s).await;
+                })
+                .await
+        });
         let cfg = run::LoopConfig {
             source,
             connections,
             interval: a.interval,
             allow_mass_prune: a.allow_mass_prune,
+            leader_election: a.leader_election,
         };
         let sync_loop = tokio::spawn(run::run(cfg, state, trigger_rx, leader_rx, shutdown_rx));
         shutdown_signal().await;

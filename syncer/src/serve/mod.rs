@@ -6,6 +6,7 @@
 //! one applies.
 
 pub mod git;
+pub mod handoff;
 pub mod leader;
 pub mod run;
 pub mod server;

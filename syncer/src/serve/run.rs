@@ -75,6 +75,8 @@ pub struct LoopConfig {
     /// Overrides `sync.interval` of `mop.yaml`.
     pub interval: Option<Duration>,
     pub allow_mass_prune: bool,
+    /// Leader election is on (a replica that does not lead is a standby).
+    pub leader_election: bool,
 }
 
 /// The last revision that validated: what stays applied while newer ones are invalid.
@@ -133,7 +135,7 @@ pub async fn run(
             break;
         }
         let is_leader = *leader.borrow();
-        state.set_leader(is_leader);
+        state.set_leader(is_leader, cfg.leader_election);
         if !is_leader {
             continue;
         }

@@ -9,7 +9,6 @@ use axum::extract::State as Extract;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::sync::mpsc;
 
 use super::status::State;
 
@@ -20,7 +19,13 @@ pub enum Trigger {
     Push { provider: String, commit: String },
     /// A file changed in the watched directory.
     FileChange,
+    /// A standby replica passed on a webhook (see `handoff`).
+    Requested(String),
 }
+
+/// Where a verified webhook's trigger goes: the local sync loop on the leader,
+/// the leader through `handoff` on a standby.
+pub type TriggerSink = Arc<dyn Fn(Trigger) + Send + Sync>;
 
 /// Checks a webhook request; returns the trigger to send, or the HTTP answer.
 pub type WebhookCheck =
@@ -29,15 +34,11 @@ pub type WebhookCheck =
 #[derive(Clone)]
 struct App {
     state: State,
-    triggers: mpsc::Sender<Trigger>,
+    triggers: TriggerSink,
     webhook: Option<Arc<WebhookCheck>>,
 }
 
-pub fn router(
-    state: State,
-    triggers: mpsc::Sender<Trigger>,
-    webhook: Option<Arc<WebhookCheck>>,
-) -> Router {
+pub fn router(state: State, triggers: TriggerSink, webhook: Option<Arc<WebhookCheck>>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -54,8 +55,18 @@ pub fn router(
 
 async fn readyz(Extract(app): Extract<App>) -> Response {
     let s = app.state.snapshot();
-    if s.ready {
-        (StatusCode::OK, "ready\n").into_response()
+    if s.ready || s.standby {
+        // A standby is ready to serve /status, /metrics and webhooks (which it
+        // passes to the leader); the leader once it synced.
+        (
+            StatusCode::OK,
+            if s.standby {
+                "ready (standby)\n"
+            } else {
+                "ready\n"
+            },
+        )
+            .into_response()
     } else {
         let why = s
             .last_error
@@ -103,9 +114,7 @@ async fn webhook_handler(Extract(app): Extract<App>, headers: HeaderMap, body: B
     };
     match check(&headers, &body) {
         Ok(Some(t)) => {
-            // A full channel already holds a pending sync, which will fetch the
-            // newest commit anyway.
-            let _ = app.triggers.try_send(t);
+            (app.triggers)(t);
             (StatusCode::ACCEPTED, "sync triggered\n").into_response()
         }
         Ok(None) => (StatusCode::OK, "ignored\n").into_response(),

@@ -128,6 +128,8 @@ pub struct Status {
     /// Last commit seen at the source.
     pub source_revision: Option<String>,
     pub leader: bool,
+    /// Leader election is on and another replica leads: this one only serves.
+    pub standby: bool,
     pub ready: bool,
     /// RFC 3339-ish seconds since the epoch of the last attempt and last success.
     pub last_attempt_unix: Option<u64>,
@@ -165,8 +167,11 @@ impl State {
         self.lock().clone()
     }
 
-    pub fn set_leader(&self, leader: bool) {
-        self.lock().leader = leader;
+    pub fn set_leader(&self, leader: bool, elected: bool) {
+        let mut s = self.lock();
+        s.leader = leader;
+        s.standby = elected && !leader;
+        drop(s);
         self.metrics.leader.set(i64::from(leader));
     }
 
