@@ -117,7 +117,7 @@ async fn reconcile(
     engine::reconcile(desired, scope, &appliers, &opts(dry_run), &|_, _| {}).await
 }
 
-fn change<'a>(report: &'a Report, kind: Kind) -> Option<&'a ChangeResult> {
+fn change(report: &Report, kind: Kind) -> Option<&ChangeResult> {
     report
         .targets
         .iter()
