@@ -285,8 +285,14 @@ async fn a_crash_looping_gateway_is_rolled_back_held_and_rolled_forward_by_a_new
 
     // The same revision again (as `heal` would): the bad version is not re-applied.
     let before = fake.mutations();
+    fake.clear_requests();
     let again = reconcile(&desired, &scope, &client, false).await;
-    assert_eq!(fake.mutations(), before, "a held rollout writes nothing");
+    assert_eq!(fake.mutations(), before, "a held rollout changes nothing");
+    assert!(
+        fake.write_requests().is_empty(),
+        "a held rollout sends no write: {:?}",
+        fake.write_requests()
+    );
     let c = change(&again, Kind::Deployment).expect("the pin is still a difference");
     let Outcome::Held(why) = &c.outcome else {
         panic!("held, not {:?}", c.outcome)
@@ -338,6 +344,45 @@ async fn a_crash_looping_gateway_is_rolled_back_held_and_rolled_forward_by_a_new
         settled.targets
     );
     assert_eq!(fake.mutations(), before);
+}
+
+#[tokio::test]
+async fn a_rollback_record_does_not_outlive_the_pin_it_is_about() {
+    let (fake, client, _) = installed().await;
+    let bad = format!("{GATEWAY_IMAGE}:0.2.0");
+    fake.mark_image_bad(&bad);
+    let (v2, scope) = render_with("0.2.0", "0.1.0");
+    let report = reconcile(&v2, &scope, &client, false).await;
+    assert!(matches!(
+        change(&report, Kind::Deployment).unwrap().outcome,
+        Outcome::Failed(_)
+    ));
+    // The repository goes back to what runs: only the rollback record differs,
+    // and dropping it is no rollout.
+    let (v1, scope) = render_with("0.1.0", "0.1.0");
+    let generation = live(&fake, "Deployment", "mop-gateway")["metadata"]["generation"].clone();
+    let report = reconcile(&v1, &scope, &client, false).await;
+    let c = change(&report, Kind::Deployment).expect("the stale record is a difference");
+    assert_eq!(c.outcome, Outcome::Applied);
+    assert!(
+        c.change
+            .details
+            .iter()
+            .all(|d| d.path.contains(ROLLED_BACK_FROM)),
+        "{:?}",
+        c.change.details
+    );
+    let d = live(&fake, "Deployment", "mop-gateway");
+    assert!(d["metadata"]["annotations"].get(ROLLED_BACK_FROM).is_none());
+    assert_eq!(d["metadata"]["generation"], generation);
+    let report = reconcile(&v1, &scope, &client, false).await;
+    assert!(report.converged() && report.targets[0].changes.is_empty());
+    // A later pin of 0.2.0 is a new decision: tried again (and rolled back again).
+    let report = reconcile(&v2, &scope, &client, false).await;
+    let Outcome::Failed(msg) = &change(&report, Kind::Deployment).unwrap().outcome else {
+        panic!("tried again, not held")
+    };
+    assert!(msg.contains("rolled back to"), "{msg}");
 }
 
 #[tokio::test]

@@ -400,14 +400,29 @@ impl Applier for KubeApplier {
                 };
                 let (id, body) = match wanted.get(&(k.kind, name.as_str())) {
                     Some((id, d)) => {
+                        let mut body = project(&live, d);
                         if rollout::is_workload(k.kind) {
                             let (r, held) = rollout_state(id, d, &live);
                             rollouts.insert((*id).clone(), r);
-                            if let Some(why) = held {
-                                observed.held.insert((*id).clone(), why);
+                            match held {
+                                Some(why) => {
+                                    observed.held.insert((*id).clone(), why);
+                                }
+                                // A rollback record the repository has moved past
+                                // (it pins other images now) would hold a later
+                                // re-pin of the failed images: show it as a
+                                // difference, so the next apply drops it.
+                                None => {
+                                    if let Some(a) = live["metadata"]["annotations"]
+                                        .get(rollout::ROLLED_BACK_FROM)
+                                    {
+                                        body["metadata"]["annotations"]
+                                            [rollout::ROLLED_BACK_FROM] = a.clone();
+                                    }
+                                }
                             }
                         }
-                        ((*id).clone(), project(&live, d))
+                        ((*id).clone(), body)
                     }
                     None => (
                         ResourceId {
