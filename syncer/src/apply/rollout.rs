@@ -277,11 +277,9 @@ pub async fn wait(api: &Api<DynamicObject>, name: &str, kind: Kind, timeout: Dur
     }
     // The last word is a fresh read: the watch may have missed the final update.
     match api.get(name).await {
-        Ok(o) => match serde_json::to_value(&o).map(|v| health(kind, &v)) {
-            Ok(Health::Progressing(why)) => Health::Progressing(why),
-            Ok(h) => h,
-            Err(e) => Health::Progressing(format!("unreadable status: {e}")),
-        },
+        Ok(o) => serde_json::to_value(&o)
+            .map(|v| health(kind, &v))
+            .unwrap_or_else(|e| Health::Progressing(format!("unreadable status: {e}"))),
         Err(e) => Health::Progressing(format!("cannot read the workload: {e}")),
     }
 }
