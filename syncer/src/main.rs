@@ -532,6 +532,7 @@ fn change_line(_t: &render::Target, c: &engine::ChangeResult) -> String {
         engine::Outcome::Planned => "planned".to_string(),
         engine::Outcome::Failed(e) => format!("FAILED: {e}"),
         engine::Outcome::Skipped(why) => format!("skipped: {why}"),
+        engine::Outcome::Held(why) => format!("held: {why}"),
     };
     format!("  {sign} {} … {what}", c.change.id)
 }
@@ -596,7 +597,7 @@ fn summary(report: &engine::Report) -> String {
         for c in &t.changes {
             if matches!(
                 c.outcome,
-                engine::Outcome::Failed(_) | engine::Outcome::Skipped(_)
+                engine::Outcome::Failed(_) | engine::Outcome::Skipped(_) | engine::Outcome::Held(_)
             ) {
                 out.push_str(&format!("{}\n", change_line(&t.target, c)));
             }
@@ -656,6 +657,9 @@ fn drift_table(drift: &[mop_syncer::serve::status::Drifted], unread: &[String]) 
         out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
         for detail in &d.details {
             out.push_str(&format!("    {detail}\n"));
+        }
+        if let Some(why) = &d.held {
+            out.push_str(&format!("    held: {why}\n"));
         }
     }
     out.push_str(&format!("\n{} object(s) drifted.\n", drift.len()));

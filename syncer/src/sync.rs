@@ -134,7 +134,7 @@ pub async fn reconcile(
         .with_previous(recorded.iter().cloned())
         .with_previous(previous);
     let report = engine::reconcile(desired, &scope, &appliers, opts, progress).await;
-    if let (Some(k), false, true) = (&conn.kube, opts.dry_run, report.converged()) {
+    if let (Some(k), false, true) = (&conn.kube, opts.dry_run, report.settled()) {
         let now: Vec<TenantRef> = Scope::of(repo).tenants.into_values().collect();
         if let Err(e) = inventory::save(k, ns, &recorded, &now).await {
             tracing::warn!(error = %e, "cannot record the tenant inventory");

@@ -535,12 +535,12 @@ fn check_versions(v: &VersionsFile, diags: &mut Vec<Diagnostic>) {
             );
         }
     }
-    let mu = &v.agent.rollout.max_unavailable;
-    let ok = match mu.value.strip_suffix('%') {
+    let count_or_share = |s: &str| match s.strip_suffix('%') {
         Some(p) => p.parse::<u32>().is_ok_and(|n| (1..=100).contains(&n)),
-        None => mu.value.parse::<u32>().is_ok_and(|n| n >= 1),
+        None => s.parse::<u32>().is_ok_and(|n| n >= 1),
     };
-    if !ok {
+    let mu = &v.agent.rollout.max_unavailable;
+    if !count_or_share(&mu.value) {
         diags.push(
             err_at(
                 file,
@@ -554,6 +554,38 @@ fn check_versions(v: &VersionsFile, diags: &mut Vec<Diagnostic>) {
                 "write a number of nodes (\"1\") or a share (\"10%\"); 0 would block the rollout",
             ),
         );
+    }
+    let ms = &v.gateway.rollout.max_surge;
+    if !count_or_share(&ms.value) {
+        diags.push(
+            err_at(
+                file,
+                ms,
+                format!(
+                    "gateway.rollout.max_surge {:?} is not a count or a percentage",
+                    ms.value
+                ),
+            )
+            .with_hint(
+                "the gateway rolls with maxUnavailable 0, so it needs at least one extra pod (\"1\" or \"25%\") to make progress",
+            ),
+        );
+    }
+    for (what, t) in [
+        ("agent", v.agent.rollout.health_timeout),
+        ("gateway", v.gateway.rollout.health_timeout),
+    ] {
+        if t.millis < 1000 {
+            diags.push(
+                Diagnostic::error(
+                    file,
+                    0,
+                    0,
+                    format!("{what}.rollout.health_timeout must be at least 1s"),
+                )
+                .with_hint("a rollout needs time to start pods; 5m suits most clusters"),
+            );
+        }
     }
     if v.gateway.replicas == 0 {
         diags.push(

@@ -38,11 +38,9 @@ fn body(desired: &Desired, id: &ResourceId) -> Value {
 /// (its own, and the backends'), as an installed platform has them.
 async fn cluster(desired: &Desired) -> (FakeKube, kube::Client) {
     let fake = FakeKube::start_with(FakeOptions {
-        // No simulated rollouts: the tests here are about configuration.
-        rollout: RolloutSettings {
-            enabled: false,
-            ..RolloutSettings::default()
-        },
+        // Rollouts run (the applier waits for the workloads it changes to become
+        // healthy), fast: the tests here are about configuration.
+        rollout: RolloutSettings::default(),
         ..FakeOptions::default()
     })
     .await

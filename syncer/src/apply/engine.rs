@@ -44,6 +44,9 @@ pub enum Outcome {
     Planned,
     Failed(String),
     Skipped(String),
+    /// Left as it is on purpose although it differs (a rolled-back workload whose
+    /// failed version the repository still pins): drift, not an error.
+    Held(String),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +68,9 @@ pub struct TargetReport {
     pub prune_refused: Option<String>,
     /// Every difference between live and desired, with what happened to it.
     pub changes: Vec<ChangeResult>,
+    /// Workload rollouts (Kubernetes only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<super::rollout::RolloutReport>,
 }
 
 impl TargetReport {
@@ -88,6 +94,16 @@ impl TargetReport {
                 .iter()
                 .all(|c| matches!(c.outcome, Outcome::Applied))
     }
+
+    /// Whether everything was applied except what is held on purpose: the
+    /// revision is as applied as it will get until the repository changes.
+    pub fn settled(&self) -> bool {
+        self.observe_failures.is_empty()
+            && self
+                .changes
+                .iter()
+                .all(|c| matches!(c.outcome, Outcome::Applied | Outcome::Held(_)))
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -100,6 +116,11 @@ pub struct Report {
 impl Report {
     pub fn converged(&self) -> bool {
         self.targets.iter().all(TargetReport::converged)
+    }
+
+    /// See [`TargetReport::settled`].
+    pub fn settled(&self) -> bool {
+        self.targets.iter().all(TargetReport::settled)
     }
 
     pub fn failed(&self) -> usize {
@@ -208,10 +229,11 @@ async fn reconcile_target(
         } else {
             None
         };
-        let outcome = match skip {
-            Some(why) => Outcome::Skipped(why),
-            None if opts.dry_run => Outcome::Planned,
-            None => {
+        let outcome = match (skip, observed.held.get(&change.id)) {
+            (Some(why), _) => Outcome::Skipped(why),
+            (None, Some(why)) => Outcome::Held(why.clone()),
+            (None, None) if opts.dry_run => Outcome::Planned,
+            (None, None) => {
                 let d = desired.resources.get(&change.id);
                 let l = observed.live.get(&change.id);
                 match applier.apply(scope, &change, d, l).await {
@@ -234,6 +256,7 @@ async fn reconcile_target(
         observe_failures: observed.failures,
         prune_refused,
         changes,
+        rollouts: applier.rollouts(),
     }
 }
 

@@ -8,11 +8,13 @@
 
 use std::any::TypeId;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, ObjectReference, Pod, Service, ServiceAccount,
+};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -20,6 +22,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::core::ApiResource;
 use serde_json::{Map, Value, json};
 
+use super::rollout::{self, Health, RolloutReport, RolloutState};
 use super::{Applier, ApplyError, ObserveFailure, Observed, Scope};
 use crate::plan::{Action, Change};
 use crate::render::{Desired, Kind, MANAGED_BY, Resource, ResourceId, TENANT_LABEL, Target};
@@ -67,6 +70,8 @@ fn kinds() -> Vec<KindApi> {
 pub struct KubeApplier {
     client: kube::Client,
     kinds: Vec<KindApi>,
+    /// Workload rollouts as `observe` found them and `apply` left them.
+    rollouts: Mutex<BTreeMap<ResourceId, RolloutReport>>,
 }
 
 impl KubeApplier {
@@ -74,7 +79,126 @@ impl KubeApplier {
         Self {
             client,
             kinds: kinds(),
+            rollouts: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    fn record(&self, id: &ResourceId, r: RolloutReport) {
+        // A poisoned map only loses the report, never the rollout.
+        if let Ok(mut m) = self.rollouts.lock() {
+            m.insert(id.clone(), r);
+        }
+    }
+
+    /// Follows the rollout an apply of `desired` started. Healthy: the change is
+    /// applied. Not healthy within the timeout: the last healthy images go back
+    /// (when `before` had any), an Event says so, and the change fails with what
+    /// was wrong and what runs now.
+    async fn roll_out(
+        &self,
+        id: &ResourceId,
+        api: &Api<DynamicObject>,
+        desired: &Value,
+        before: Option<&Value>,
+    ) -> Result<(), ApplyError> {
+        let kind = id.kind;
+        let (ns, name) = ns_name(desired);
+        let ns = ns.unwrap_or_default().to_string();
+        let name = name.to_string();
+        let timeout = rollout::timeout(desired);
+        let workload = rollout::workload_name(kind, desired);
+        let pinned = rollout::images(desired);
+        let mut report = RolloutReport {
+            workload: workload.clone(),
+            namespace: ns.clone(),
+            pinned: rollout::show(&pinned),
+            running: rollout::show(&pinned),
+            state: RolloutState::Healthy,
+            rolled_back: false,
+            message: None,
+        };
+        let why = match rollout::wait(api, &name, kind, timeout).await {
+            Health::Healthy => {
+                self.record(id, report);
+                return Ok(());
+            }
+            Health::Failed(m) | Health::Progressing(m) => m,
+        };
+        let mut msg = format!(
+            "rollout of {workload} in {ns} to {} not healthy within {}s: {why}",
+            report.pinned,
+            timeout.as_secs()
+        );
+        let pods = Api::namespaced_with(self.client.clone(), &ns, &ApiResource::erase::<Pod>(&()));
+        for p in rollout::stuck_pods(&pods, desired).await {
+            msg.push_str("; ");
+            msg.push_str(&p);
+        }
+        // Rolling back to the very images that failed would change nothing: the
+        // rollout failed for another reason (a changed argument, a missing Secret).
+        let target = before
+            .and_then(|b| rollout::last_healthy(kind, b))
+            .filter(|t| t.images != pinned);
+        let reason = match target {
+            Some(to) => {
+                let back = rollout::rollback_body(desired, &to);
+                let applied = match serde_json::from_value::<DynamicObject>(back) {
+                    Ok(obj) => api
+                        .patch(
+                            &name,
+                            &PatchParams::apply(FIELD_MANAGER).force(),
+                            &Patch::Apply(&obj),
+                        )
+                        .await
+                        .map_err(|e| describe(&e)),
+                    Err(e) => Err(e.to_string()),
+                };
+                match applied {
+                    Ok(_) => {
+                        msg.push_str(&format!("; rolled back to {}", rollout::show(&to.images)));
+                        if let Health::Progressing(w) | Health::Failed(w) =
+                            rollout::wait(api, &name, kind, timeout).await
+                        {
+                            msg.push_str(&format!(", which is not healthy yet either: {w}"));
+                        }
+                        report.running = rollout::show(&to.images);
+                        report.state = RolloutState::RolledBack;
+                        report.rolled_back = true;
+                        "RolledBack"
+                    }
+                    Err(e) => {
+                        msg.push_str(&format!(
+                            "; rolling back to {} failed: {e}",
+                            rollout::show(&to.images)
+                        ));
+                        report.state = RolloutState::Failed;
+                        "RolloutFailed"
+                    }
+                }
+            }
+            None => {
+                msg.push_str("; no earlier healthy version to roll back to");
+                report.state = RolloutState::Failed;
+                "RolloutFailed"
+            }
+        };
+        tracing::warn!(workload = %workload, namespace = %ns, reason, "{msg}");
+        if let Some(regarding) = Regarding::of(id)
+            && let Err(e) = emit_event(
+                &self.client,
+                &ns,
+                &regarding,
+                reason,
+                &msg,
+                EventType::Warning,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record the rollout Event");
+        }
+        report.message = Some(msg.clone());
+        self.record(id, report);
+        Err(ApplyError::new(msg))
     }
 
     fn kind(&self, kind: Kind) -> Result<&KindApi, ApplyError> {
@@ -90,6 +214,46 @@ impl KubeApplier {
             None => Api::all_with(self.client.clone(), &k.api),
         }
     }
+}
+
+/// Where the rollout of a live workload stands against its desired body, and
+/// why to hold it when it was rolled back from the images still pinned.
+fn rollout_state(
+    id: &ResourceId,
+    desired: &Value,
+    live: &Value,
+) -> (RolloutReport, Option<String>) {
+    let pinned = rollout::images(desired);
+    let running = rollout::images(live);
+    let mut r = RolloutReport {
+        workload: rollout::workload_name(id.kind, live),
+        namespace: ns_name(live).0.unwrap_or_default().to_string(),
+        pinned: rollout::show(&pinned),
+        running: rollout::show(&running),
+        state: RolloutState::Progressing,
+        rolled_back: false,
+        message: None,
+    };
+    if running != pinned && rollout::rolled_back_from(live).as_ref() == Some(&pinned) {
+        r.state = RolloutState::RolledBack;
+        let why = format!(
+            "pinned {}, running {} (rolled back): the pinned version did not become healthy; \
+             kept until versions.yaml pins another version",
+            r.pinned, r.running
+        );
+        r.message = Some(why.clone());
+        return (r, Some(why));
+    }
+    match rollout::health(id.kind, live) {
+        Health::Healthy if running == pinned => r.state = RolloutState::Healthy,
+        Health::Healthy => r.message = Some("the pinned version is not applied yet".into()),
+        Health::Progressing(m) => r.message = Some(m),
+        Health::Failed(m) => {
+            r.state = RolloutState::Failed;
+            r.message = Some(m);
+        }
+    }
+    (r, None)
 }
 
 /// `metadata.namespace` and `metadata.name` of a body.
@@ -203,6 +367,7 @@ impl Applier for KubeApplier {
         let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
         let lp = ListParams::default().labels(&selector);
         let mut observed = Observed::default();
+        let mut rollouts = BTreeMap::new();
         for k in &self.kinds {
             let list = match self.api(k, None).list(&lp).await {
                 Ok(l) => l,
@@ -234,7 +399,31 @@ impl Applier for KubeApplier {
                     None => name.to_string(),
                 };
                 let (id, body) = match wanted.get(&(k.kind, name.as_str())) {
-                    Some((id, d)) => ((*id).clone(), project(&live, d)),
+                    Some((id, d)) => {
+                        let mut body = project(&live, d);
+                        if rollout::is_workload(k.kind) {
+                            let (r, held) = rollout_state(id, d, &live);
+                            rollouts.insert((*id).clone(), r);
+                            match held {
+                                Some(why) => {
+                                    observed.held.insert((*id).clone(), why);
+                                }
+                                // A rollback record the repository has moved past
+                                // (it pins other images now) would hold a later
+                                // re-pin of the failed images: show it as a
+                                // difference, so the next apply drops it.
+                                None => {
+                                    if let Some(a) = live["metadata"]["annotations"]
+                                        .get(rollout::ROLLED_BACK_FROM)
+                                    {
+                                        body["metadata"]["annotations"]
+                                            [rollout::ROLLED_BACK_FROM] = a.clone();
+                                    }
+                                }
+                            }
+                        }
+                        ((*id).clone(), body)
+                    }
                     None => (
                         ResourceId {
                             target: Target::Kubernetes,
@@ -257,7 +446,17 @@ impl Applier for KubeApplier {
                 );
             }
         }
+        if let Ok(mut m) = self.rollouts.lock() {
+            *m = rollouts;
+        }
         observed
+    }
+
+    fn rollouts(&self) -> Vec<RolloutReport> {
+        self.rollouts
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn canonical(&self, desired: &Resource) -> Resource {
@@ -291,7 +490,17 @@ impl Applier for KubeApplier {
                 let (ns, name) = ns_name(&body);
                 let name = name.to_string();
                 let api = self.api(k, ns);
-                let obj: DynamicObject = serde_json::from_value(body)
+                let workload = rollout::is_workload(change.id.kind);
+                // The version running before, to go back to if this one fails.
+                let before = if workload {
+                    api.get_opt(&name)
+                        .await
+                        .map_err(fail)?
+                        .and_then(|o| serde_json::to_value(o).ok())
+                } else {
+                    None
+                };
+                let obj: DynamicObject = serde_json::from_value(body.clone())
                     .map_err(|e| ApplyError::new(format!("{}: {e}", change.id)))?;
                 // `force`: a field MOP sets that someone changed by hand is owned by
                 // that someone now, and a plain apply would answer 409 Conflict. The
@@ -299,9 +508,21 @@ impl Applier for KubeApplier {
                 // (that is what healing drift means); fields MOP does not set stay
                 // with whoever set them.
                 let pp = PatchParams::apply(FIELD_MANAGER).force();
-                api.patch(&name, &pp, &Patch::Apply(&obj))
+                let applied = api
+                    .patch(&name, &pp, &Patch::Apply(&obj))
                     .await
                     .map_err(fail)?;
+                // Only a new generation (a changed spec) starts a rollout; labels
+                // or annotations alone do not.
+                let rolls = workload
+                    && before.as_ref().is_none_or(|b| {
+                        b["metadata"]["generation"].as_i64() != applied.metadata.generation
+                    });
+                if rolls {
+                    return self
+                        .roll_out(&change.id, &api, &body, before.as_ref())
+                        .await;
+                }
                 Ok(())
             }
             Action::Delete => {

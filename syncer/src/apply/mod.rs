@@ -17,6 +17,7 @@ pub mod grafana;
 pub mod http;
 pub mod inventory;
 pub mod kubernetes;
+pub mod rollout;
 pub mod ruler;
 
 use std::collections::BTreeMap;
@@ -101,6 +102,10 @@ pub struct Observed {
     /// [`Applier::canonical`].
     pub live: BTreeMap<ResourceId, Resource>,
     pub failures: Vec<ObserveFailure>,
+    /// Objects to leave as they are although they differ, with why (a workload
+    /// rolled back from the version the repository still pins): reported as drift,
+    /// never applied, not even to heal.
+    pub held: BTreeMap<ResourceId, String>,
 }
 
 impl Observed {
@@ -166,6 +171,12 @@ pub trait Applier: Send + Sync {
         desired: Option<&Resource>,
         live: Option<&Resource>,
     ) -> Result<(), ApplyError>;
+
+    /// Rollouts of workloads this target runs, as the last `observe` and `apply`
+    /// left them (only the Kubernetes target has any).
+    fn rollouts(&self) -> Vec<rollout::RolloutReport> {
+        Vec::new()
+    }
 }
 
 /// A resource whose body is re-serialised with every object's keys sorted, so

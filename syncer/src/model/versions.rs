@@ -35,7 +35,9 @@ pub struct AgentRollout {
     /// Nodes updated at once: a count (`1`) or a percentage (`10%`).
     #[serde(default = "default_max_unavailable")]
     pub max_unavailable: Loc<String>,
-    /// How long the rollout may take to become healthy before it is rolled back.
+    /// How long the rollout may take to become healthy (every pod updated, ready
+    /// and available) before the syncer rolls it back to the last healthy version.
+    /// At least `1s`.
     #[serde(default = "default_health_timeout")]
     pub health_timeout: Duration,
 }
@@ -81,10 +83,13 @@ fn default_replicas() -> u32 {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayRollout {
-    /// Extra pods started during an update (count or percentage).
+    /// Extra pods started during an update (count or percentage). At least one,
+    /// since the gateway never takes a pod down before its replacement is ready.
     #[serde(default = "default_max_surge")]
-    pub max_surge: String,
-    /// How long the rollout may take to become healthy before it is rolled back.
+    pub max_surge: Loc<String>,
+    /// How long the rollout may take to become healthy (every pod updated, ready
+    /// and available) before the syncer rolls it back to the last healthy version.
+    /// At least `1s`.
     #[serde(default = "default_health_timeout")]
     pub health_timeout: Duration,
 }
@@ -98,8 +103,8 @@ impl Default for GatewayRollout {
     }
 }
 
-fn default_max_surge() -> String {
-    "1".into()
+fn default_max_surge() -> Loc<String> {
+    Loc::new("1".into(), 0, 0)
 }
 
 /// Why a version pin is not exact, or `None` when it is.

@@ -25,6 +25,19 @@ const CONFIG_DIR: &str = "/etc/mop/gateway";
 const QUEUE_DIR: &str = "/var/lib/mop-gateway";
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "mop");
 pub const TENANT_LABEL: &str = "mop.dev/tenant";
+/// Annotation on the gateway Deployment and agent DaemonSet: seconds the syncer
+/// waits for a rollout to become healthy before rolling it back (`versions.yaml`'s
+/// `health_timeout`). It travels with the object, so the applier needs no model.
+pub const HEALTH_TIMEOUT_ANNOTATION: &str = "mop.dev/health-timeout-seconds";
+
+/// A Kubernetes int-or-string: the API takes counts only as numbers (a string must
+/// be a percentage), while `versions.yaml` accepts both as strings.
+fn int_or_percent(v: &str) -> Value {
+    match v.parse::<u64>() {
+        Ok(n) => json!(n),
+        Err(_) => json!(v),
+    }
+}
 
 fn labels(name: &str, tenant: Option<&str>, extra: &[(&str, &str)]) -> Value {
     let mut m = BTreeMap::new();
@@ -285,12 +298,13 @@ fn gateway_workload(repo: &Repo, b: &mut Builder) -> Result<()> {
                 "name": GATEWAY,
                 "namespace": ns,
                 "labels": labels(GATEWAY, None, &[("app.kubernetes.io/version", &version_label)]),
+                "annotations": { HEALTH_TIMEOUT_ANNOTATION: (v.rollout.health_timeout.millis / 1000).to_string() },
             },
             "spec": {
                 "replicas": v.replicas,
                 "selector": { "matchLabels": sel },
                 // Never below full capacity during a rollout: ingestion must not shrink.
-                "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": v.rollout.max_surge } },
+                "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": int_or_percent(&v.rollout.max_surge.value) } },
                 "progressDeadlineSeconds": v.rollout.health_timeout.millis / 1000,
                 "template": {
                     "metadata": { "labels": labels(GATEWAY, None, &[("app.kubernetes.io/version", &version_label)]) },
@@ -404,10 +418,11 @@ fn agent_workload(repo: &Repo, b: &mut Builder) -> Result<()> {
                 "name": AGENT,
                 "namespace": ns,
                 "labels": labels(AGENT, None, &[("app.kubernetes.io/version", &version_label)]),
+                "annotations": { HEALTH_TIMEOUT_ANNOTATION: (v.rollout.health_timeout.millis / 1000).to_string() },
             },
             "spec": {
                 "selector": { "matchLabels": sel },
-                "updateStrategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": v.rollout.max_unavailable.value } },
+                "updateStrategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": int_or_percent(&v.rollout.max_unavailable.value) } },
                 "template": {
                     "metadata": { "labels": labels(AGENT, None, &[("app.kubernetes.io/version", &version_label)]) },
                     "spec": {

@@ -21,7 +21,9 @@ use sha2::{Digest, Sha256};
 use crate::repo::Repo;
 
 pub use grafana::folder_uid;
-pub use kubernetes::{GATEWAY_CONFIGMAP, MANAGED_BY, TENANT_LABEL, gateway_config};
+pub use kubernetes::{
+    GATEWAY_CONFIGMAP, HEALTH_TIMEOUT_ANNOTATION, MANAGED_BY, TENANT_LABEL, gateway_config,
+};
 
 /// Where a resource is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

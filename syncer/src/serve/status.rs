@@ -15,6 +15,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::apply::engine::{Outcome, Report};
+use crate::apply::rollout::{RolloutReport, RolloutState};
 use crate::diag::Diagnostic;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -31,6 +32,12 @@ struct RevisionLabel {
 struct TargetTenant {
     target: String,
     tenant: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkloadLabel {
+    namespace: String,
+    workload: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -72,6 +79,8 @@ struct Metrics {
     drifted: Family<TargetTenant, Gauge>,
     apply_errors: Family<TargetLabel, Counter>,
     leader: Gauge,
+    rollbacks: Family<WorkloadLabel, Counter>,
+    rollout_healthy: Family<WorkloadLabel, Gauge>,
 }
 
 fn sync_buckets() -> Histogram {
@@ -88,6 +97,8 @@ impl Default for Metrics {
             drifted: Family::default(),
             apply_errors: Family::default(),
             leader: Gauge::default(),
+            rollbacks: Family::default(),
+            rollout_healthy: Family::default(),
         }
     }
 }
@@ -104,6 +115,10 @@ pub struct Drifted {
     pub action: String,
     /// Fields that differ (path: live → desired).
     pub details: Vec<String>,
+    /// Why MOP leaves this difference alone (a rolled-back rollout whose failed
+    /// version the repository still pins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 /// Per target: the outcome of the last reconcile.
@@ -112,6 +127,8 @@ pub struct TargetStatus {
     pub applied: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Differences left alone on purpose (rolled-back workloads).
+    pub held: usize,
     pub live_objects: usize,
     /// Tenants whose changes failed, with the first error of each.
     pub tenant_errors: BTreeMap<String, String>,
@@ -141,6 +158,9 @@ pub struct Status {
     pub validation_errors: Vec<String>,
     pub targets: BTreeMap<String, TargetStatus>,
     pub drift: Vec<Drifted>,
+    /// The gateway and agent rollouts: pinned and running version, and whether the
+    /// pinned one is healthy, still rolling, or was rolled back.
+    pub rollouts: Vec<RolloutReport>,
 }
 
 /// Shared between the sync loop (writer) and the HTTP handlers (readers).
@@ -217,7 +237,10 @@ impl State {
             SyncResult::Partial
         };
         s.last_result = Some(result);
-        if !report.dry_run && report.converged() && s.applied_revision != report.revision {
+        // A revision whose only unapplied part is a rolled-back workload is applied
+        // as far as it will be: from now on it is drift-checked (the held rollout
+        // shows as drift), not re-applied.
+        if !report.dry_run && report.settled() && s.applied_revision != report.revision {
             if let Some(old) = &s.applied_revision {
                 self.metrics.applied_revision.remove(&RevisionLabel {
                     revision: old.clone(),
@@ -259,6 +282,7 @@ impl State {
                 match &c.outcome {
                     Outcome::Applied | Outcome::Planned => ts.applied += 1,
                     Outcome::Skipped(_) => ts.skipped += 1,
+                    Outcome::Held(_) => ts.held += 1,
                     Outcome::Failed(e) => {
                         ts.failed += 1;
                         let key = c
@@ -288,6 +312,33 @@ impl State {
         }
         if result != SyncResult::Success {
             s.last_error = first_error;
+        }
+        let rollouts: Vec<RolloutReport> = report
+            .targets
+            .iter()
+            .flat_map(|t| t.rollouts.iter().cloned())
+            .collect();
+        // A reconcile without the Kubernetes target knows nothing new about rollouts.
+        if report
+            .targets
+            .iter()
+            .any(|t| t.target == crate::render::Target::Kubernetes)
+        {
+            self.metrics.rollout_healthy.clear();
+            for r in &rollouts {
+                let l = WorkloadLabel {
+                    namespace: r.namespace.clone(),
+                    workload: r.workload.clone(),
+                };
+                self.metrics
+                    .rollout_healthy
+                    .get_or_create(&l)
+                    .set(i64::from(r.state == RolloutState::Healthy));
+                if r.rolled_back {
+                    self.metrics.rollbacks.get_or_create(&l).inc();
+                }
+            }
+            s.rollouts = rollouts;
         }
         self.count(result, took);
     }
@@ -353,6 +404,16 @@ impl State {
             m.apply_errors.clone(),
         );
         r.register(
+            "rollback",
+            "Rollouts of a workload that failed and were rolled back to the last healthy version",
+            m.rollbacks.clone(),
+        );
+        r.register(
+            "rollout_healthy",
+            "1 when the workload runs the pinned version and is healthy, 0 when it is rolling, failed or rolled back",
+            m.rollout_healthy.clone(),
+        );
+        r.register(
             "leader",
             "1 when this replica holds the lease and applies",
             m.leader.clone(),
@@ -388,6 +449,10 @@ pub fn drift_of(report: &Report) -> Vec<Drifted> {
                     )
                 })
                 .collect(),
+            held: match &c.outcome {
+                Outcome::Held(why) => Some(why.clone()),
+                _ => None,
+            },
         })
         .collect()
 }

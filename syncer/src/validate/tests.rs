@@ -358,6 +358,18 @@ fn floating_version_pins() {
             "\"1.2\"",
             "`1.2` is not an exact version: a partial version or range picks up whatever is newest",
         ),
+        (
+            "\"^1.2.3\"",
+            "`^1.2.3` is not an exact version: a partial version or range picks up whatever is newest",
+        ),
+        (
+            "\">=1.2.3\"",
+            "`>=1.2.3` is not an exact version: a partial version or range picks up whatever is newest",
+        ),
+        (
+            "\"1.2.x\"",
+            "`1.2.x` is not an exact version: a partial version or range picks up whatever is newest",
+        ),
     ] {
         let d = errors_with(
             "versions.yaml",
@@ -370,6 +382,34 @@ fn floating_version_pins() {
             ),
         );
     }
+}
+
+#[test]
+fn rollout_settings_that_cannot_roll_are_refused() {
+    let d = errors_with(
+        "versions.yaml",
+        &(VERSIONS.replace(
+            "  version: 1.2.3\ngateway:",
+            "  version: 1.2.3\n  rollout:\n    max_unavailable: \"0\"\n    health_timeout: 0s\ngateway:",
+        ) + "  rollout:\n    max_surge: \"0%\"\n"),
+    );
+    assert_has(
+        &d,
+        "versions.yaml:5:22: error: agent.rollout.max_unavailable \"0\" is not a count or a percentage\n  hint: write a number of nodes (\"1\") or a share (\"10%\"); 0 would block the rollout",
+    );
+    assert_has(
+        &d,
+        "versions.yaml:11:16: error: gateway.rollout.max_surge \"0%\" is not a count or a percentage\n  hint: the gateway rolls with maxUnavailable 0, so it needs at least one extra pod (\"1\" or \"25%\") to make progress",
+    );
+    assert_has(
+        &d,
+        "versions.yaml: error: agent.rollout.health_timeout must be at least 1s\n  hint: a rollout needs time to start pods; 5m suits most clusters",
+    );
+    assert!(
+        !d.iter()
+            .any(|x| x.to_string().contains("gateway.rollout.health_timeout")),
+        "{d:?}"
+    );
 }
 
 #[test]
