@@ -357,6 +357,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             targets,
             format,
         } => {
+            // Without a terminal the progress goes to structured logs, so stdout
+            // keeps only the summary (or the plan) for scripts to read.
+            init_logging(!std::io::stderr().is_terminal());
             let Some((repo, desired)) = valid_desired(&path, rev.as_deref())? else {
                 return Ok(ExitCode::from(1));
             };
@@ -392,6 +395,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             targets,
             format,
         } => {
+            init_logging(!std::io::stderr().is_terminal());
             let Some((repo, desired)) = valid_desired(&path, rev.as_deref())? else {
                 return Ok(ExitCode::from(1));
             };
