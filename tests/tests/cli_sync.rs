@@ -413,3 +413,43 @@ async fn unreachable_grafana_does_not_block_the_other_targets() {
     // Nothing reached the real fake, of course.
     assert!(f.grafana.recorder().requests().is_empty());
 }
+
+/// Regression: a sync of some targets only (`--only grafana --only kubernetes`)
+/// that converged rewrote the tenant inventory without the removed tenant, so the
+/// next full sync no longer found (and never pruned) its rule groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_sync_keeps_removed_tenants_in_the_inventory() {
+    let f = synced().await;
+    let repo = f.repo.to_str().unwrap();
+    let groups = |t: &str| f.ruler.group_count(Api::Mimir, t) + f.ruler.group_count(Api::Loki, t);
+    assert!(groups("catalog") > 0);
+    std::fs::remove_dir_all(f.repo.join("tenants/catalog")).unwrap();
+
+    let r = f
+        .run(&[
+            "sync",
+            "--only",
+            "grafana",
+            "--only",
+            "kubernetes",
+            "--allow-mass-prune",
+            repo,
+        ])
+        .await;
+    r.expect(0);
+    assert!(f.grafana.org_id("Catalog").is_none(), "Catalog org pruned");
+    assert!(groups("catalog") > 0, "the rulers were not selected");
+
+    f.run(&["sync", "--allow-mass-prune", repo]).await.expect(0);
+    assert_eq!(
+        groups("catalog"),
+        0,
+        "catalog's rule groups pruned by the full sync"
+    );
+    let inventory = f
+        .kube
+        .get("v1", "ConfigMap", Some("mop-system"), "mop-inventory")
+        .unwrap();
+    let tenants = inventory["data"]["tenants.json"].as_str().unwrap();
+    assert!(!tenants.contains("\"catalog\""), "{tenants}");
+}

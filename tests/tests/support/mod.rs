@@ -323,3 +323,97 @@ pub fn dashboard_title(g: &FakeGrafana, org: &str, uid: &str) -> Option<String> 
     let d = g.dashboard(org, uid)?;
     d.model["title"].as_str().map(str::to_string)
 }
+
+/// The config repository committed and served read-only by a real `git daemon`.
+pub struct GitServer {
+    /// `git://127.0.0.1:<port>/config.git`
+    pub url: String,
+    _daemon: Proc,
+}
+
+impl GitServer {
+    /// Commits `repo` as it is (branch `main`) and serves a bare clone of it;
+    /// `repo` gets it as `origin`, so [`commit_and_push`] publishes changes.
+    pub async fn serve(repo: &Path, root: &Path) -> Self {
+        git(repo, &["init", "-q", "-b", "main"]);
+        git(repo, &["add", "-A"]);
+        git(repo, &["commit", "-qm", "initial"]);
+        let served = root.join("served");
+        std::fs::create_dir_all(&served).unwrap();
+        git(
+            &served,
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                repo.to_str().unwrap(),
+                "config.git",
+            ],
+        );
+        git(
+            repo,
+            &[
+                "remote",
+                "add",
+                "origin",
+                served.join("config.git").to_str().unwrap(),
+            ],
+        );
+        let port = free_port();
+        let daemon = Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={}", served.display()),
+                served.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_port(port).await;
+        Self {
+            url: format!("git://127.0.0.1:{port}/config.git"),
+            _daemon: Proc(daemon),
+        }
+    }
+}
+
+/// Commits everything in `repo` and pushes it to the served repository.
+pub fn commit_and_push(repo: &Path, msg: &str) -> String {
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-qm", msg]);
+    git(repo, &["push", "-q", "origin", "main"]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+/// Posts a GitHub push event for `repo`'s HEAD to `base/webhook`, signed with
+/// `secret`; returns the status code.
+pub async fn push_hook(http: &reqwest::Client, base: &str, repo: &Path, secret: &str) -> u16 {
+    use hmac::{Hmac, Mac};
+    let head = git(repo, &["rev-parse", "HEAD"]);
+    let body = serde_json::json!({
+        "ref": "refs/heads/main",
+        "before": "0000000000000000000000000000000000000000",
+        "after": head,
+        "repository": { "full_name": "platform/observability-config" },
+    })
+    .to_string();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    http.post(format!("{base}/webhook"))
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
+        .header("X-Hub-Signature-256", sig)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}

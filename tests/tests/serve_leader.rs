@@ -1,0 +1,250 @@
+//! Two replicas of `mop serve --leader-election` (the real binary) on one git
+//! repository served by `git daemon`, with the Grafana, ruler and Kubernetes
+//! fakes: only the Lease holder applies; SIGTERM hands the Lease over at once.
+//!
+//! Needs the `mop` binary built next to this test (`cargo build -p mop-syncer`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{
+    Fakes, GitServer, Proc, commit_and_push, dashboard_title, edit_file, free_port, get, push_hook,
+    wait_for,
+};
+
+const NS: &str = "mop-system";
+const LEASE: &str = "mop-syncer";
+const SECRET: &str = "webhook-secret-for-tests";
+const RED: &str = "tenants/checkout/dashboards/services/red.json";
+
+struct Replica {
+    name: &'static str,
+    base: String,
+    proc: Proc,
+}
+
+fn start_replica(f: &Fakes, git: &GitServer, secret: &Path, name: &'static str) -> Replica {
+    let port = free_port();
+    let child = Command::new(support::mop_bin())
+        .args([
+            "serve",
+            "--git-url",
+            &git.url,
+            "--branch",
+            "main",
+            "--mirror-dir",
+            f.tmp
+                .path()
+                .join(format!("mirror-{name}"))
+                .to_str()
+                .unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--webhook-secret-file",
+            secret.to_str().unwrap(),
+            // Only webhooks and leadership changes trigger syncs during the test.
+            "--interval",
+            "1h",
+            "--leader-election",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", f.tmp.path())
+        .env("KUBECONFIG", &f.kubeconfig)
+        .env("POD_NAME", name)
+        .env("POD_NAMESPACE", NS)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    Replica {
+        name,
+        base: format!("http://127.0.0.1:{port}"),
+        proc: Proc(child),
+    }
+}
+
+fn holder(f: &Fakes) -> Option<String> {
+    let lease = f
+        .kube
+        .get("coordination.k8s.io/v1", "Lease", Some(NS), LEASE)?;
+    lease["spec"]["holderIdentity"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+}
+
+/// Writes to the fakes other than the Lease (which the leader renews).
+fn writes(f: &Fakes) -> (u64, u64, usize) {
+    (
+        f.grafana.recorder().writes(),
+        f.ruler.recorder().writes(),
+        f.kube
+            .write_requests()
+            .iter()
+            .filter(|r| !r.path.contains("/leases"))
+            .count(),
+    )
+}
+
+/// The holder written by each Lease write, in order (`None`: released).
+fn lease_writes(f: &Fakes) -> Vec<Option<String>> {
+    f.kube
+        .write_requests()
+        .iter()
+        .filter(|r| r.path.contains("/leases") && r.status < 300)
+        .map(|r| {
+            r.body.as_ref().and_then(|b| {
+                b["spec"]["holderIdentity"]
+                    .as_str()
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_string)
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_applies_and_sigterm_hands_over() {
+    let f = Fakes::start().await;
+    // The replicas' own namespace exists before they run, as in a cluster; the
+    // Lease lives there (the API refuses objects in a missing namespace).
+    f.kube
+        .put(
+            "test",
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
+        )
+        .unwrap();
+    let git = GitServer::serve(&f.repo, f.tmp.path()).await;
+    let secret = f.tmp.path().join("webhook-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let http = reqwest::Client::new();
+
+    let mut a = start_replica(&f, &git, &secret, "mop-a");
+    let mut b = start_replica(&f, &git, &secret, "mop-b");
+
+    // Exactly one leads, and it applies the repository.
+    wait_for("a leader's first sync", Duration::from_secs(20), || async {
+        get(&http, &a.base, "/readyz").await.0 == 200
+            || get(&http, &b.base, "/readyz").await.0 == 200
+    })
+    .await;
+    let lead = holder(&f).expect("the Lease has a holder");
+    let (leader, follower) = if lead == a.name {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    assert_eq!(lead, leader.name);
+    let st = get(&http, &leader.base, "/status").await.1;
+    assert_eq!(st["leader"], true, "{st:#}");
+    assert_eq!(st["last_result"], "success", "{st:#}");
+    let fst = get(&http, &follower.base, "/status").await.1;
+    assert_eq!(fst["leader"], false, "{fst:#}");
+    assert_eq!(
+        fst["last_attempt_unix"],
+        Value::Null,
+        "the follower never syncs: {fst:#}"
+    );
+    assert_eq!(
+        dashboard_title(&f.grafana, "Checkout", "checkout-red").as_deref(),
+        Some("Checkout / HTTP RED")
+    );
+    assert!(
+        f.kube
+            .get("v1", "ConfigMap", Some(NS), "mop-gateway-routing")
+            .is_some()
+    );
+
+    // A push announced to the follower is not applied by it.
+    let before = writes(&f);
+    edit_file(
+        &f.repo.join(RED),
+        "\"Checkout / HTTP RED\"",
+        "\"Checkout / HTTP RED v2\"",
+    );
+    let v2 = commit_and_push(&f.repo, "checkout: RED v2");
+    assert_eq!(push_hook(&http, &follower.base, &f.repo, SECRET).await, 202);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(writes(&f), before, "the follower wrote");
+    assert_eq!(
+        dashboard_title(&f.grafana, "Checkout", "checkout-red").as_deref(),
+        Some("Checkout / HTTP RED")
+    );
+    let fst = get(&http, &follower.base, "/status").await.1;
+    assert_eq!(fst["leader"], false, "{fst:#}");
+    assert_eq!(fst["last_attempt_unix"], Value::Null, "{fst:#}");
+    assert!(
+        lease_writes(&f)
+            .iter()
+            .all(|h| h.as_deref() == Some(leader.name)),
+        "only the leader wrote the Lease: {:?}",
+        lease_writes(&f)
+    );
+
+    // SIGTERM: the leader exits cleanly and releases the Lease.
+    let status = leader.proc.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "the leader exited with {status}");
+    let released = lease_writes(&f);
+    let release_at = released
+        .iter()
+        .position(Option::is_none)
+        .unwrap_or_else(|| panic!("no release of the Lease: {released:?}"));
+    assert!(
+        released[..release_at]
+            .iter()
+            .all(|h| h.as_deref() == Some(leader.name)),
+        "{released:?}"
+    );
+
+    // The other replica takes over (at its next try, not after the Lease's
+    // expiry) and applies the commit it was told about as a follower.
+    let took = wait_for(
+        "the follower to take over and apply",
+        Duration::from_secs(12),
+        || async {
+            let st = get(&http, &follower.base, "/status").await.1;
+            st["leader"] == true && st["applied_revision"] == v2.as_str()
+        },
+    )
+    .await;
+    eprintln!("release → new leader applied: {took:?}");
+    assert_eq!(holder(&f).as_deref(), Some(follower.name));
+    assert_eq!(
+        dashboard_title(&f.grafana, "Checkout", "checkout-red").as_deref(),
+        Some("Checkout / HTTP RED v2")
+    );
+
+    // The new leader applies pushes announced to it.
+    edit_file(
+        &f.repo.join(RED),
+        "\"Checkout / HTTP RED v2\"",
+        "\"Checkout / HTTP RED v3\"",
+    );
+    let v3 = commit_and_push(&f.repo, "checkout: RED v3");
+    assert_eq!(push_hook(&http, &follower.base, &f.repo, SECRET).await, 202);
+    wait_for(
+        "the new leader to apply the push",
+        Duration::from_secs(5),
+        || async {
+            get(&http, &follower.base, "/status").await.1["applied_revision"] == v3.as_str()
+        },
+    )
+    .await;
+    assert_eq!(
+        dashboard_title(&f.grafana, "Checkout", "checkout-red").as_deref(),
+        Some("Checkout / HTTP RED v3")
+    );
+
+    let status = follower.proc.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "the new leader exited with {status}");
+    assert_eq!(holder(&f), None, "the last leader released the Lease too");
+}
