@@ -248,3 +248,99 @@ async fn only_the_leader_applies_and_sigterm_hands_over() {
     assert!(status.success(), "the new leader exited with {status}");
     assert_eq!(holder(&f), None, "the last leader released the Lease too");
 }
+
+/// Forwards TCP connections to `upstream`, holding every chunk of the answers
+/// for `delay`: a slow server, so that a sync takes a while.
+async fn slow_proxy(upstream: String, delay: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut cr, &mut sw).await;
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    tokio::time::sleep(delay).await;
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Regression: a leader that lost the Lease in the middle of a long sync went on
+/// applying to the end of it (and `/status` still said `leader: true`), while
+/// another replica could already have taken over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_the_lease_mid_sync_stops_applying() {
+    let f = Fakes::start().await;
+    f.kube
+        .put(
+            "test",
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
+        )
+        .unwrap();
+    // Every answer of Grafana takes 400 ms: the first sync (some 60 requests)
+    // lasts far longer than the 10 s renew deadline.
+    let slow = slow_proxy(
+        f.grafana.url().trim_start_matches("http://").to_string(),
+        Duration::from_millis(400),
+    )
+    .await;
+    edit_file(&f.repo.join("mop.yaml"), &f.grafana.url(), &slow);
+    let git = GitServer::serve(&f.repo, f.tmp.path()).await;
+    let secret = f.tmp.path().join("webhook-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let http = reqwest::Client::new();
+    let a = start_replica(&f, &git, &secret, "mop-a");
+
+    wait_for(
+        "the leader to start applying",
+        Duration::from_secs(15),
+        || async { f.grafana.recorder().writes() > 0 },
+    )
+    .await;
+    assert_eq!(holder(&f).as_deref(), Some("mop-a"));
+    assert_eq!(get(&http, &a.base, "/status").await.1["leader"], true);
+
+    // The API server stops accepting this replica: it cannot renew, and steps
+    // down after its renew deadline (10 s).
+    f.kube.set_token(Some("not-the-replicas-token"));
+    let t0 = std::time::Instant::now();
+    wait_for(
+        "the leader to step down",
+        Duration::from_secs(14),
+        || async { get(&http, &a.base, "/status").await.1["leader"] == false },
+    )
+    .await;
+    eprintln!("stepped down {:?} after the API refused it", t0.elapsed());
+    let writes = f.grafana.recorder().writes();
+    let requests = f.grafana.recorder().requests().len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        f.grafana.recorder().writes(),
+        writes,
+        "a replica that is no longer leader went on applying"
+    );
+    assert_eq!(f.grafana.recorder().requests().len(), requests);
+    assert_eq!(
+        dashboard_title(&f.grafana, "Checkout", "checkout-red"),
+        None,
+        "the sync was abandoned before the dashboards"
+    );
+}
