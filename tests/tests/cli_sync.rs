@@ -172,10 +172,30 @@ async fn dry_run_prints_the_plan_and_writes_nothing() {
         .find(|l| l.starts_with("Plan: "))
         .unwrap_or_else(|| panic!("no `Plan:` summary:\n{}", r.stdout));
     assert!(plan_line.contains("1 to update"), "{plan_line}");
+    // The same plan for scripts: JSON on stdout, nothing else.
+    let r = f
+        .run(&["sync", "--dry-run", "--format", "json", repo])
+        .await;
+    r.expect(2);
+    let doc: Value = serde_json::from_str(&r.stdout).expect("--format json is JSON");
+    let changes = doc["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{doc:#}");
+    assert!(changes[0].to_string().contains("checkout-red"), "{doc:#}");
     assert_eq!(f.writes(), before, "a dry run wrote");
     assert_eq!(
         dashboard_title(&f.grafana, "Checkout", "checkout-red").as_deref(),
         Some("Checkout / HTTP RED")
+    );
+
+    // And a real sync's report as JSON.
+    let r = f.run(&["sync", "--format", "json", repo]).await;
+    r.expect(0);
+    let doc: Value = serde_json::from_str(&r.stdout).expect("--format json is JSON");
+    assert_eq!(doc["dry_run"], false, "{doc:#}");
+    assert!(doc.to_string().contains("checkout-red"), "{doc:#}");
+    assert_eq!(
+        dashboard_title(&f.grafana, "Checkout", "checkout-red").as_deref(),
+        Some("Checkout / HTTP RED v2")
     );
 }
 
@@ -412,6 +432,15 @@ async fn unreachable_grafana_does_not_block_the_other_targets() {
     }
     // Nothing reached the real fake, of course.
     assert!(f.grafana.recorder().requests().is_empty());
+
+    // Drift cannot be judged for what cannot be read: exit 1, and said so.
+    let r = f.run(&["drift", repo]).await;
+    r.expect(1);
+    assert!(
+        r.stdout.lines().any(|l| l.starts_with("cannot read grafana")),
+        "{}",
+        r.stdout
+    );
 }
 
 /// Regression: a sync of some targets only (`--only grafana --only kubernetes`)
