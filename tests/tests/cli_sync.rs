@@ -437,7 +437,9 @@ async fn unreachable_grafana_does_not_block_the_other_targets() {
     let r = f.run(&["drift", repo]).await;
     r.expect(1);
     assert!(
-        r.stdout.lines().any(|l| l.starts_with("cannot read grafana")),
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("cannot read grafana")),
         "{}",
         r.stdout
     );
@@ -481,4 +483,24 @@ async fn partial_sync_keeps_removed_tenants_in_the_inventory() {
         .unwrap();
     let tenants = inventory["data"]["tenants.json"].as_str().unwrap();
     assert!(!tenants.contains("\"catalog\""), "{tenants}");
+}
+
+/// A sync of some targets records the tenants it applied: their objects must be
+/// found when the repository later drops them, whatever synced them first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_sync_records_the_tenants_it_applied() {
+    let f = Fakes::start().await;
+    let repo = f.repo.to_str().unwrap();
+    f.run(&["sync", "--only", "grafana", "--only", "kubernetes", repo])
+        .await
+        .expect(0);
+    assert!(f.grafana.org_id("Catalog").is_some());
+    std::fs::remove_dir_all(f.repo.join("tenants/catalog")).unwrap();
+
+    f.run(&["sync", "--allow-mass-prune", repo]).await.expect(0);
+    assert!(
+        f.grafana.org_id("Catalog").is_none(),
+        "the org of the removed tenant is found through the inventory and pruned"
+    );
+    assert!(f.grafana.org_id("Checkout").is_some());
 }
