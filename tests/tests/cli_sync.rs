@@ -504,3 +504,28 @@ async fn partial_sync_records_the_tenants_it_applied() {
     );
     assert!(f.grafana.org_id("Checkout").is_some());
 }
+
+/// Regression: an error (here: no cluster to reach) made `mop drift` and
+/// `mop sync --dry-run` exit 2, which they use for "drifted" and "changes", so a
+/// CI job read a broken run as a pending change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_of_drift_and_dry_run_are_not_reported_as_changes() {
+    let f = Fakes::start().await;
+    let repo = f.repo.to_str().unwrap();
+    for args in [
+        &["drift", repo][..],
+        &["drift", "--format", "json", repo][..],
+        &["sync", "--dry-run", repo][..],
+    ] {
+        let mut cmd = f.mop(args);
+        cmd.env_remove("KUBECONFIG");
+        let r = support::Run::of(cmd.output().await.unwrap(), args);
+        r.expect(1);
+        assert!(r.stderr.contains("cannot reach Kubernetes"), "{}", r.stderr);
+    }
+    let missing = f.tmp.path().join("no-such-repo");
+    let r = f.run(&["drift", missing.to_str().unwrap()]).await;
+    r.expect(1);
+    assert!(f.grafana.recorder().requests().is_empty());
+    assert!(f.kube.requests().is_empty());
+}
