@@ -208,9 +208,13 @@ enum PlanFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `plan` exits 2 for "changes" (like `terraform plan -detailed-exitcode`), so its
-    // errors exit 1; the other commands exit 2 on usage or I/O errors.
-    let error_code = if matches!(cli.command, Command::Plan { .. }) {
+    // `plan`, `drift` and `sync --dry-run` exit 2 for "changes" (like `terraform
+    // plan -detailed-exitcode`), so their errors exit 1; the other commands exit 2
+    // on usage or I/O errors.
+    let error_code = if matches!(
+        cli.command,
+        Command::Plan { .. } | Command::Drift { .. } | Command::Sync { dry_run: true, .. }
+    ) {
         1
     } else {
         2

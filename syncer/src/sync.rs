@@ -135,7 +135,25 @@ pub async fn reconcile(
         .with_previous(previous);
     let report = engine::reconcile(desired, &scope, &appliers, opts, progress).await;
     if let (Some(k), false, true) = (&conn.kube, opts.dry_run, report.settled()) {
-        let now: Vec<TenantRef> = Scope::of(repo).tenants.into_values().collect();
+        let mut now: Vec<TenantRef> = Scope::of(repo).tenants.into_values().collect();
+        // A removed tenant leaves the inventory only once every target is rid of
+        // it: after a sync of some targets (`--only`), the others may still hold
+        // its objects, and without the inventory nothing would find them again.
+        let every_target = [
+            Target::Grafana,
+            Target::MimirRuler,
+            Target::LokiRuler,
+            Target::Kubernetes,
+        ]
+        .into_iter()
+        .all(|t| conn.selected(t));
+        if !every_target {
+            for t in &recorded {
+                if !now.iter().any(|n| n.key == t.key) {
+                    now.push(t.clone());
+                }
+            }
+        }
         if let Err(e) = inventory::save(k, ns, &recorded, &now).await {
             tracing::warn!(error = %e, "cannot record the tenant inventory");
         }

@@ -141,7 +141,24 @@ pub async fn run(
         }
         // A trigger that arrives during this sync stays in the one-slot channel and
         // causes one more sync: this one may have read the source before the push.
-        sync_once(&cfg, &state, &mut good).await;
+        //
+        // Leadership lost mid-sync (the Lease could not be renewed) abandons the
+        // sync at once: another replica may take over when the Lease expires, and
+        // two appliers must never run together. Stopping between requests is safe;
+        // the next leader re-plans from live state.
+        let lost = async {
+            if leader.wait_for(|l| !*l).await.is_err() {
+                // No elector (or it is gone): leadership cannot be lost.
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = sync_once(&cfg, &state, &mut good) => {}
+            () = lost => {
+                tracing::warn!("lost leadership during a sync; abandoning it");
+                state.set_leader(false, cfg.leader_election);
+            }
+        }
     }
 }
 

@@ -1,0 +1,419 @@
+//! What the tests that run the real `mop` binary share: the three fakes, a copy
+//! of `repo-template` pointed at them, a kubeconfig for the Kubernetes fake, and
+//! helpers to run `mop` and wait for `mop serve`.
+//!
+//! The `mop` binary must be built next to the test executable
+//! (`cargo build -p mop-syncer` first, as for `serve_e2e.rs`).
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use mop_fakes::grafana::FakeGrafana;
+use mop_fakes::ruler::{FakeRuler, RulerApis};
+use mop_kube_fake::FakeKube;
+use serde_json::Value;
+
+pub const ADMIN: &str = "mop-admin";
+pub const PASSWORD: &str = "s3cret";
+
+pub fn mop_bin() -> PathBuf {
+    // A target directory shared by several work trees holds whichever `mop` was
+    // built last; MOP_BIN pins the one under test.
+    if let Some(bin) = std::env::var_os("MOP_BIN") {
+        return PathBuf::from(bin);
+    }
+    // target/<profile>/deps/<test> → target/<profile>/mop
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("mop");
+    assert!(
+        bin.is_file(),
+        "{} not built: run `cargo build -p mop-syncer` first",
+        bin.display()
+    );
+    bin
+}
+
+pub fn template() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../repo-template")
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+/// Replaces `from` by `to` in a file, asserting the file had `from`.
+pub fn edit_file(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        text.contains(from),
+        "{} has no {from:?} to replace",
+        path.display()
+    );
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// Kills the child on drop, so a failing test leaves no process behind.
+pub struct Proc(pub Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Sends SIGTERM and waits (up to `limit`) for the exit status.
+    pub async fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.0.try_wait().unwrap() {
+                return st;
+            }
+            assert!(t0.elapsed() < limit, "no exit {limit:?} after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The fakes and a config repository (a copy of `repo-template`) pointed at them.
+pub struct Fakes {
+    pub tmp: tempfile::TempDir,
+    /// The config repository.
+    pub repo: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub grafana: FakeGrafana,
+    pub ruler: FakeRuler,
+    pub kube: FakeKube,
+}
+
+/// Users that Grafana knows (they come from its login, never from the syncer).
+fn users_of_template() -> Vec<String> {
+    let mut users = Vec::new();
+    for t in std::fs::read_dir(template().join("tenants")).unwrap() {
+        let text = std::fs::read_to_string(t.unwrap().path().join("tenant.yaml")).unwrap();
+        for w in text.split(|c: char| c.is_whitespace() || ",{}[]".contains(c)) {
+            if w.contains('@') && !users.iter().any(|u| u == w) {
+                users.push(w.to_string());
+            }
+        }
+    }
+    users
+}
+
+impl Fakes {
+    pub async fn start() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let grafana = FakeGrafana::start(ADMIN, PASSWORD).await.unwrap();
+        let users = users_of_template();
+        assert!(!users.is_empty());
+        for u in &users {
+            grafana.add_user(u, u);
+        }
+        let ruler = FakeRuler::start(RulerApis::ALL).await.unwrap();
+        let kube = FakeKube::start().await.unwrap();
+
+        let password = tmp.path().join("grafana-password");
+        std::fs::write(&password, format!("{PASSWORD}\n")).unwrap();
+        let kubeconfig = tmp.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
+                kube.url()
+            ),
+        )
+        .unwrap();
+
+        let repo = tmp.path().join("repo");
+        copy_dir(&template(), &repo);
+        let mop_yaml = std::fs::read_to_string(repo.join("mop.yaml")).unwrap();
+        let mop_yaml = mop_yaml
+            .replace("http://grafana.monitoring.svc:3000", &grafana.url())
+            .replace("http://mimir-nginx.monitoring.svc:80", &ruler.url())
+            .replace("http://loki-gateway.monitoring.svc:80", &ruler.url())
+            .replace(
+                "secret: { name: mop-grafana-admin, key: password }",
+                &format!("file: {}", password.display()),
+            );
+        assert!(mop_yaml.contains(&grafana.url()) && mop_yaml.contains("file: "));
+        std::fs::write(repo.join("mop.yaml"), mop_yaml).unwrap();
+        Self {
+            tmp,
+            repo,
+            kubeconfig,
+            grafana,
+            ruler,
+            kube,
+        }
+    }
+
+    /// Write requests received by (Grafana, the rulers, Kubernetes).
+    pub fn writes(&self) -> (u64, u64, usize) {
+        (
+            self.grafana.recorder().writes(),
+            self.ruler.recorder().writes(),
+            self.kube.write_requests().len(),
+        )
+    }
+
+    /// A `mop` command with the environment of a CI job: the fakes' kubeconfig,
+    /// no terminal, nothing from the developer's home.
+    pub fn mop(&self, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(mop_bin());
+        c.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.tmp.path())
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        c
+    }
+
+    /// Runs `mop args…` on the repository to completion.
+    pub async fn run(&self, args: &[&str]) -> Run {
+        Run::of(self.mop(args).output().await.unwrap(), args)
+    }
+}
+
+/// A finished `mop` run.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn of(o: Output, args: &[&str]) -> Self {
+        let r = Self {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        };
+        eprintln!(
+            "--- mop {} → {:?}\n--- stdout:\n{}--- stderr:\n{}",
+            args.join(" "),
+            r.code,
+            r.stdout,
+            r.stderr
+        );
+        r
+    }
+
+    /// Asserts the exit code, showing the output when it differs.
+    #[track_caller]
+    pub fn expect(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+pub async fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "port {port} never opened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn wait_for<F: std::future::Future<Output = bool>>(
+    what: &str,
+    limit: Duration,
+    mut cond: impl FnMut() -> F,
+) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if cond().await {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// GET `base + path`: the status code (0 when unreachable) and the body, as JSON
+/// when it parses, else as a string.
+pub async fn get(http: &reqwest::Client, base: &str, path: &str) -> (u16, Value) {
+    match http.get(format!("{base}{path}")).send().await {
+        Ok(r) => {
+            let code = r.status().as_u16();
+            let text = r.text().await.unwrap_or_default();
+            (
+                code,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+/// Sum of `mop_sync_total` over results, from the Prometheus text.
+pub fn sync_count(metrics: &Value) -> u64 {
+    let text = metrics.as_str().unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("mop_sync_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+pub fn dashboard_title(g: &FakeGrafana, org: &str, uid: &str) -> Option<String> {
+    let org = g.org_id(org)?;
+    let d = g.dashboard(org, uid)?;
+    d.model["title"].as_str().map(str::to_string)
+}
+
+/// The config repository committed and served read-only by a real `git daemon`.
+pub struct GitServer {
+    /// `git://127.0.0.1:<port>/config.git`
+    pub url: String,
+    _daemon: Proc,
+}
+
+impl GitServer {
+    /// Commits `repo` as it is (branch `main`) and serves a bare clone of it;
+    /// `repo` gets it as `origin`, so [`commit_and_push`] publishes changes.
+    pub async fn serve(repo: &Path, root: &Path) -> Self {
+        git(repo, &["init", "-q", "-b", "main"]);
+        git(repo, &["add", "-A"]);
+        git(repo, &["commit", "-qm", "initial"]);
+        let served = root.join("served");
+        std::fs::create_dir_all(&served).unwrap();
+        git(
+            &served,
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                repo.to_str().unwrap(),
+                "config.git",
+            ],
+        );
+        git(
+            repo,
+            &[
+                "remote",
+                "add",
+                "origin",
+                served.join("config.git").to_str().unwrap(),
+            ],
+        );
+        let port = free_port();
+        let daemon = Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={}", served.display()),
+                served.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_port(port).await;
+        Self {
+            url: format!("git://127.0.0.1:{port}/config.git"),
+            _daemon: Proc(daemon),
+        }
+    }
+}
+
+/// Commits everything in `repo` and pushes it to the served repository.
+pub fn commit_and_push(repo: &Path, msg: &str) -> String {
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-qm", msg]);
+    git(repo, &["push", "-q", "origin", "main"]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+/// Posts a GitHub push event for `repo`'s HEAD to `base/webhook`, signed with
+/// `secret`; returns the status code.
+pub async fn push_hook(http: &reqwest::Client, base: &str, repo: &Path, secret: &str) -> u16 {
+    use hmac::{Hmac, Mac};
+    let head = git(repo, &["rev-parse", "HEAD"]);
+    let body = serde_json::json!({
+        "ref": "refs/heads/main",
+        "before": "0000000000000000000000000000000000000000",
+        "after": head,
+        "repository": { "full_name": "platform/observability-config" },
+    })
+    .to_string();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    http.post(format!("{base}/webhook"))
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
+        .header("X-Hub-Signature-256", sig)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
