@@ -82,19 +82,6 @@ fn holder(f: &Fakes) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Writes to the fakes other than the Lease (which the leader renews).
-fn writes(f: &Fakes) -> (u64, u64, usize) {
-    (
-        f.grafana.recorder().writes(),
-        f.ruler.recorder().writes(),
-        f.kube
-            .write_requests()
-            .iter()
-            .filter(|r| !r.path.contains("/leases"))
-            .count(),
-    )
-}
-
 /// The holder written by each Lease write, in order (`None`: released).
 fn lease_writes(f: &Fakes) -> Vec<Option<String>> {
     f.kube
