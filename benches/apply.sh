@@ -27,11 +27,12 @@ run() {
   local name=$1
   KUBECONFIG=$work/kubeconfig /usr/bin/time -o "$work/$name.time" -f "%e %U %S %M" \
     "$mop" sync "$work/repo" >"$work/$name.out" 2>"$work/$name.err" || true
-  read -r wall user sys rss <"$work/$name.time"
+  # GNU time prefixes "Command exited with non-zero status N" when mop fails.
+  read -r wall user sys rss < <(tail -1 "$work/$name.time")
   printf '%-8s %6.2f s wall, %6.2f s user, %5.2f s sys, %4d MiB peak RSS; %s\n' \
     "$name" "$wall" "$user" "$sys" "$((rss / 1024))" "$(tail -1 "$work/$name.out")"
   echo "         fakes so far: $(counts)"
-  grep -E 'FAILED|cannot read' "$work/$name.out" | head -5 || true
+  grep -E 'FAILED|cannot read|!' "$work/$name.out" | head -5 || true
 }
 run apply
 run no-op

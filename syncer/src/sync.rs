@@ -126,12 +126,12 @@ pub async fn reconcile(
         // deleted wrongly; still, say so.
         Some(k) => inventory::load(k, ns).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot read the tenant inventory; objects of removed tenants may stay");
-            Vec::new()
+            inventory::Inventory::default()
         }),
-        None => Vec::new(),
+        None => inventory::Inventory::default(),
     };
     let scope = Scope::of(repo)
-        .with_previous(recorded.iter().cloned())
+        .with_previous(recorded.tenants.iter().cloned())
         .with_previous(previous);
     let report = engine::reconcile(desired, &scope, &appliers, opts, progress).await;
     if let (Some(k), false, true) = (&conn.kube, opts.dry_run, report.settled()) {
@@ -148,12 +148,21 @@ pub async fn reconcile(
         .into_iter()
         .all(|t| conn.selected(t));
         if !every_target {
-            for t in &recorded {
+            for t in &recorded.tenants {
                 if !now.iter().any(|n| n.key == t.key) {
                     now.push(t.clone());
                 }
             }
         }
+        let now = inventory::Inventory {
+            tenants: now,
+            // Only a sync of every target applied the revision.
+            revision: if every_target {
+                desired.revision.clone()
+            } else {
+                recorded.revision.clone()
+            },
+        };
         if let Err(e) = inventory::save(k, ns, &recorded, &now).await {
             tracing::warn!(error = %e, "cannot record the tenant inventory");
         }

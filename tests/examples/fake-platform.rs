@@ -44,6 +44,23 @@ async fn main() {
     }
     let ruler = FakeRuler::start(RulerApis::ALL).await.unwrap();
     let kube = FakeKube::start().await.unwrap();
+    // What a real cluster already has: MOP's own namespace (it is installed
+    // there) and the backends' (the LGTM stack runs there).
+    let p = &repo.platform;
+    let mut namespaces = std::collections::BTreeSet::from([p.namespace.clone()]);
+    for b in [&p.backends.mimir, &p.backends.loki, &p.backends.tempo]
+        .into_iter()
+        .chain(p.backends.pyroscope.as_ref())
+    {
+        namespaces.insert(b.overrides.namespace.clone());
+    }
+    for ns in namespaces {
+        kube.put(
+            "cluster-admin",
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .unwrap();
+    }
 
     let parent = dir.canonicalize().unwrap().parent().unwrap().to_path_buf();
     let password = parent.join("grafana-password");
@@ -56,7 +73,6 @@ async fn main() {
         ),
     )
     .unwrap();
-    let p = &repo.platform;
     let mop_yaml = std::fs::read_to_string(dir.join("mop.yaml")).unwrap();
     let mop_yaml = mop_yaml
         .replace(&p.grafana.url.value, &grafana.url())

@@ -87,6 +87,8 @@ struct Platform {
     kube: FakeKube,
     _daemon: Proc,
     mop: Option<Proc>,
+    mop_args: Vec<String>,
+    kubeconfig: PathBuf,
     base: String,
     http: reqwest::Client,
 }
@@ -186,29 +188,23 @@ impl Platform {
         wait_port(git_port).await;
 
         let http_port = free_port();
-        let mop = Command::new(mop_bin())
-            .args([
-                "serve",
-                "--git-url",
-                &format!("git://127.0.0.1:{git_port}/config.git"),
-                "--branch",
-                "main",
-                "--mirror-dir",
-                tmp.path().join("mirror").to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{http_port}"),
-                "--webhook-secret-file",
-                secret.to_str().unwrap(),
-                // Only the webhook triggers syncs during the test.
-                "--interval",
-                "1h",
-            ])
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let mop_args: Vec<String> = vec![
+            "serve".into(),
+            "--git-url".into(),
+            format!("git://127.0.0.1:{git_port}/config.git"),
+            "--branch".into(),
+            "main".into(),
+            "--mirror-dir".into(),
+            tmp.path().join("mirror").to_str().unwrap().into(),
+            "--listen".into(),
+            format!("127.0.0.1:{http_port}"),
+            "--webhook-secret-file".into(),
+            secret.to_str().unwrap().into(),
+            // Only the webhook triggers syncs during the test.
+            "--interval".into(),
+            "1h".into(),
+        ];
+        let mop = spawn_mop(&mop_args, &kubeconfig);
         Self {
             _tmp: tmp,
             work,
@@ -216,7 +212,9 @@ impl Platform {
             ruler,
             kube,
             _daemon: Proc(daemon),
-            mop: Some(Proc(mop)),
+            mop: Some(mop),
+            mop_args,
+            kubeconfig,
             base: format!("http://127.0.0.1:{http_port}"),
             http: reqwest::Client::new(),
         }
@@ -295,6 +293,37 @@ impl Platform {
             assert!(Instant::now() < deadline, "no sync after {before}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+fn spawn_mop(args: &[String], kubeconfig: &Path) -> Proc {
+    Proc(
+        Command::new(mop_bin())
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Stops a `mop serve` with SIGTERM and checks it exits 0.
+async fn terminate(mut mop: Proc) {
+    let pid = mop.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = mop.0.try_wait().unwrap() {
+            assert!(st.success(), "mop serve exited with {st}");
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -462,6 +491,31 @@ async fn git_push_to_applied_platform() {
         "{metrics}"
     );
 
+    // A restarted syncer knows the applied revision (recorded in the cluster) and
+    // keeps reporting the edit instead of re-applying the commit over it.
+    terminate(p.mop.take().unwrap()).await;
+    p.mop = Some(spawn_mop(&p.mop_args, &p.kubeconfig));
+    wait_for(
+        "the restarted syncer's first sync",
+        Duration::from_secs(30),
+        || async { p.get("/status").await.1["last_result"] == "success" },
+    )
+    .await;
+    let st = p.status().await;
+    assert!(
+        st["drift"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"] == "checkout-red"),
+        "{st:#}"
+    );
+    assert_eq!(
+        dashboard_title(&p.grafana, "Checkout", "checkout-red").as_deref(),
+        Some("edited by hand"),
+        "a restart does not revert drift under `report`"
+    );
+
     // 6. With drift: heal, the edit is reverted.
     let mop_yaml = std::fs::read_to_string(p.work.join("mop.yaml")).unwrap();
     std::fs::write(
@@ -519,21 +573,7 @@ async fn git_push_to_applied_platform() {
     );
 
     // Clean shutdown on SIGTERM.
-    let mut mop = p.mop.take().unwrap();
-    let pid = mop.0.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let t0 = Instant::now();
-    loop {
-        if let Some(st) = mop.0.try_wait().unwrap() {
-            assert!(st.success(), "mop serve exited with {st}");
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "no exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    terminate(p.mop.take().unwrap()).await;
 }
 
 /// The first rule file of a directory that has a `for: 10m`.

@@ -1,7 +1,9 @@
-//! The tenants MOP has applied, kept in the cluster so that the objects of a
-//! tenant the repository removes can still be found (Grafana orgs and ruler
-//! tenants carry no owner label) after a restart, or from `mop sync` on another
-//! machine.
+//! The tenants MOP has applied, and the revision it last applied everywhere,
+//! kept in the cluster so that the objects of a tenant the repository removes can
+//! still be found (Grafana orgs and ruler tenants carry no owner label) after a
+//! restart or from `mop sync` on another machine, and so that a restarted or newly
+//! elected syncer knows the applied revision: re-applying it would revert hand
+//! edits that the drift policy `report` promises to leave alone.
 //!
 //! A ConfigMap `mop-inventory` in MOP's namespace, written with its own field
 //! manager and without the `managed-by: mop` label (so the Kubernetes applier never
@@ -17,29 +19,44 @@ use super::TenantRef;
 
 pub const NAME: &str = "mop-inventory";
 const KEY: &str = "tenants.json";
+const KEY_REVISION: &str = "applied-revision";
+
+/// What the inventory records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    pub tenants: Vec<TenantRef>,
+    /// The revision last applied to every target; `None` after partial syncs only.
+    pub revision: Option<String>,
+}
 const FIELD_MANAGER: &str = "mop-inventory";
 
-/// The tenants recorded in the cluster; empty when there is no inventory yet.
-pub async fn load(client: &kube::Client, namespace: &str) -> Result<Vec<TenantRef>, String> {
+/// What the cluster records; empty when there is no inventory yet.
+pub async fn load(client: &kube::Client, namespace: &str) -> Result<Inventory, String> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let cm = api
         .get_opt(NAME)
         .await
         .map_err(|e| format!("cannot read ConfigMap {namespace}/{NAME}: {e}"))?;
-    let Some(text) = cm.and_then(|c| c.data).and_then(|mut d| d.remove(KEY)) else {
-        return Ok(Vec::new());
+    let mut data = cm.and_then(|c| c.data).unwrap_or_default();
+    let revision = data.remove(KEY_REVISION).filter(|r| !r.is_empty());
+    let Some(text) = data.remove(KEY) else {
+        return Ok(Inventory {
+            tenants: Vec::new(),
+            revision,
+        });
     };
     let map: BTreeMap<String, Entry> = serde_json::from_str(&text).map_err(|e| {
         format!("ConfigMap {namespace}/{NAME} key {KEY} is not MOP's inventory: {e}")
     })?;
-    Ok(map
+    let tenants = map
         .into_iter()
         .map(|(key, e)| TenantRef {
             key,
             id: e.id,
             org: e.org,
         })
-        .collect())
+        .collect();
+    Ok(Inventory { tenants, revision })
 }
 
 #[derive(serde::Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -64,16 +81,16 @@ fn encode<'a>(tenants: impl IntoIterator<Item = &'a TenantRef>) -> String {
     serde_json::to_string_pretty(&map).unwrap_or_default()
 }
 
-/// Records `tenants` as the applied ones, unless the inventory already says so
-/// (an unchanged repository writes nothing).
+/// Records `now`, unless the inventory already says so (an unchanged repository
+/// writes nothing).
 pub async fn save(
     client: &kube::Client,
     namespace: &str,
-    previous: &[TenantRef],
-    tenants: &[TenantRef],
+    previous: &Inventory,
+    now: &Inventory,
 ) -> Result<bool, String> {
-    let text = encode(tenants);
-    if encode(previous) == text {
+    let text = encode(&now.tenants);
+    if encode(&previous.tenants) == text && previous.revision == now.revision {
         return Ok(false);
     }
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
@@ -85,7 +102,7 @@ pub async fn save(
             "namespace": namespace,
             "labels": { "app.kubernetes.io/part-of": "mop" },
         },
-        "data": { KEY: text },
+        "data": { KEY: text, KEY_REVISION: now.revision.clone().unwrap_or_default() },
     });
     api.patch(
         NAME,

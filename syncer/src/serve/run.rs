@@ -223,6 +223,23 @@ async fn sync_once(cfg: &LoopConfig, state: &State, good: &mut Option<Good>) {
     let Some(g) = target else {
         return;
     };
+    let mut applied = applied;
+    if applied.is_none() {
+        // A restarted or newly elected syncer: the cluster records what was
+        // applied. Re-applying it would revert hand edits under `drift: report`.
+        if let Some(k) = &cfg.connections.kube {
+            match crate::apply::inventory::load(k, &g.repo.platform.namespace).await {
+                Ok(inv) => {
+                    if let Some(r) = inv.revision {
+                        tracing::info!(revision = %r, "the cluster records this revision as applied");
+                        state.set_applied(&r);
+                        applied = Some(r);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the applied revision"),
+            }
+        }
+    }
     let heal = g.repo.platform.sync.drift == DriftPolicy::Heal;
     let is_new = applied.as_deref() != Some(g.revision.as_str());
     let dry_run = !is_new && !heal;

@@ -195,6 +195,22 @@ impl State {
         self.metrics.leader.set(i64::from(leader));
     }
 
+    /// Takes `revision` as applied (recorded in the cluster by an earlier run).
+    pub fn set_applied(&self, revision: &str) {
+        let mut s = self.lock();
+        if let Some(old) = s.applied_revision.replace(revision.to_string()) {
+            self.metrics
+                .applied_revision
+                .remove(&RevisionLabel { revision: old });
+        }
+        self.metrics
+            .applied_revision
+            .get_or_create(&RevisionLabel {
+                revision: revision.to_string(),
+            })
+            .set(1);
+    }
+
     pub fn source_error(&self, error: &str, took: Duration) {
         let mut s = self.lock();
         s.last_attempt_unix = Some(now_unix());
