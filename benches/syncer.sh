@@ -25,10 +25,10 @@ measure() {
   local name=$1; shift
   local walls=()
   for i in $(seq "$runs"); do
-    local line
     # `mop plan` exits 2 when there are changes; that is the expected outcome here.
-    line=$( { /usr/bin/time -f "%e %U %S %M" "$@" >/dev/null; } 2>&1 | tail -1 )
-    read -r wall user sys rss <<<"$line"
+    /usr/bin/time -o /tmp/mop-bench.time -f "%e %U %S %M" "$@" >/dev/null || true
+    # GNU time prefixes "Command exited with non-zero status N" then.
+    read -r wall user sys rss < <(tail -1 /tmp/mop-bench.time)
     printf '%-9s run %d: %5.2f s wall, %5.2f s user, %4.2f s sys, %4d MiB peak RSS\n' \
       "$name" "$i" "$wall" "$user" "$sys" "$((rss / 1024))"
     walls+=("$wall")
