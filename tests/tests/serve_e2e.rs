@@ -7,8 +7,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod support;
 
 use hmac::{Hmac, Mac};
 use mop_fakes::grafana::FakeGrafana;
@@ -16,68 +18,12 @@ use mop_fakes::ruler::{Api, FakeRuler, RulerApis};
 use mop_kube_fake::FakeKube;
 use serde_json::Value;
 use sha2::Sha256;
+use support::{
+    Proc, copy_dir, dashboard_title, free_port, git, mop_bin, sync_count, template, wait_for,
+    wait_port,
+};
 
 const SECRET: &str = "webhook-secret-for-tests";
-
-fn mop_bin() -> PathBuf {
-    // target/<profile>/deps/<test> → target/<profile>/mop
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("mop");
-    assert!(
-        bin.is_file(),
-        "{} not built: run the suite with `cargo nextest run --workspace` or `cargo build -p mop-syncer`",
-        bin.display()
-    );
-    bin
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
-}
-
-/// Kills the child on drop, so a failing test leaves no process behind.
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Platform {
     _tmp: tempfile::TempDir,
@@ -325,54 +271,6 @@ async fn terminate(mut mop: Proc) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn template() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../repo-template")
-}
-
-/// Sum of `mop_sync_total` over results, from the Prometheus text.
-fn sync_count(metrics: &Value) -> u64 {
-    let text = metrics.as_str().unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with("mop_sync_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-async fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "port {port} never opened");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn wait_for<F: std::future::Future<Output = bool>>(
-    what: &str,
-    limit: Duration,
-    mut cond: impl FnMut() -> F,
-) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        if cond().await {
-            return t0.elapsed();
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn dashboard_title(g: &FakeGrafana, org: &str, uid: &str) -> Option<String> {
-    let org = g.org_id(org)?;
-    let d = g.dashboard(org, uid)?;
-    d.model["title"].as_str().map(str::to_string)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
