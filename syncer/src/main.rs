@@ -186,6 +186,10 @@ struct ServeArgs {
     /// This replica's identity in the Lease.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// On SIGTERM, how long the sync in progress may take before it is abandoned
+    /// (keep it below the pod's terminationGracePeriodSeconds).
+    #[arg(long, value_parser = parse_duration, default_value = "20s")]
+    shutdown_timeout: std::time::Duration,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -826,7 +830,15 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing the current sync");
         let _ = shutdown_tx.send(true);
-        let _ = sync_loop.await;
+        // Within Kubernetes' default 30 s grace period: a sync stuck on a hung
+        // target is abandoned (safe between requests; the next leader re-plans
+        // from live state) so the Lease is still released, not left to expire.
+        let mut sync_loop = sync_loop;
+        if tokio::time::timeout(a.shutdown_timeout, &mut sync_loop).await.is_err() {
+            tracing::warn!(timeout = ?a.shutdown_timeout, "the sync did not finish in time; abandoning it");
+            sync_loop.abort();
+            let _ = sync_loop.await;
+        }
         let _ = release_tx.send(true);
         if let Some(h) = elector {
             // Releasing the lease lets the other replica take over at once.
