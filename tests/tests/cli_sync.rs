@@ -529,3 +529,48 @@ async fn errors_of_drift_and_dry_run_are_not_reported_as_changes() {
     assert!(f.grafana.recorder().requests().is_empty());
     assert!(f.kube.requests().is_empty());
 }
+
+/// Renaming a tenant's Grafana organisation in the repository renames the live
+/// org (same id, its dashboards kept): the org is found by its old name, which
+/// the inventory recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renaming_a_tenants_org_renames_it_in_place() {
+    let f = Fakes::start().await;
+    let repo = f.repo.to_str().unwrap();
+    f.run(&["sync", repo]).await.expect(0);
+    let id = f.grafana.org_id("Checkout").expect("org Checkout");
+
+    edit_file(
+        &f.repo.join("tenants/checkout/tenant.yaml"),
+        "display_name: Checkout",
+        "display_name: Checkout Team",
+    );
+    let before = f.grafana.recorder().writes();
+    let r = f.run(&["sync", repo]).await;
+    r.expect(0);
+    assert_eq!(
+        f.grafana.org_id("Checkout Team"),
+        Some(id),
+        "renamed in place"
+    );
+    assert_eq!(
+        f.grafana.org_id("Checkout"),
+        None,
+        "no org left with the old name"
+    );
+    assert_eq!(
+        dashboard_title(&f.grafana, "Checkout Team", "checkout-red").as_deref(),
+        Some("Checkout / HTTP RED"),
+        "the org's dashboards stay"
+    );
+    assert_eq!(
+        f.grafana.recorder().writes() - before,
+        1,
+        "one write: the rename ({})",
+        r.stdout
+    );
+    // Converged: the next sync writes nothing.
+    let before = f.writes();
+    f.run(&["sync", repo]).await.expect(0);
+    assert_eq!(f.writes(), before);
+}

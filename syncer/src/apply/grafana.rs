@@ -196,11 +196,17 @@ impl GrafanaApplier {
         &self,
         tenant: &TenantKey,
         org_name: &str,
+        old_name: Option<&str>,
         desired: &Desired,
         out: &mut Vec<Resource>,
         learnt: &mut Learnt,
     ) -> Result<(), ApplyError> {
-        let Some(org) = self.org_by_name(org_name).await? else {
+        let mut found = self.org_by_name(org_name).await?.map(|id| (id, org_name));
+        if let (None, Some(old)) = (found, old_name) {
+            // Renamed in the repository: the org still has its old name.
+            found = self.org_by_name(old).await?.map(|id| (id, old));
+        }
+        let Some((org, live_name)) = found else {
             // Not there: nothing of it exists live, which is not a failure.
             return Ok(());
         };
@@ -208,9 +214,9 @@ impl GrafanaApplier {
         out.push(resource(
             tenant,
             Kind::Org,
-            org_name,
+            tenant.as_deref().unwrap_or(crate::render::PLATFORM_ORG),
             None,
-            &json!({ "name": org_name }),
+            &json!({ "name": live_name }),
         ));
         if tenant.is_some() {
             self.observe_members(tenant, org, desired, out, learnt)
@@ -231,12 +237,20 @@ impl GrafanaApplier {
         &self,
         key: TenantKey,
         org: String,
+        old_name: Option<String>,
         desired: &Desired,
     ) -> TenantObservation {
         let mut out = Vec::new();
         let mut learnt = Learnt::default();
         let r = self
-            .observe_org(&key, &org, desired, &mut out, &mut learnt)
+            .observe_org(
+                &key,
+                &org,
+                old_name.as_deref(),
+                desired,
+                &mut out,
+                &mut learnt,
+            )
             .await;
         (key, out, learnt, r.err())
     }
@@ -726,7 +740,14 @@ impl Applier for GrafanaApplier {
         // The platform org first: when it cannot be read (Grafana down, wrong
         // credentials), nothing can, and nothing is touched.
         if let Err(e) = self
-            .observe_org(&None, &scope.platform_org, desired, &mut live, &mut learnt)
+            .observe_org(
+                &None,
+                &scope.platform_org,
+                None,
+                desired,
+                &mut live,
+                &mut learnt,
+            )
             .await
         {
             observed.failures.push(ObserveFailure {
@@ -734,14 +755,17 @@ impl Applier for GrafanaApplier {
                 error: e.message,
             });
         } else {
-            let todo: Vec<(TenantKey, String)> = scope
+            let todo: Vec<(TenantKey, String, Option<String>)> = scope
                 .tenants
                 .values()
-                .map(|t| (Some(t.key.clone()), t.org.clone()))
+                .map(|t| {
+                    let old = scope.renamed_orgs.get(&t.key).cloned();
+                    (Some(t.key.clone()), t.org.clone(), old)
+                })
                 .collect();
             let reads = todo
                 .into_iter()
-                .map(|(key, org)| self.observe_tenant(key, org, desired));
+                .map(|(key, org, old)| self.observe_tenant(key, org, old, desired));
             let tenants: Vec<TenantObservation> = futures::stream::iter(reads)
                 .buffer_unordered(self.concurrency)
                 .collect()

@@ -47,6 +47,9 @@ pub struct Scope {
     pub tenants: BTreeMap<String, TenantRef>,
     /// Grafana organisation whose datasources see every tenant.
     pub platform_org: String,
+    /// Tenants whose Grafana organisation had another name when last applied
+    /// (tenant key → that name), so the org is found and renamed, not replaced.
+    pub renamed_orgs: BTreeMap<String, String>,
 }
 
 impl Scope {
@@ -68,13 +71,22 @@ impl Scope {
         Self {
             tenants,
             platform_org: repo.platform.grafana.platform_org.clone(),
+            renamed_orgs: BTreeMap::new(),
         }
     }
 
     /// Adds tenants applied earlier that the repository no longer has.
     pub fn with_previous(mut self, previous: impl IntoIterator<Item = TenantRef>) -> Self {
         for t in previous {
-            self.tenants.entry(t.key.clone()).or_insert(t);
+            match self.tenants.get(&t.key) {
+                Some(now) if now.org != t.org => {
+                    self.renamed_orgs.entry(t.key.clone()).or_insert(t.org);
+                }
+                Some(_) => {}
+                None => {
+                    self.tenants.insert(t.key.clone(), t);
+                }
+            }
         }
         self
     }

@@ -35,12 +35,14 @@ impl DsUids {
 
 pub(super) fn render(repo: &Repo, b: &mut Builder) -> Result<()> {
     let platform_org = &repo.platform.grafana.platform_org;
+    // Org resources are named by tenant key (and `platform`), not by org name, so
+    // renaming an org is an update of the same object, not a new org.
     b.add(
         Target::Grafana,
         None,
         Kind::Org,
-        platform_org.clone(),
-        None,
+        PLATFORM_ORG,
+        Some(platform_org.clone()),
         &json!({ "name": platform_org }),
     )?;
     let mut all: Vec<&str> = repo.tenants.iter().map(Tenant::id).collect();
@@ -56,8 +58,8 @@ pub(super) fn render(repo: &Repo, b: &mut Builder) -> Result<()> {
             Target::Grafana,
             key,
             Kind::Org,
-            t.org_name().to_string(),
-            None,
+            t.key.clone(),
+            Some(t.org_name().to_string()),
             &json!({ "name": t.org_name() }),
         )?;
         for m in &t.spec.grafana.members {
@@ -113,6 +115,10 @@ pub(super) fn render(repo: &Repo, b: &mut Builder) -> Result<()> {
     }
     Ok(())
 }
+
+/// The name of the platform organisation's resource (tenant orgs are named by
+/// their tenant key).
+pub const PLATFORM_ORG: &str = "platform";
 
 pub fn folder_uid(tenant: &str, folder: &str) -> String {
     short_uid(&["mop", tenant, folder])

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::repo::Repo;
 
-pub use grafana::folder_uid;
+pub use grafana::{PLATFORM_ORG, folder_uid};
 pub use kubernetes::{
     GATEWAY_CONFIGMAP, HEALTH_TIMEOUT_ANNOTATION, MANAGED_BY, TENANT_LABEL, gateway_config,
 };
