@@ -502,10 +502,14 @@ async fn connections(
         mop_syncer::model::SecretRef::Secret(_)
     ) && conn.selected(render::Target::Grafana);
     if conn.selected(render::Target::Kubernetes) || needs_secret {
+        let why = if conn.selected(render::Target::Kubernetes) {
+            "leave the kubernetes target out with --only"
+        } else {
+            "mop.yaml's grafana.admin_password is a Kubernetes Secret reference; \
+             outside the cluster use `admin_password: {file: /path/to/password}`"
+        };
         conn.kube = Some(kube::Client::try_default().await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach Kubernetes ({e}); set KUBECONFIG, run in a pod, or leave the kubernetes target out with --only"
-            )
+            anyhow::anyhow!("cannot reach Kubernetes ({e}); set KUBECONFIG, run in a pod, or {why}")
         })?);
     }
     Ok(conn)
