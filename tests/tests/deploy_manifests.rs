@@ -12,23 +12,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod support;
+
+use support::{copy_dir, edit_file, mop_bin};
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .to_path_buf()
-}
-
-fn mop_bin() -> PathBuf {
-    // target/<profile>/deps/<test> → target/<profile>/mop
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("mop");
-    assert!(
-        bin.is_file(),
-        "{} not built: run the suite with `cargo nextest run --workspace` or `cargo build -p mop-syncer`",
-        bin.display()
-    );
-    bin
 }
 
 /// Runs a `check.sh` with `args`; exit status and everything it printed.
@@ -52,29 +44,13 @@ fn run_check(script: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
-}
-
 /// A copy of `deploy/` with `find` replaced by `replace` once in `file`
 /// (relative to `deploy/`), and the verdict of the copy's own `check.sh` on it.
 fn check_broken_copy(file: &str, find: &str, replace: &str) -> (bool, String) {
     let tmp = tempfile::tempdir().unwrap();
     let deploy = tmp.path().join("deploy");
     copy_dir(&root().join("deploy"), &deploy);
-    let path = deploy.join(file);
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains(find), "{file} has no {find:?} to break");
-    std::fs::write(&path, text.replacen(find, replace, 1)).unwrap();
+    edit_file(&deploy.join(file), find, replace);
     run_check(&deploy.join("check.sh"), &[])
 }
 

@@ -18,6 +18,7 @@
 
 #[path = "platform/backends.rs"]
 mod backends;
+mod support;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::symlink;
@@ -31,32 +32,14 @@ use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value as AnyVa
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::{Value, json};
+use support::{
+    copy_dir, free_port, git, mop_bin, template, wait_for, workspace_bin, write_kubeconfig,
+};
 
 const SERVICE: &str = "checkout-web";
 const PARENT_SPAN: &str = "00f067aa0ba902b7";
 const PAY: &str = "/api/checkout/pay";
 const CART: &str = "/api/checkout/cart";
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A binary of this workspace, built next to the test executable.
-fn workspace_bin(name: &str, package: &str) -> PathBuf {
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        bin.is_file(),
-        "{} not built: run the suite with `cargo nextest run --workspace` or `cargo build -p {package}`",
-        bin.display()
-    );
-    bin
-}
 
 /// A system program the test drives; fails saying which package provides it.
 fn require(bin: &str, package: &str) -> PathBuf {
@@ -119,37 +102,6 @@ impl Drop for Proc {
     }
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
-}
-
 /// Replaces `from` by `to` in a file, insisting that `from` is there: the test
 /// must notice when repo-template changes under it.
 fn edit(path: &Path, from: &str, to: &str) {
@@ -160,10 +112,6 @@ fn edit(path: &Path, from: &str, to: &str) {
         path.display()
     );
     std::fs::write(path, text.replace(from, to)).unwrap();
-}
-
-fn template() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../repo-template")
 }
 
 /// Publishes a ConfigMap's new content as the kubelet does: files in a new
@@ -182,24 +130,6 @@ fn publish(dir: &Path, version: &str, files: &BTreeMap<String, String>) {
         if std::fs::symlink_metadata(dir.join(name)).is_err() {
             symlink(format!("..data/{name}"), dir.join(name)).unwrap();
         }
-    }
-}
-
-async fn wait_for<F: std::future::Future<Output = bool>>(
-    what: &str,
-    limit: Duration,
-    mut cond: impl FnMut() -> F,
-) {
-    let t0 = Instant::now();
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -419,7 +349,7 @@ fn trace_ids(spans: &[GotSpan]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn git_to_gateway_to_backends_with_agent_traffic_and_sampling_reload() {
     let t_start = Instant::now();
-    let mop = workspace_bin("mop", "mop-syncer");
+    let mop = mop_bin();
     let gateway_bin = workspace_bin("mop-gateway", "mop-gateway");
     let agent_bin = workspace_bin("mop-agent", "mop-agent");
     let python = require("python3", "python3");
@@ -437,14 +367,7 @@ async fn git_to_gateway_to_backends_with_agent_traffic_and_sampling_reload() {
     let relay = RemoteWriteRelay::start(prom.write_url()).await;
     let kube = FakeKube::start().await.unwrap();
     let kubeconfig = tmp.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
-            kube.url()
-        ),
-    )
-    .unwrap();
+    write_kubeconfig(&kubeconfig, &kube.url());
 
     // The checkout service: python's http.server with the two routes.
     let app_port = free_port();

@@ -25,12 +25,18 @@ pub fn mop_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("MOP_BIN") {
         return PathBuf::from(bin);
     }
-    // target/<profile>/deps/<test> → target/<profile>/mop
+    workspace_bin("mop", "mop-syncer")
+}
+
+/// A binary of this workspace (`name`, from `package`), built next to the test
+/// executable.
+pub fn workspace_bin(name: &str, package: &str) -> PathBuf {
+    // target/<profile>/deps/<test> → target/<profile>/<name>
     let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("mop");
+    let bin = exe.parent().unwrap().parent().unwrap().join(name);
     assert!(
         bin.is_file(),
-        "{} not built: run `cargo build -p mop-syncer` first",
+        "{} not built: run the suite with `cargo nextest run --workspace` or `cargo build -p {package}`",
         bin.display()
     );
     bin
@@ -88,6 +94,18 @@ pub fn edit_file(path: &Path, from: &str, to: &str) {
         path.display()
     );
     std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// Writes a kubeconfig whose current context is the API server at `server`
+/// (a [`FakeKube`]), with no credentials.
+pub fn write_kubeconfig(path: &Path, server: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
+        ),
+    )
+    .unwrap();
 }
 
 /// Kills the child on drop, so a failing test leaves no process behind.
@@ -165,14 +183,7 @@ impl Fakes {
         let password = tmp.path().join("grafana-password");
         std::fs::write(&password, format!("{PASSWORD}\n")).unwrap();
         let kubeconfig = tmp.path().join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
-                kube.url()
-            ),
-        )
-        .unwrap();
+        write_kubeconfig(&kubeconfig, &kube.url());
 
         let repo = tmp.path().join("repo");
         copy_dir(&template(), &repo);
