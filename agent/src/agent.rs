@@ -293,10 +293,7 @@ impl Reader {
             if let Some(o) = built.observation {
                 observations.push((res.clone(), o));
             }
-            match self.tx.try_send(SpanRecord {
-                resource: res,
-                span: built.span,
-            }) {
+            match self.tx.try_send(SpanRecord::new(res, &built.span)) {
                 Ok(()) => SelfMetrics::inc(&self.stats.spans_queued),
                 Err(_) => SelfMetrics::inc(&self.stats.spans_dropped_queue_full),
             }

@@ -10,11 +10,10 @@ use std::{
 
 use bytes::{Buf as _, BufMut as _, Bytes};
 use opentelemetry_proto::tonic::{
-    collector::{
-        metrics::v1::{ExportMetricsServiceRequest, metrics_service_client::MetricsServiceClient},
-        trace::v1::ExportTraceServiceRequest,
+    collector::metrics::v1::{
+        ExportMetricsServiceRequest, metrics_service_client::MetricsServiceClient,
     },
-    trace::v1::{ResourceSpans, ScopeSpans, Span},
+    trace::v1::Span,
 };
 use prost::Message as _;
 use tokio::sync::mpsc;
@@ -40,11 +39,42 @@ pub enum Error {
     Endpoint { endpoint: String, reason: String },
 }
 
-/// A span and the resource it belongs to.
+/// A span, already protobuf-encoded, and the resource it belongs to.
+///
+/// The span is encoded where it is built: the exporter then only copies
+/// bytes into the request. Building an `ExportTraceServiceRequest` of `Span`
+/// structs and encoding it measured ~27% of the agent's CPU (prost computes
+/// each span's length once per nesting level, and every span's strings were
+/// freed on the exporter's thread).
 #[derive(Debug, Clone)]
 pub struct SpanRecord {
     pub resource: Arc<ResourceInfo>,
-    pub span: Span,
+    span: Bytes,
+}
+
+impl SpanRecord {
+    pub fn new(resource: Arc<ResourceInfo>, span: &Span) -> SpanRecord {
+        SpanRecord {
+            resource,
+            span: Bytes::from(span.encode_to_vec()),
+        }
+    }
+}
+
+/// Tag of a length-delimited protobuf field: `field << 3 | 2`.
+const fn len_tag(field: u8) -> u8 {
+    (field << 3) | 2
+}
+
+/// Appends one length-delimited field.
+fn put_len_field(out: &mut Vec<u8>, field: u8, body: &[u8]) {
+    out.push(len_tag(field));
+    prost::encoding::encode_varint(body.len() as u64, out);
+    out.extend_from_slice(body);
+}
+
+fn len_field_size(len: usize) -> usize {
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
 /// Sends an already-encoded protobuf message and ignores the response body:
@@ -157,14 +187,16 @@ impl Exporter {
                     Some(s) => {
                         batch.push(s);
                         if batch.len() >= self.cfg.batch_size {
-                            self.send_spans(std::mem::take(&mut batch), &cancel).await;
+                            self.send_spans(&batch, &cancel).await;
+                            batch.clear();
                         }
                     }
                     None => break,
                 },
                 _ = tick.tick() => {
                     if !batch.is_empty() {
-                        self.send_spans(std::mem::take(&mut batch), &cancel).await;
+                        self.send_spans(&batch, &cancel).await;
+                        batch.clear();
                     }
                     self.send_metrics().await;
                 }
@@ -176,42 +208,58 @@ impl Exporter {
             batch.push(s);
         }
         for chunk in batch.chunks(self.cfg.batch_size) {
-            self.send_spans(chunk.to_vec(), &cancel).await;
+            self.send_spans(chunk, &cancel).await;
         }
         self.send_metrics().await;
     }
 
-    fn request(batch: Vec<SpanRecord>, host: &str) -> ExportTraceServiceRequest {
+    /// The encoded `ExportTraceServiceRequest` of a batch: one
+    /// `ResourceSpans` per resource, holding one `ScopeSpans` with the
+    /// pre-encoded spans (fields: request.resource_spans = 1;
+    /// ResourceSpans.resource = 1, .scope_spans = 2; ScopeSpans.scope = 1,
+    /// .spans = 2).
+    fn request(batch: &[SpanRecord], host: &str) -> Vec<u8> {
         // The reader hands out one Arc per resource, so grouping by pointer
         // is exact and avoids hashing every resource's strings per span.
-        let mut by_res: HashMap<*const ResourceInfo, (Arc<ResourceInfo>, Vec<Span>)> =
+        let mut by_res: HashMap<*const ResourceInfo, (&Arc<ResourceInfo>, Vec<&Bytes>)> =
             HashMap::new();
         for r in batch {
             by_res
                 .entry(Arc::as_ptr(&r.resource))
-                .or_insert_with(|| (r.resource.clone(), Vec::new()))
+                .or_insert_with(|| (&r.resource, Vec::new()))
                 .1
-                .push(r.span);
+                .push(&r.span);
         }
-        ExportTraceServiceRequest {
-            resource_spans: by_res
-                .into_iter()
-                .map(|(_, (res, spans))| ResourceSpans {
-                    resource: Some(telemetry::resource(&res, host)),
-                    scope_spans: vec![ScopeSpans {
-                        scope: Some(telemetry::scope()),
-                        spans,
-                        ..ScopeSpans::default()
-                    }],
-                    ..ResourceSpans::default()
-                })
-                .collect(),
+        let scope = telemetry::scope().encode_to_vec();
+        let mut out = Vec::with_capacity(
+            batch
+                .iter()
+                .map(|r| len_field_size(r.span.len()))
+                .sum::<usize>()
+                + by_res.len() * 512,
+        );
+        for (res, spans) in by_res.into_values() {
+            let resource = telemetry::resource(res, host).encode_to_vec();
+            let scope_spans_len = len_field_size(scope.len())
+                + spans.iter().map(|s| len_field_size(s.len())).sum::<usize>();
+            let resource_spans_len =
+                len_field_size(resource.len()) + len_field_size(scope_spans_len);
+            out.push(len_tag(1));
+            prost::encoding::encode_varint(resource_spans_len as u64, &mut out);
+            put_len_field(&mut out, 1, &resource);
+            out.push(len_tag(2));
+            prost::encoding::encode_varint(scope_spans_len as u64, &mut out);
+            put_len_field(&mut out, 1, &scope);
+            for s in spans {
+                put_len_field(&mut out, 2, s);
+            }
         }
+        out
     }
 
-    async fn send_spans(&mut self, batch: Vec<SpanRecord>, cancel: &CancellationToken) {
+    async fn send_spans(&mut self, batch: &[SpanRecord], cancel: &CancellationToken) {
         let n = batch.len() as u64;
-        let req = Bytes::from(Self::request(batch, &self.host).encode_to_vec());
+        let req = Bytes::from(Self::request(batch, &self.host));
         let attempts = if cancel.is_cancelled() {
             1
         } else {
@@ -280,5 +328,62 @@ impl Exporter {
             SelfMetrics::inc(&self.stats.metric_exports_failed);
             warn!(code = ?status.code(), error = %status.message(), "metric export failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::{
+        collector::trace::v1::ExportTraceServiceRequest,
+        trace::v1::{ResourceSpans, ScopeSpans},
+    };
+
+    use super::*;
+
+    fn res(name: &str) -> Arc<ResourceInfo> {
+        Arc::new(ResourceInfo {
+            service_name: name.into(),
+            namespace: Some("ns".into()),
+            pod: None,
+            pid: 7,
+            exe_name: "x".into(),
+            exe_path: "/x".into(),
+            container_id: None,
+        })
+    }
+
+    fn span(i: u8) -> Span {
+        Span {
+            trace_id: vec![i; 16],
+            span_id: vec![i; 8],
+            name: format!("span-{i}-{}", "x".repeat(usize::from(i) * 40)),
+            attributes: vec![telemetry::kv("k", "v")],
+            ..Span::default()
+        }
+    }
+
+    /// The hand-framed request decodes to what prost would have encoded from
+    /// structs: one ResourceSpans per resource, spans in batch order.
+    #[test]
+    fn framed_request_matches_struct_encoding() {
+        let (a, b) = (res("a"), res("b"));
+        let batch: Vec<SpanRecord> = (1..=5)
+            .map(|i| SpanRecord::new(if i % 2 == 0 { b.clone() } else { a.clone() }, &span(i)))
+            .collect();
+        let got = ExportTraceServiceRequest::decode(&Exporter::request(&batch, "h")[..]).unwrap();
+        let mut got = got.resource_spans;
+        got.sort_by_key(|r| r.resource.as_ref().map(|x| x.encode_to_vec()));
+        let want_one = |r: &Arc<ResourceInfo>, ids: &[u8]| ResourceSpans {
+            resource: Some(telemetry::resource(r, "h")),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(telemetry::scope()),
+                spans: ids.iter().map(|i| span(*i)).collect(),
+                ..ScopeSpans::default()
+            }],
+            ..ResourceSpans::default()
+        };
+        let mut want = vec![want_one(&a, &[1, 3, 5]), want_one(&b, &[2, 4])];
+        want.sort_by_key(|r| r.resource.as_ref().map(|x| x.encode_to_vec()));
+        assert_eq!(got, want);
     }
 }

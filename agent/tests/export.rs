@@ -66,8 +66,8 @@ async fn serve(f: Flaky) -> String {
 }
 
 fn record(i: u8) -> SpanRecord {
-    SpanRecord {
-        resource: Arc::new(ResourceInfo {
+    SpanRecord::new(
+        Arc::new(ResourceInfo {
             service_name: "svc".into(),
             namespace: Some("ns".into()),
             pod: None,
@@ -76,13 +76,13 @@ fn record(i: u8) -> SpanRecord {
             exe_path: "/x".into(),
             container_id: None,
         }),
-        span: Span {
+        &Span {
             trace_id: vec![i; 16],
             span_id: vec![i; 8],
             name: format!("span-{i}"),
             ..Span::default()
         },
-    }
+    )
 }
 
 async fn run(fail_first: usize, code: tonic::Code, attempts: u32) -> (Flaky, Arc<SelfMetrics>) {
