@@ -371,15 +371,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             targets,
             format,
         } => {
-            let Some((repo, desired)) = valid_desired(&path, rev.as_deref())? else {
+            let Some(report) =
+                reconcile_path(&path, rev.as_deref(), &targets, |o| engine::Options {
+                    allow_mass_prune,
+                    dry_run,
+                    ..o
+                })?
+            else {
                 return Ok(ExitCode::from(1));
             };
-            let opts = engine::Options {
-                allow_mass_prune,
-                dry_run,
-                ..engine::Options::from_policy(&repo.platform.sync)
-            };
-            let report = runtime()?.block_on(reconcile_once(&repo, &desired, &targets, &opts))?;
             if dry_run {
                 print_plan(&report, format)?;
                 return Ok(if report.failed() > 0 {
@@ -406,14 +406,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             targets,
             format,
         } => {
-            let Some((repo, desired)) = valid_desired(&path, rev.as_deref())? else {
+            let Some(report) = reconcile_path(&path, rev.as_deref(), &targets, |o| {
+                engine::Options { dry_run: true, ..o }
+            })?
+            else {
                 return Ok(ExitCode::from(1));
             };
-            let opts = engine::Options {
-                dry_run: true,
-                ..engine::Options::from_policy(&repo.platform.sync)
-            };
-            let report = runtime()?.block_on(reconcile_once(&repo, &desired, &targets, &opts))?;
             let drift = mop_syncer::serve::status::drift_of(&report);
             let unread: Vec<String> = report
                 .targets
@@ -481,6 +479,23 @@ fn valid_desired(
     };
     let desired = render::render(&repo)?;
     Ok(Some((repo, desired)))
+}
+
+/// Validates and renders the repository at `path` and reconciles it once with
+/// the options of its `mop.yaml` as `opts` adjusts them; `None` when the
+/// repository is invalid (its errors are printed).
+fn reconcile_path(
+    path: &std::path::Path,
+    rev: Option<&str>,
+    targets: &TargetArgs,
+    opts: impl FnOnce(engine::Options) -> engine::Options,
+) -> anyhow::Result<Option<engine::Report>> {
+    let Some((repo, desired)) = valid_desired(path, rev)? else {
+        return Ok(None);
+    };
+    let opts = opts(engine::Options::from_policy(&repo.platform.sync));
+    let report = runtime()?.block_on(reconcile_once(&repo, &desired, targets, &opts))?;
+    Ok(Some(report))
 }
 
 /// Connects the selected targets. A Kubernetes client is made when the
