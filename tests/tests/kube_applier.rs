@@ -4,9 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
-use mop_kube_fake::{FakeKube, Options as FakeOptions, RolloutSettings};
+mod support;
+
+use mop_kube_fake::{FakeKube, RolloutSettings};
 use mop_syncer::apply::engine::{self, Options, Outcome, Report};
 use mop_syncer::apply::kubernetes::{EventType, KubeApplier, Regarding, emit_event};
 use mop_syncer::apply::{Applier, Scope};
@@ -18,48 +19,21 @@ const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 const TENANT: &str = "mop.dev/tenant";
 
 fn repo_template() -> (Desired, Scope) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../repo-template");
-    let snap = mop_syncer::source::Snapshot::from_dir(&dir).unwrap();
-    let repo = mop_syncer::validate::validate(&snap)
-        .repo
-        .expect("repo-template validates");
-    let mut desired = render::render(&repo).unwrap();
+    let (mut desired, scope) = support::rendered_template();
     desired
         .resources
         .retain(|id, _| id.target == Target::Kubernetes);
-    (desired, Scope::of(&repo))
+    (desired, scope)
 }
 
 fn body(desired: &Desired, id: &ResourceId) -> Value {
     serde_json::from_str(&desired.resources[id].body).unwrap()
 }
 
-/// A fake cluster holding the namespaces MOP installs into but does not render
-/// (its own, and the backends'), as an installed platform has them.
+/// The fake cluster; rollouts run (the applier waits for the workloads it
+/// changes to become healthy), fast: the tests here are about configuration.
 async fn cluster(desired: &Desired) -> (FakeKube, kube::Client) {
-    let fake = FakeKube::start_with(FakeOptions {
-        // Rollouts run (the applier waits for the workloads it changes to become
-        // healthy), fast: the tests here are about configuration.
-        rollout: RolloutSettings::default(),
-        ..FakeOptions::default()
-    })
-    .await
-    .unwrap();
-    let namespaces: BTreeSet<String> = desired
-        .resources
-        .keys()
-        .map(|id| body(desired, id))
-        .filter_map(|b| b["metadata"]["namespace"].as_str().map(str::to_string))
-        .collect();
-    for ns in namespaces {
-        fake.put(
-            "kubectl",
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-        )
-        .unwrap();
-    }
-    let client = kube::Client::try_from(kube::Config::new(fake.url().parse().unwrap())).unwrap();
-    (fake, client)
+    support::cluster_for(desired, RolloutSettings::default()).await
 }
 
 fn opts() -> Options {

@@ -7,17 +7,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mop_kube_fake::{FakeKube, Options as FakeOptions, RolloutSettings};
+mod support;
+
+use mop_kube_fake::{FakeKube, RolloutSettings};
 use mop_syncer::apply::engine::{self, ChangeResult, Options, Outcome, Report};
 use mop_syncer::apply::kubernetes::KubeApplier;
 use mop_syncer::apply::rollout::{ROLLED_BACK_FROM, RolloutReport, RolloutState};
 use mop_syncer::apply::{Applier, Scope};
 use mop_syncer::render::{self, Desired, Kind, Target};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const GATEWAY_IMAGE: &str = "ghcr.io/example/mop-gateway";
 const AGENT_IMAGE: &str = "ghcr.io/example/mop-agent";
@@ -69,33 +70,12 @@ fn render_with(gateway: &str, agent: &str) -> (Desired, Scope) {
 /// A fake cluster with the namespaces MOP installs into, rolling one pod (or one
 /// DaemonSet batch) every 50 ms on 3 nodes.
 async fn cluster(desired: &Desired) -> (FakeKube, kube::Client) {
-    let fake = FakeKube::start_with(FakeOptions {
-        rollout: RolloutSettings {
-            step_delay: Duration::from_millis(50),
-            nodes: 3,
-            enabled: true,
-        },
-        ..FakeOptions::default()
-    })
-    .await
-    .unwrap();
-    let namespaces: BTreeSet<String> = desired
-        .resources
-        .values()
-        .filter_map(|r| {
-            let b: Value = serde_json::from_str(&r.body).unwrap();
-            b["metadata"]["namespace"].as_str().map(str::to_string)
-        })
-        .collect();
-    for ns in namespaces {
-        fake.put(
-            "kubectl",
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-        )
-        .unwrap();
-    }
-    let client = kube::Client::try_from(kube::Config::new(fake.url().parse().unwrap())).unwrap();
-    (fake, client)
+    let rollout = RolloutSettings {
+        step_delay: Duration::from_millis(50),
+        nodes: 3,
+        enabled: true,
+    };
+    support::cluster_for(desired, rollout).await
 }
 
 fn opts(dry_run: bool) -> Options {

@@ -3,9 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod support;
 
 use mop_fakes::FailOn;
 use mop_fakes::ruler::{Api, FakeRuler, RulerApis};
@@ -14,17 +15,11 @@ use mop_syncer::apply::http::RetryPolicy;
 use mop_syncer::apply::ruler::RulerApplier;
 use mop_syncer::apply::{Applier, Scope};
 use mop_syncer::plan::Action;
-use mop_syncer::render::{self, Desired, ResourceId, Target};
+use mop_syncer::render::{Desired, ResourceId, Target};
 use serde_json::Value;
 
 fn repo_template() -> (Desired, Scope) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../repo-template");
-    let snap = mop_syncer::source::Snapshot::from_dir(&dir).unwrap();
-    let repo = mop_syncer::validate::validate(&snap)
-        .repo
-        .expect("repo-template validates");
-    let desired = render::render(&repo).unwrap();
-    (desired, Scope::of(&repo))
+    support::rendered_template()
 }
 
 fn fast_retry() -> RetryPolicy {

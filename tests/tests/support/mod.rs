@@ -428,3 +428,45 @@ pub async fn push_hook(http: &reqwest::Client, base: &str, repo: &Path, secret: 
         .status()
         .as_u16()
 }
+
+/// `repo-template` validated and rendered: its whole desired state and scope.
+pub fn rendered_template() -> (mop_syncer::render::Desired, mop_syncer::apply::Scope) {
+    let snap = mop_syncer::source::Snapshot::from_dir(&template()).unwrap();
+    let repo = mop_syncer::validate::validate(&snap)
+        .repo
+        .expect("repo-template validates");
+    let desired = mop_syncer::render::render(&repo).unwrap();
+    (desired, mop_syncer::apply::Scope::of(&repo))
+}
+
+/// A Kubernetes fake rolling out as `rollout` says, holding the namespaces the
+/// desired objects live in but MOP does not render (its own, the backends'), as
+/// an installed platform has them, and a client for it.
+pub async fn cluster_for(
+    desired: &mop_syncer::render::Desired,
+    rollout: mop_kube_fake::RolloutSettings,
+) -> (FakeKube, kube::Client) {
+    let fake = FakeKube::start_with(mop_kube_fake::Options {
+        rollout,
+        ..mop_kube_fake::Options::default()
+    })
+    .await
+    .unwrap();
+    let namespaces: std::collections::BTreeSet<String> = desired
+        .resources
+        .values()
+        .filter_map(|r| {
+            let b: Value = serde_json::from_str(&r.body).unwrap();
+            b["metadata"]["namespace"].as_str().map(str::to_string)
+        })
+        .collect();
+    for ns in namespaces {
+        fake.put(
+            "kubectl",
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .unwrap();
+    }
+    let client = kube::Client::try_from(kube::Config::new(fake.url().parse().unwrap())).unwrap();
+    (fake, client)
+}
