@@ -9,7 +9,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use tokio::{io::unix::AsyncFd, net::TcpListener, sync::mpsc, task::JoinHandle};
+use tokio::{io::unix::AsyncFd, net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -17,7 +17,7 @@ use crate::{
     config::Config,
     conn::{Located, Tracker},
     ebpf::{self, LoadOptions, Programs, event::Event, probe},
-    export::{self, Exporter, SpanRecord},
+    export::{self, Exporter, SpanBatch, SpanSender},
     process::{self, Resolver, ResourceInfo},
     selfmetrics::{self, SelfMetrics},
     telemetry::{self, Metrics},
@@ -102,7 +102,7 @@ impl Agent {
             metrics.clone(),
             stats.clone(),
         )?;
-        let (tx, rx) = mpsc::channel(cfg.export.queue_size);
+        let (tx, rx) = export::queue(cfg.export.queue_size);
         let export_cancel = CancellationToken::new();
         let exporter = tokio::spawn(exporter.run(rx, export_cancel.clone()));
 
@@ -143,6 +143,8 @@ impl Agent {
             proc_root,
             resources: std::collections::HashMap::new(),
             discovery,
+            scratch: telemetry::Scratch::default(),
+            located: Vec::new(),
         };
         let reader_cancel = cancel.clone();
         let reader = tokio::spawn(async move {
@@ -182,7 +184,7 @@ struct Reader {
     programs: Programs,
     tracker: Tracker,
     resolver: Resolver,
-    tx: mpsc::Sender<SpanRecord>,
+    tx: SpanSender,
     metrics: Arc<Mutex<Metrics>>,
     stats: Arc<SelfMetrics>,
     offset: i128,
@@ -192,6 +194,8 @@ struct Reader {
     /// shared by every span of that resource.
     resources: std::collections::HashMap<(u32, Option<u16>), Arc<ResourceInfo>>,
     discovery: process::Discovery,
+    scratch: telemetry::Scratch,
+    located: Vec<Located>,
 }
 
 /// Records read per drain before yielding to other tasks.
@@ -234,6 +238,9 @@ impl Reader {
         // Config-derived attributes do not change, but processes come and go
         // (and pids are reused): rebuild resources each period.
         self.resources.clear();
+        if let Ok(mut m) = self.metrics.lock() {
+            m.forget_pointers();
+        }
         let drops = self.programs.drops();
         for (i, d) in drops.iter().enumerate() {
             self.stats.kernel_drops[i].store(*d, Relaxed);
@@ -259,48 +266,63 @@ impl Reader {
     }
 
     fn drain(&mut self) {
-        let mut located: Vec<Located> = Vec::new();
-        let ring = self.ring.get_mut();
+        let Reader {
+            ring,
+            tracker,
+            resolver,
+            resources,
+            scratch,
+            located,
+            metrics,
+            stats,
+            offset,
+            tx,
+            ..
+        } = self;
+        let ring = ring.get_mut();
+        let mut batch = SpanBatch::default();
+        // One lock per drain; the exporter takes it once per interval.
+        let mut metrics = metrics.lock().ok();
         let mut n = 0;
+        let mut exchanges = 0u64;
         while n < DRAIN_BUDGET {
             let Some(item) = ring.next() else { break };
             n += 1;
             match Event::decode(&item) {
-                Ok(ev) => self.tracker.handle(&ev, &mut located),
+                Ok(ev) => tracker.handle(&ev, located),
                 Err(e) => {
-                    SelfMetrics::inc(&self.stats.event_decode_errors);
+                    SelfMetrics::inc(&stats.event_decode_errors);
                     warn!(error = %e, "undecodable ring buffer record");
                 }
             }
+            drop(item);
+            for l in located.drain(..) {
+                exchanges += 1;
+                let port =
+                    (l.role != crate::ebpf::event::Role::Client).then_some(l.tuple.local_port);
+                let res = resources
+                    .entry((l.tgid, port))
+                    .or_insert_with(|| Arc::new(resolver.resource(l.tgid, port, &l.comm)));
+                let obs = telemetry::build(&l.exchange, &l.tuple, l.role, *offset, scratch);
+                if let (Some(o), Some(m)) = (obs, metrics.as_mut()) {
+                    m.record(res, o.metric, &scratch.series, o.seconds);
+                }
+                batch.push(res, &scratch.span);
+            }
         }
-        self.stats.events.fetch_add(n as u64, Relaxed);
-        if located.is_empty() {
+        drop(metrics);
+        stats.events.fetch_add(n as u64, Relaxed);
+        if exchanges == 0 {
             return;
         }
-        self.stats
-            .exchanges
-            .fetch_add(located.len() as u64, Relaxed);
-        let mut observations = Vec::with_capacity(located.len());
-        for l in located {
-            let port = (l.role != crate::ebpf::event::Role::Client).then_some(l.tuple.local_port);
-            let resolver = &mut self.resolver;
-            let res = self
-                .resources
-                .entry((l.tgid, port))
-                .or_insert_with(|| Arc::new(resolver.resource(l.tgid, port, &l.comm)))
-                .clone();
-            let built = telemetry::build(&l.exchange, &l.tuple, l.role, self.offset);
-            if let Some(o) = built.observation {
-                observations.push((res.clone(), o));
+        stats.exchanges.fetch_add(exchanges, Relaxed);
+        let spans = batch.len() as u64;
+        match tx.try_send(batch) {
+            Ok(()) => {
+                stats.spans_queued.fetch_add(spans, Relaxed);
             }
-            match self.tx.try_send(SpanRecord::new(res, &built.span)) {
-                Ok(()) => SelfMetrics::inc(&self.stats.spans_queued),
-                Err(_) => SelfMetrics::inc(&self.stats.spans_dropped_queue_full),
-            }
-        }
-        if let Ok(mut m) = self.metrics.lock() {
-            for (res, o) in observations {
-                m.record(&res, o);
+            Err(_) => {
+                stats.spans_dropped_queue_full.fetch_add(spans, Relaxed);
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Connection reassembly: kernel events in, exchanges (with their
 //! connection's tuple and role) out. One parser per connection, chosen from
 //! the first bytes the client sends.
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use crate::{
     ebpf::event::{Direction, Event, EventKind, Role, Tuple},
@@ -12,7 +12,9 @@ use crate::{
 const DETECT_ATTEMPTS: u8 = 4;
 
 struct Conn {
-    comm: String,
+    /// Shared with every exchange of the connection: the name is only read
+    /// when a span's resource is first built.
+    comm: Arc<str>,
     tuple: Tuple,
     role: Role,
     parser: Option<Box<dyn ConnParser>>,
@@ -25,7 +27,7 @@ struct Conn {
 #[derive(Debug, Clone)]
 pub struct Located {
     pub tgid: u32,
-    pub comm: String,
+    pub comm: Arc<str>,
     pub tuple: Tuple,
     pub role: Role,
     pub exchange: Exchange,
@@ -84,7 +86,7 @@ impl Tracker {
         }
     }
 
-    pub fn handle(&mut self, ev: &Event, out: &mut Vec<Located>) {
+    pub fn handle(&mut self, ev: &Event<'_>, out: &mut Vec<Located>) {
         let key = (ev.tgid, ev.fd);
         self.seq += 1;
         match ev.kind {
@@ -98,7 +100,7 @@ impl Tracker {
                 self.conns.insert(
                     key,
                     Conn {
-                        comm: ev.comm.clone(),
+                        comm: Arc::from(&*ev.comm),
                         tuple: ev.tuple,
                         role: ev.tuple.role,
                         parser: None,
@@ -126,7 +128,7 @@ impl Tracker {
                     self.conns.insert(
                         key,
                         Conn {
-                            comm: ev.comm.clone(),
+                            comm: Arc::from(&*ev.comm),
                             tuple: ev.tuple,
                             role: ev.tuple.role,
                             parser: None,
@@ -158,7 +160,7 @@ impl Tracker {
                         return;
                     }
                     c.attempts += 1;
-                    match protocol::detect(&ev.data) {
+                    match protocol::detect(ev.data) {
                         Some(p) => {
                             if c.role == Role::Unknown {
                                 c.role = if sender_is_us {
@@ -180,7 +182,7 @@ impl Tracker {
                 let from_client = protocol::from_client(direction, c.role != Role::Client);
                 let seg = Segment {
                     ts_ns: ev.ts_ns,
-                    data: &ev.data,
+                    data: ev.data,
                     gap: u64::from(ev.total_len).saturating_sub(ev.data.len() as u64),
                 };
                 let mut exchanges = Vec::new();
@@ -229,13 +231,13 @@ mod tests {
         let mut out = Vec::new();
         let mut req = sample();
         req.tuple.role = Role::Unknown;
-        req.data = b"GET /x HTTP/1.1\r\n\r\n".to_vec();
+        req.data = b"GET /x HTTP/1.1\r\n\r\n";
         req.total_len = req.data.len() as u32;
         req.direction = Some(Direction::Egress);
         t.handle(&req, &mut out);
         let mut resp = req.clone();
         resp.direction = Some(Direction::Ingress);
-        resp.data = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec();
+        resp.data = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
         resp.total_len = resp.data.len() as u32;
         resp.ts_ns += 5;
         t.handle(&resp, &mut out);

@@ -39,25 +39,154 @@ pub enum Error {
     Endpoint { endpoint: String, reason: String },
 }
 
-/// A span, already protobuf-encoded, and the resource it belongs to.
+/// The spans of one drain of the ring buffer, already protobuf-encoded, and
+/// the resource of each.
 ///
-/// The span is encoded where it is built: the exporter then only copies
-/// bytes into the request. Building an `ExportTraceServiceRequest` of `Span`
-/// structs and encoding it measured ~27% of the agent's CPU (prost computes
-/// each span's length once per nesting level, and every span's strings were
-/// freed on the exporter's thread).
-#[derive(Debug, Clone)]
-pub struct SpanRecord {
-    pub resource: Arc<ResourceInfo>,
-    span: Bytes,
+/// Spans are encoded where they are built (`telemetry::build` writes the
+/// bytes directly) and travel to the exporter in one batch per drain: a
+/// channel send and an `Arc` per span measured as a large share of the
+/// agent's CPU, and so did building `Span` structs for prost to encode.
+#[derive(Debug, Default)]
+pub struct SpanBatch {
+    resources: Vec<Arc<ResourceInfo>>,
+    /// Per span: index into `resources` and end offset in `bytes`.
+    spans: Vec<(u32, usize)>,
+    bytes: Vec<u8>,
+    /// The resource of the last push, to skip the lookup for runs of spans
+    /// of one resource.
+    last: Option<(usize, u32)>,
 }
 
-impl SpanRecord {
-    pub fn new(resource: Arc<ResourceInfo>, span: &Span) -> SpanRecord {
-        SpanRecord {
-            resource,
-            span: Bytes::from(span.encode_to_vec()),
+impl SpanBatch {
+    /// Adds one encoded `Span` message.
+    pub fn push(&mut self, resource: &Arc<ResourceInfo>, span: &[u8]) {
+        let ptr = Arc::as_ptr(resource) as usize;
+        let idx = match self.last {
+            Some((p, i)) if p == ptr => i,
+            _ => {
+                let i = match self
+                    .resources
+                    .iter()
+                    .position(|r| Arc::as_ptr(r) as usize == ptr)
+                {
+                    Some(i) => i as u32,
+                    None => {
+                        self.resources.push(resource.clone());
+                        (self.resources.len() - 1) as u32
+                    }
+                };
+                self.last = Some((ptr, i));
+                i
+            }
+        };
+        self.bytes.extend_from_slice(span);
+        self.spans.push((idx, self.bytes.len()));
+    }
+
+    /// Adds a span given as a struct (tests and tools).
+    pub fn push_span(&mut self, resource: &Arc<ResourceInfo>, span: &Span) {
+        self.push(resource, &span.encode_to_vec());
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Each span with its resource, in push order.
+    fn iter(&self) -> impl Iterator<Item = (&Arc<ResourceInfo>, &[u8])> {
+        let mut start = 0;
+        self.spans.iter().filter_map(move |(r, end)| {
+            let bytes = self.bytes.get(start..*end)?;
+            start = *end;
+            Some((self.resources.get(*r as usize)?, bytes))
+        })
+    }
+}
+
+/// Creates the span queue between the reader and the exporter, bounded to
+/// `capacity` spans: those queued plus those the exporter holds unsent.
+pub fn queue(capacity: usize) -> (SpanSender, SpanReceiver) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    (
+        SpanSender {
+            tx,
+            queued: queued.clone(),
+            capacity,
+        },
+        SpanReceiver { rx, queued },
+    )
+}
+
+#[derive(Debug, Clone)]
+pub struct SpanSender {
+    tx: mpsc::UnboundedSender<SpanBatch>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    capacity: usize,
+}
+
+impl SpanSender {
+    /// Queues a batch, or hands it back when the queue has no room for all
+    /// of it (the caller counts the drop) or the exporter has stopped.
+    pub fn try_send(&self, batch: SpanBatch) -> Result<(), SpanBatch> {
+        use std::sync::atomic::Ordering::AcqRel;
+        let n = batch.len();
+        let reserved =
+            self.queued
+                .fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |q| {
+                    (q + n <= self.capacity).then_some(q + n)
+                });
+        if reserved.is_err() {
+            return Err(batch);
         }
+        self.tx.send(batch).map_err(|e| {
+            self.queued.fetch_sub(n, AcqRel);
+            e.0
+        })
+    }
+}
+
+pub struct SpanReceiver {
+    rx: mpsc::UnboundedReceiver<SpanBatch>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SpanReceiver {
+    fn release(&self, n: usize) {
+        self.queued
+            .fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Spans waiting for the next request, grouped by resource and framed as
+/// `ScopeSpans.spans` entries.
+#[derive(Default)]
+struct Pending {
+    groups: Vec<(Arc<ResourceInfo>, Vec<u8>)>,
+    by_ptr: HashMap<usize, usize>,
+    count: usize,
+}
+
+impl Pending {
+    fn push(&mut self, resource: &Arc<ResourceInfo>, span: &[u8]) {
+        let groups = &mut self.groups;
+        let g = *self
+            .by_ptr
+            .entry(Arc::as_ptr(resource) as usize)
+            .or_insert_with(|| {
+                groups.push((resource.clone(), Vec::new()));
+                groups.len() - 1
+            });
+        put_len_field(&mut self.groups[g].1, 2, span);
+        self.count += 1;
+    }
+
+    fn take(&mut self) -> Pending {
+        std::mem::take(self)
     }
 }
 
@@ -176,72 +305,77 @@ impl Exporter {
         })
     }
 
-    pub async fn run(mut self, mut rx: mpsc::Receiver<SpanRecord>, cancel: CancellationToken) {
-        let mut batch: Vec<SpanRecord> = Vec::with_capacity(self.cfg.batch_size);
+    pub async fn run(mut self, mut rx: SpanReceiver, cancel: CancellationToken) {
+        let mut pending = Pending::default();
         let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.interval_ms.max(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                r = rx.recv() => match r {
-                    Some(s) => {
-                        batch.push(s);
-                        if batch.len() >= self.cfg.batch_size {
-                            self.send_spans(&batch, &cancel).await;
-                            batch.clear();
-                        }
-                    }
+                r = rx.rx.recv() => match r {
+                    Some(batch) => self.add(&batch, &mut pending, &rx, &cancel).await,
                     None => break,
                 },
                 _ = tick.tick() => {
-                    if !batch.is_empty() {
-                        self.send_spans(&batch, &cancel).await;
-                        batch.clear();
-                    }
+                    self.flush(&mut pending, &rx, &cancel).await;
                     self.send_metrics().await;
                 }
             }
         }
         // Drain: what is already queued gets one last attempt.
-        rx.close();
-        while let Ok(s) = rx.try_recv() {
-            batch.push(s);
+        rx.rx.close();
+        while let Ok(batch) = rx.rx.try_recv() {
+            self.add(&batch, &mut pending, &rx, &cancel).await;
         }
-        for chunk in batch.chunks(self.cfg.batch_size) {
-            self.send_spans(chunk, &cancel).await;
-        }
+        self.flush(&mut pending, &rx, &cancel).await;
         self.send_metrics().await;
     }
 
-    /// The encoded `ExportTraceServiceRequest` of a batch: one
+    /// Moves a batch into `pending`, sending a request each time
+    /// `batch_size` spans are pending.
+    async fn add(
+        &mut self,
+        batch: &SpanBatch,
+        pending: &mut Pending,
+        rx: &SpanReceiver,
+        cancel: &CancellationToken,
+    ) {
+        for (res, span) in batch.iter() {
+            pending.push(res, span);
+            if pending.count >= self.cfg.batch_size {
+                self.flush(pending, rx, cancel).await;
+            }
+        }
+    }
+
+    async fn flush(
+        &mut self,
+        pending: &mut Pending,
+        rx: &SpanReceiver,
+        cancel: &CancellationToken,
+    ) {
+        if pending.count == 0 {
+            return;
+        }
+        let p = pending.take();
+        let n = p.count;
+        self.send_spans(Self::request(&p, &self.host), n as u64, cancel)
+            .await;
+        rx.release(n);
+    }
+
+    /// The encoded `ExportTraceServiceRequest` of the pending spans: one
     /// `ResourceSpans` per resource, holding one `ScopeSpans` with the
     /// pre-encoded spans (fields: request.resource_spans = 1;
     /// ResourceSpans.resource = 1, .scope_spans = 2; ScopeSpans.scope = 1,
     /// .spans = 2).
-    fn request(batch: &[SpanRecord], host: &str) -> Vec<u8> {
-        // The reader hands out one Arc per resource, so grouping by pointer
-        // is exact and avoids hashing every resource's strings per span.
-        let mut by_res: HashMap<*const ResourceInfo, (&Arc<ResourceInfo>, Vec<&Bytes>)> =
-            HashMap::new();
-        for r in batch {
-            by_res
-                .entry(Arc::as_ptr(&r.resource))
-                .or_insert_with(|| (&r.resource, Vec::new()))
-                .1
-                .push(&r.span);
-        }
+    fn request(p: &Pending, host: &str) -> Vec<u8> {
         let scope = telemetry::scope().encode_to_vec();
-        let mut out = Vec::with_capacity(
-            batch
-                .iter()
-                .map(|r| len_field_size(r.span.len()))
-                .sum::<usize>()
-                + by_res.len() * 512,
-        );
-        for (res, spans) in by_res.into_values() {
+        let mut out =
+            Vec::with_capacity(p.groups.iter().map(|(_, b)| b.len() + 1024).sum::<usize>());
+        for (res, spans) in &p.groups {
             let resource = telemetry::resource(res, host).encode_to_vec();
-            let scope_spans_len = len_field_size(scope.len())
-                + spans.iter().map(|s| len_field_size(s.len())).sum::<usize>();
+            let scope_spans_len = len_field_size(scope.len()) + spans.len();
             let resource_spans_len =
                 len_field_size(resource.len()) + len_field_size(scope_spans_len);
             out.push(len_tag(1));
@@ -250,16 +384,13 @@ impl Exporter {
             out.push(len_tag(2));
             prost::encoding::encode_varint(scope_spans_len as u64, &mut out);
             put_len_field(&mut out, 1, &scope);
-            for s in spans {
-                put_len_field(&mut out, 2, s);
-            }
+            out.extend_from_slice(spans);
         }
         out
     }
 
-    async fn send_spans(&mut self, batch: &[SpanRecord], cancel: &CancellationToken) {
-        let n = batch.len() as u64;
-        let req = Bytes::from(Self::request(batch, &self.host));
+    async fn send_spans(&mut self, req: Vec<u8>, n: u64, cancel: &CancellationToken) {
+        let req = Bytes::from(req);
         let attempts = if cancel.is_cancelled() {
             1
         } else {
@@ -367,10 +498,16 @@ mod tests {
     #[test]
     fn framed_request_matches_struct_encoding() {
         let (a, b) = (res("a"), res("b"));
-        let batch: Vec<SpanRecord> = (1..=5)
-            .map(|i| SpanRecord::new(if i % 2 == 0 { b.clone() } else { a.clone() }, &span(i)))
-            .collect();
-        let got = ExportTraceServiceRequest::decode(&Exporter::request(&batch, "h")[..]).unwrap();
+        let mut batch = SpanBatch::default();
+        for i in 1..=5 {
+            batch.push_span(if i % 2 == 0 { &b } else { &a }, &span(i));
+        }
+        assert_eq!(batch.len(), 5);
+        let mut pending = Pending::default();
+        for (r, s) in batch.iter() {
+            pending.push(r, s);
+        }
+        let got = ExportTraceServiceRequest::decode(&Exporter::request(&pending, "h")[..]).unwrap();
         let mut got = got.resource_spans;
         got.sort_by_key(|r| r.resource.as_ref().map(|x| x.encode_to_vec()));
         let want_one = |r: &Arc<ResourceInfo>, ids: &[u8]| ResourceSpans {
@@ -385,5 +522,25 @@ mod tests {
         let mut want = vec![want_one(&a, &[1, 3, 5]), want_one(&b, &[2, 4])];
         want.sort_by_key(|r| r.resource.as_ref().map(|x| x.encode_to_vec()));
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn queue_is_bounded_in_spans_until_the_exporter_releases_them() {
+        let (tx, rx) = queue(5);
+        let r = res("a");
+        let batch = |n: u8| {
+            let mut b = SpanBatch::default();
+            for i in 0..n {
+                b.push_span(&r, &span(i));
+            }
+            b
+        };
+        assert!(tx.try_send(batch(3)).is_ok());
+        // 3 + 3 > 5: refused whole, handed back for counting.
+        assert_eq!(tx.try_send(batch(3)).map_err(|b| b.len()), Err(3));
+        assert!(tx.try_send(batch(2)).is_ok());
+        rx.release(3);
+        assert!(tx.try_send(batch(3)).is_ok());
+        assert!(tx.try_send(batch(1)).is_err());
     }
 }

@@ -15,6 +15,7 @@ pub mod process;
 pub mod protocol;
 pub mod selfmetrics;
 pub mod telemetry;
+pub mod wire;
 
 /// The C compiler's view of `struct mop_event`, written by build.rs; the
 /// layout test compares it with [`ebpf::event`].

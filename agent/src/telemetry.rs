@@ -1,6 +1,6 @@
 //! Exchanges become OpenTelemetry spans (semantic-convention attributes) and
 //! RED histogram observations; resources become OTLP resources.
-use std::{collections::HashMap, net::IpAddr, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
 use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value},
@@ -9,13 +9,14 @@ use opentelemetry_proto::tonic::{
         ScopeMetrics, metric,
     },
     resource::v1::Resource,
-    trace::v1::{Span, Status, span::SpanKind, status::StatusCode},
+    trace::v1::{span::SpanKind, status::StatusCode},
 };
 
 use crate::{
     ebpf::event::{Role, Tuple},
     process::ResourceInfo,
     protocol::{Detail, Exchange},
+    wire,
 };
 
 pub const SCOPE_NAME: &str = "mop-agent";
@@ -148,15 +149,9 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 /// route names a handler, not a record: numbers, UUIDs, long hex strings and
 /// long tokens mixing letters and digits.
 pub fn route_template(target: &str) -> String {
-    let path = target.split(['?', '#']).next().unwrap_or_default();
-    if path.is_empty() {
-        return "/".into();
-    }
-    let templated: Vec<&str> = path
-        .split('/')
-        .map(|seg| if is_identifier(seg) { "{id}" } else { seg })
-        .collect();
-    templated.join("/")
+    let mut out = String::new();
+    route_template_into(target, &mut out);
+    out
 }
 
 fn is_identifier(seg: &str) -> bool {
@@ -184,122 +179,199 @@ fn is_identifier(seg: &str) -> bool {
     is_uuid || hexish || token
 }
 
-/// One RED observation of an exchange.
-#[derive(Debug, Clone, PartialEq)]
+/// The attributes of one metric series as a canonical byte key: each key
+/// and value as a little-endian `u16` length and its bytes, in the fixed
+/// order `build` emits them. Looked up by borrowed bytes, so recording an
+/// observation of an existing series allocates nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct SeriesKey(Vec<u8>);
+
+impl SeriesKey {
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    pub fn push(&mut self, k: &str, v: &str) {
+        for s in [k, v] {
+            let s = &s.as_bytes()[..s.len().min(usize::from(u16::MAX))];
+            self.0.extend_from_slice(&(s.len() as u16).to_le_bytes());
+            self.0.extend_from_slice(s);
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The (key, value) pairs of an encoded key.
+    pub fn attrs(mut b: &[u8]) -> Vec<(String, String)> {
+        let take = |b: &mut &[u8]| -> Option<String> {
+            let n = usize::from(u16::from_le_bytes([*b.first()?, *b.get(1)?]));
+            let s = b.get(2..2 + n)?;
+            *b = &b[2 + n..];
+            Some(String::from_utf8_lossy(s).into_owned())
+        };
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (take(&mut b), take(&mut b)) {
+            out.push((k, v));
+        }
+        out
+    }
+}
+
+/// One RED observation of an exchange; its attributes are in
+/// [`Scratch::series`].
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Observation {
     pub metric: &'static str,
-    pub attributes: Vec<(String, String)>,
     pub seconds: f64,
 }
 
-/// What an exchange turns into.
-#[derive(Debug, Clone)]
-pub struct Built {
-    pub span: Span,
-    pub observation: Option<Observation>,
+/// Buffers reused from span to span.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// The encoded `Span` message of the last `build`.
+    pub span: Vec<u8>,
+    /// The metric series of the last `build`'s observation.
+    pub series: SeriesKey,
+    attrs: Vec<u8>,
+    name: String,
+    route: String,
+    peer: String,
+    text: String,
 }
 
-fn addr_str(a: IpAddr) -> String {
-    a.to_string()
+/// Writes `route_template(target)` into `out`.
+fn route_template_into(target: &str, out: &mut String) {
+    out.clear();
+    let path = target.split(['?', '#']).next().unwrap_or_default();
+    if path.is_empty() {
+        out.push('/');
+        return;
+    }
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(if is_identifier(seg) { "{id}" } else { seg });
+    }
 }
 
-/// Builds the span and metric observation of one exchange. `wall_offset_ns`
-/// converts the kernel's monotonic clock to Unix time.
-pub fn build(ex: &Exchange, tuple: &Tuple, role: Role, wall_offset_ns: i128) -> Built {
+fn kv_str(out: &mut Vec<u8>, key: &str, v: &str) {
+    wire::key_value(
+        out,
+        wire::span::ATTRIBUTES,
+        key,
+        wire::Value::Str(v.as_bytes()),
+    );
+}
+
+fn kv_int(out: &mut Vec<u8>, key: &str, v: i64) {
+    wire::key_value(out, wire::span::ATTRIBUTES, key, wire::Value::Int(v));
+}
+
+/// Builds the span of one exchange into `s.span` (an encoded OTLP `Span`)
+/// and returns its metric observation, whose series is left in `s.series`.
+/// `wall_offset_ns` converts the kernel's monotonic clock to Unix time.
+pub fn build(
+    ex: &Exchange,
+    tuple: &Tuple,
+    role: Role,
+    wall_offset_ns: i128,
+    s: &mut Scratch,
+) -> Option<Observation> {
+    use std::fmt::Write as _;
     let to_wall = |mono: u64| (i128::from(mono) + wall_offset_ns).max(0) as u64;
     let start = to_wall(ex.start_ns);
     let end = to_wall(ex.end_ns).max(start);
     let server = role != Role::Client;
-    let mut span = Span {
-        span_id: random_bytes::<8>().to_vec(),
-        kind: if server {
-            SpanKind::Server
-        } else {
-            SpanKind::Client
-        } as i32,
-        start_time_unix_nano: start,
-        end_time_unix_nano: end,
-        ..Span::default()
-    };
-    let mut attrs = Vec::new();
-    let mut error = false;
     let seconds = (end - start) as f64 / 1e9;
+    s.attrs.clear();
+    s.series.clear();
+    s.name.clear();
+    s.peer.clear();
+    let _ = write!(s.peer, "{}", tuple.peer);
+    let mut parent: Option<TraceParent> = None;
+    let mut error = false;
     let observation;
+    let a = &mut s.attrs;
+    let mut num = itoa::Buffer::new();
     if server {
-        attrs.push(kv("client.address", addr_str(tuple.peer)));
-        attrs.push(kv("client.port", i64::from(tuple.peer_port)));
-        attrs.push(kv("server.port", i64::from(tuple.local_port)));
+        kv_str(a, "client.address", &s.peer);
+        kv_int(a, "client.port", i64::from(tuple.peer_port));
+        kv_int(a, "server.port", i64::from(tuple.local_port));
     } else {
-        attrs.push(kv("server.address", addr_str(tuple.peer)));
-        attrs.push(kv("server.port", i64::from(tuple.peer_port)));
+        kv_str(a, "server.address", &s.peer);
+        kv_int(a, "server.port", i64::from(tuple.peer_port));
     }
-    attrs.push(kv("network.transport", "tcp"));
+    kv_str(a, "network.transport", "tcp");
     match &ex.detail {
         Detail::Http(h) => {
-            let route = route_template(&h.target);
+            route_template_into(&h.target, &mut s.route);
             let (path, query) = match h.target.split_once('?') {
                 Some((p, q)) => (p, Some(q)),
                 None => (h.target.as_str(), None),
             };
-            attrs.push(kv("http.request.method", h.method.clone()));
-            attrs.push(kv("network.protocol.name", "http"));
-            attrs.push(kv("network.protocol.version", h.version));
+            kv_str(a, "http.request.method", &h.method);
+            kv_str(a, "network.protocol.name", "http");
+            kv_str(a, "network.protocol.version", h.version);
             if h.status > 0 {
-                attrs.push(kv("http.response.status_code", i64::from(h.status)));
+                kv_int(a, "http.response.status_code", i64::from(h.status));
             }
-            attrs.push(kv("http.response.body.size", h.response_body_size as i64));
+            kv_int(a, "http.response.body.size", h.response_body_size as i64);
             if h.request_body_size > 0 {
-                attrs.push(kv("http.request.body.size", h.request_body_size as i64));
+                kv_int(a, "http.request.body.size", h.request_body_size as i64);
             }
             if let Some(ua) = &h.user_agent {
-                attrs.push(kv("user_agent.original", ua.clone()));
+                kv_str(a, "user_agent.original", ua);
             }
-            let status_str = h.status.to_string();
-            let mut mattrs = vec![
-                ("http.request.method".to_owned(), h.method.clone()),
-                ("network.protocol.version".to_owned(), h.version.to_owned()),
-            ];
+            let status_str = num.format(h.status);
+            s.series.push("http.request.method", &h.method);
+            s.series.push("network.protocol.version", h.version);
             if h.status > 0 {
-                mattrs.push(("http.response.status_code".to_owned(), status_str.clone()));
+                s.series.push("http.response.status_code", status_str);
             }
             if server {
                 error = h.status >= 500 || h.status == 0;
-                attrs.push(kv("url.scheme", "http"));
-                attrs.push(kv("url.path", path.to_owned()));
+                kv_str(a, "url.scheme", "http");
+                kv_str(a, "url.path", path);
                 if let Some(q) = query {
-                    attrs.push(kv("url.query", q.to_owned()));
+                    kv_str(a, "url.query", q);
                 }
-                attrs.push(kv("http.route", route.clone()));
+                kv_str(a, "http.route", &s.route);
                 if let Some(host) = &h.host {
-                    attrs.push(kv(
+                    kv_str(
+                        a,
                         "server.address",
-                        host.split(':').next().unwrap_or_default().to_owned(),
-                    ));
+                        host.split(':').next().unwrap_or_default(),
+                    );
                 }
-                span.name = format!("{} {}", h.method, route);
-                mattrs.push(("http.route".to_owned(), route));
-                mattrs.push(("url.scheme".to_owned(), "http".to_owned()));
-                if let Some(tp) = h.traceparent.as_deref().and_then(TraceParent::parse) {
-                    span.trace_id = tp.trace_id.to_vec();
-                    span.parent_span_id = tp.span_id.to_vec();
-                    span.flags = u32::from(tp.flags);
-                }
+                s.name.push_str(&h.method);
+                s.name.push(' ');
+                s.name.push_str(&s.route);
+                s.series.push("http.route", &s.route);
+                s.series.push("url.scheme", "http");
+                parent = h.traceparent.as_deref().and_then(TraceParent::parse);
             } else {
                 error = h.status >= 400 || h.status == 0;
-                let host = h.host.clone().unwrap_or_else(|| addr_str(tuple.peer));
-                attrs.push(kv("url.full", format!("http://{}{}", host, h.target)));
-                span.name = h.method.clone();
-                mattrs.push(("server.address".to_owned(), addr_str(tuple.peer)));
-                mattrs.push(("server.port".to_owned(), tuple.peer_port.to_string()));
+                s.text.clear();
+                s.text.push_str("http://");
+                s.text.push_str(h.host.as_deref().unwrap_or(&s.peer));
+                s.text.push_str(&h.target);
+                kv_str(a, "url.full", &s.text);
+                s.name.push_str(&h.method);
+                s.series.push("server.address", &s.peer);
+                s.series
+                    .push("server.port", itoa::Buffer::new().format(tuple.peer_port));
             }
             if error {
                 let et = if h.status == 0 {
-                    "incomplete".to_owned()
+                    "incomplete"
                 } else {
                     status_str
                 };
-                attrs.push(kv("error.type", et.clone()));
-                mattrs.push(("error.type".to_owned(), et));
+                kv_str(a, "error.type", et);
+                s.series.push("error.type", et);
             }
             observation = Some(Observation {
                 metric: if server {
@@ -307,7 +379,6 @@ pub fn build(ex: &Exchange, tuple: &Tuple, role: Role, wall_offset_ns: i128) -> 
                 } else {
                     "http.client.request.duration"
                 },
-                attributes: mattrs,
                 seconds,
             });
         }
@@ -328,22 +399,22 @@ pub fn build(ex: &Exchange, tuple: &Tuple, role: Role, wall_offset_ns: i128) -> 
                     response_body_size: 0,
                 }),
             };
-            return build(&as_http, tuple, role, wall_offset_ns);
+            return build(&as_http, tuple, role, wall_offset_ns, s);
         }
         Detail::Http2(h) => {
             let full = h.path.trim_start_matches('/');
             let (service, method) = full.rsplit_once('/').unwrap_or((full, ""));
-            span.name = full.to_owned();
-            attrs.push(kv("rpc.system", "grpc"));
-            attrs.push(kv("rpc.service", service.to_owned()));
-            attrs.push(kv("rpc.method", method.to_owned()));
-            attrs.push(kv("network.protocol.name", "http"));
-            attrs.push(kv("network.protocol.version", "2"));
+            s.name.push_str(full);
+            kv_str(a, "rpc.system", "grpc");
+            kv_str(a, "rpc.service", service);
+            kv_str(a, "rpc.method", method);
+            kv_str(a, "network.protocol.name", "http");
+            kv_str(a, "network.protocol.version", "2");
             // A reset stream or a missing status is reported as UNKNOWN (2).
             let code = h.grpc_status.unwrap_or(2);
-            attrs.push(kv("rpc.grpc.status_code", code));
+            kv_int(a, "rpc.grpc.status_code", code);
             if let Some(m) = &h.grpc_message {
-                attrs.push(kv("rpc.grpc.status_message", m.clone()));
+                kv_str(a, "rpc.grpc.status_message", m);
             }
             // Server side: only codes that mean the server failed are errors
             // (semantic conventions for gRPC); client side: any non-OK code.
@@ -352,89 +423,95 @@ pub fn build(ex: &Exchange, tuple: &Tuple, role: Role, wall_offset_ns: i128) -> 
             } else {
                 code != 0
             };
-            if server && let Some(tp) = h.traceparent.as_deref().and_then(TraceParent::parse) {
-                span.trace_id = tp.trace_id.to_vec();
-                span.parent_span_id = tp.span_id.to_vec();
-                span.flags = u32::from(tp.flags);
+            if server {
+                parent = h.traceparent.as_deref().and_then(TraceParent::parse);
             }
+            let code_str = num.format(code);
             if error {
-                attrs.push(kv("error.type", code.to_string()));
+                kv_str(a, "error.type", code_str);
             }
+            s.series.push("rpc.system", "grpc");
+            s.series.push("rpc.service", service);
+            s.series.push("rpc.method", method);
+            s.series.push("rpc.grpc.status_code", code_str);
             observation = Some(Observation {
                 metric: if server {
                     "rpc.server.duration"
                 } else {
                     "rpc.client.duration"
                 },
-                attributes: vec![
-                    ("rpc.system".to_owned(), "grpc".to_owned()),
-                    ("rpc.service".to_owned(), service.to_owned()),
-                    ("rpc.method".to_owned(), method.to_owned()),
-                    ("rpc.grpc.status_code".to_owned(), code.to_string()),
-                ],
                 seconds,
             });
         }
         Detail::Redis(r) => {
-            span.name = r.command.clone();
-            attrs.push(kv("db.system.name", "redis"));
-            attrs.push(kv("db.operation.name", r.command.clone()));
-            let mut mattrs = vec![
-                ("db.system.name".to_owned(), "redis".to_owned()),
-                ("db.operation.name".to_owned(), r.command.clone()),
-            ];
+            s.name.push_str(&r.command);
+            kv_str(a, "db.system.name", "redis");
+            kv_str(a, "db.operation.name", &r.command);
+            s.series.push("db.system.name", "redis");
+            s.series.push("db.operation.name", &r.command);
             if let Some(e) = &r.error {
                 error = true;
-                attrs.push(kv("db.response.status_code", e.clone()));
-                attrs.push(kv("error.type", e.clone()));
-                mattrs.push(("error.type".to_owned(), e.clone()));
+                kv_str(a, "db.response.status_code", e);
+                kv_str(a, "error.type", e);
+                s.series.push("error.type", e);
             }
             observation = (!server).then_some(Observation {
                 metric: "db.client.operation.duration",
-                attributes: mattrs,
                 seconds,
             });
         }
         Detail::Postgres(p) => {
-            span.name = if p.operation.is_empty() {
-                "postgresql".to_owned()
+            s.name.push_str(if p.operation.is_empty() {
+                "postgresql"
             } else {
-                p.operation.clone()
-            };
-            attrs.push(kv("db.system.name", "postgresql"));
+                &p.operation
+            });
+            kv_str(a, "db.system.name", "postgresql");
             if !p.operation.is_empty() {
-                attrs.push(kv("db.operation.name", p.operation.clone()));
+                kv_str(a, "db.operation.name", &p.operation);
             }
-            attrs.push(kv("db.query.text", p.query.clone()));
-            let mut mattrs = vec![
-                ("db.system.name".to_owned(), "postgresql".to_owned()),
-                ("db.operation.name".to_owned(), p.operation.clone()),
-            ];
+            kv_str(a, "db.query.text", &p.query);
+            s.series.push("db.system.name", "postgresql");
+            s.series.push("db.operation.name", &p.operation);
             if let Some(code) = &p.error_code {
                 error = true;
-                attrs.push(kv("db.response.status_code", code.clone()));
-                attrs.push(kv("error.type", code.clone()));
-                mattrs.push(("error.type".to_owned(), code.clone()));
+                kv_str(a, "db.response.status_code", code);
+                kv_str(a, "error.type", code);
+                s.series.push("error.type", code);
             }
             observation = (!server).then_some(Observation {
                 metric: "db.client.operation.duration",
-                attributes: mattrs,
                 seconds,
             });
         }
     }
-    if span.trace_id.is_empty() {
-        span.trace_id = random_bytes::<16>().to_vec();
-        span.flags = 1;
+    // The span, fields in tag order as prost writes them.
+    let out = &mut s.span;
+    out.clear();
+    let (trace_id, parent_id, flags) = match parent {
+        Some(tp) => (tp.trace_id, Some(tp.span_id), u32::from(tp.flags)),
+        None => (random_bytes::<16>(), None, 1),
+    };
+    wire::bytes(out, wire::span::TRACE_ID, &trace_id);
+    wire::bytes(out, wire::span::SPAN_ID, &random_bytes::<8>());
+    if let Some(p) = parent_id {
+        wire::bytes(out, wire::span::PARENT_SPAN_ID, &p);
     }
+    wire::bytes(out, wire::span::NAME, s.name.as_bytes());
+    let kind = if server {
+        SpanKind::Server
+    } else {
+        SpanKind::Client
+    };
+    wire::varint(out, wire::span::KIND, kind as u64);
+    wire::fixed64(out, wire::span::START, start);
+    wire::fixed64(out, wire::span::END, end);
+    out.extend_from_slice(&s.attrs);
     if error {
-        span.status = Some(Status {
-            code: StatusCode::Error as i32,
-            message: String::new(),
-        });
+        wire::status(out, StatusCode::Error as i32);
     }
-    span.attributes = attrs;
-    Built { span, observation }
+    wire::fixed32(out, wire::span::FLAGS, flags);
+    observation
 }
 
 /// The OTLP resource of a process (+ port) as the gateway expects it.
@@ -525,7 +602,17 @@ impl Hist {
     }
 }
 
-type Series = HashMap<Vec<(String, String)>, Hist>;
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// One series: its resource, its metric and where its attributes start in
+/// its key.
+#[derive(Debug)]
+struct Series {
+    resource: u32,
+    metric: &'static str,
+    attrs_at: usize,
+    hist: Hist,
+}
 
 /// Cumulative RED histograms per resource and metric, with a cap on series
 /// per (resource, metric); beyond it observations land in one overflow
@@ -534,7 +621,18 @@ type Series = HashMap<Vec<(String, String)>, Hist>;
 pub struct Metrics {
     start_unix_ns: u64,
     limit: usize,
-    by_resource: HashMap<Arc<ResourceInfo>, HashMap<&'static str, Series>>,
+    /// Resources by value, numbered in first-seen order.
+    resource_ids: HashMap<Arc<ResourceInfo>, u32>,
+    resources: Vec<Arc<ResourceInfo>>,
+    /// Resource pointer → id. The reader hands out one `Arc` per resource
+    /// per rescan period, so the hash of a resource's strings is computed
+    /// once per period instead of once per observation; the held `Arc`
+    /// keeps the address from being reused while it is a key.
+    by_ptr: FastMap<usize, (Arc<ResourceInfo>, u32)>,
+    /// Key: resource id, metric name, `SeriesKey` bytes.
+    series: FastMap<Box<[u8]>, Series>,
+    per_metric: FastMap<(u32, &'static str), usize>,
+    key: Vec<u8>,
     pub overflowed: u64,
 }
 
@@ -545,43 +643,117 @@ impl Metrics {
         Metrics {
             start_unix_ns,
             limit: limit.max(1),
-            by_resource: HashMap::new(),
+            resource_ids: HashMap::new(),
+            resources: Vec::new(),
+            by_ptr: FastMap::default(),
+            series: FastMap::default(),
+            per_metric: FastMap::default(),
+            key: Vec::new(),
             overflowed: 0,
         }
     }
 
-    pub fn record(&mut self, resource: &Arc<ResourceInfo>, obs: Observation) {
-        let series = self
-            .by_resource
-            .entry(resource.clone())
-            .or_default()
-            .entry(obs.metric)
-            .or_default();
-        // build() emits each metric's attributes in a fixed order, so the
-        // vector is already a canonical key.
-        let mut attrs = obs.attributes;
-        if !series.contains_key(&attrs) && series.len() >= self.limit {
-            self.overflowed += 1;
-            attrs = vec![(OVERFLOW_ATTR.to_owned(), "true".to_owned())];
+    fn resource_id(&mut self, r: &Arc<ResourceInfo>) -> u32 {
+        let ptr = Arc::as_ptr(r) as usize;
+        if let Some((_, id)) = self.by_ptr.get(&ptr) {
+            return *id;
         }
-        series
-            .entry(attrs)
-            .or_insert_with(Hist::new)
-            .record(obs.seconds);
+        let next = self.resources.len() as u32;
+        let id = *self.resource_ids.entry(r.clone()).or_insert(next);
+        if id == next {
+            self.resources.push(r.clone());
+        }
+        self.by_ptr.insert(ptr, (r.clone(), id));
+        id
+    }
+
+    /// Drops the pointer cache; called when the reader rebuilds its
+    /// resources, so that the cache holds no stale `Arc`s.
+    pub fn forget_pointers(&mut self) {
+        self.by_ptr.clear();
+    }
+
+    fn make_key(&mut self, resource: u32, metric: &'static str, series: &[u8]) -> usize {
+        self.key.clear();
+        self.key.extend_from_slice(&resource.to_le_bytes());
+        self.key.extend_from_slice(metric.as_bytes());
+        self.key.push(0);
+        let at = self.key.len();
+        self.key.extend_from_slice(series);
+        at
+    }
+
+    pub fn record(
+        &mut self,
+        resource: &Arc<ResourceInfo>,
+        metric: &'static str,
+        series: &SeriesKey,
+        seconds: f64,
+    ) {
+        let rid = self.resource_id(resource);
+        let at = self.make_key(rid, metric, series.as_bytes());
+        if let Some(s) = self.series.get_mut(&self.key[..]) {
+            s.hist.record(seconds);
+            return;
+        }
+        let count = self.per_metric.entry((rid, metric)).or_default();
+        if *count >= self.limit {
+            self.overflowed += 1;
+            let mut overflow = SeriesKey::default();
+            overflow.push(OVERFLOW_ATTR, "true");
+            let at = self.make_key(rid, metric, overflow.as_bytes());
+            if let Some(s) = self.series.get_mut(&self.key[..]) {
+                s.hist.record(seconds);
+                return;
+            }
+            let mut hist = Hist::new();
+            hist.record(seconds);
+            self.series.insert(
+                self.key.clone().into_boxed_slice(),
+                Series {
+                    resource: rid,
+                    metric,
+                    attrs_at: at,
+                    hist,
+                },
+            );
+            return;
+        }
+        *count += 1;
+        let mut hist = Hist::new();
+        hist.record(seconds);
+        self.series.insert(
+            self.key.clone().into_boxed_slice(),
+            Series {
+                resource: rid,
+                metric,
+                attrs_at: at,
+                hist,
+            },
+        );
     }
 
     /// Number of series of one metric across resources (for tests/metrics).
     pub fn series(&self, metric: &str) -> usize {
-        self.by_resource
-            .values()
-            .filter_map(|m| m.get(metric))
-            .map(|s| s.len())
-            .sum()
+        self.series.values().filter(|s| s.metric == metric).count()
     }
 
     pub fn to_otlp(&self, now_unix_ns: u64, host: &str) -> Vec<ResourceMetrics> {
+        let mut grouped: std::collections::BTreeMap<u32, std::collections::BTreeMap<&str, Vec<_>>> =
+            Default::default();
+        for (key, s) in &self.series {
+            grouped
+                .entry(s.resource)
+                .or_default()
+                .entry(s.metric)
+                .or_default()
+                .push((SeriesKey::attrs(&key[s.attrs_at..]), &s.hist));
+        }
         let mut out = Vec::new();
-        for (res, metrics) in &self.by_resource {
+        for (rid, metrics) in grouped {
+            let Some(res) = self.resources.get(rid as usize) else {
+                continue;
+            };
             let mut ms = Vec::new();
             for (name, series) in metrics {
                 // rpc.*.duration is specified in milliseconds, the HTTP and
@@ -619,7 +791,7 @@ impl Metrics {
                     })
                     .collect();
                 ms.push(Metric {
-                    name: (*name).to_owned(),
+                    name: name.to_owned(),
                     unit: unit.to_owned(),
                     description: format!("Duration of {name} (mop-agent, eBPF)"),
                     data: Some(metric::Data::Histogram(Histogram {
@@ -645,6 +817,14 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
+    use opentelemetry_proto::tonic::{
+        common::v1::{AnyValue, any_value},
+        trace::v1::Span,
+    };
+    use prost::Message as _;
+
     use super::*;
     use crate::protocol::http1::HttpExchange;
 
@@ -696,6 +876,10 @@ mod tests {
         }
     }
 
+    fn decode(s: &Scratch) -> Span {
+        Span::decode(&s.span[..]).unwrap()
+    }
+
     #[test]
     fn server_span_continues_traceparent() {
         let ex = Exchange {
@@ -703,35 +887,122 @@ mod tests {
             end_ns: 3_000,
             detail: Detail::Http(HttpExchange {
                 method: "GET".into(),
-                target: "/items/7".into(),
+                target: "/items/7?q=1".into(),
                 status: 503,
                 version: "1.1",
+                host: Some("shop:8080".into()),
                 traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
                 ..HttpExchange::default()
             }),
         };
-        let b = build(&ex, &tuple(), Role::Server, 10);
-        assert_eq!(b.span.name, "GET /items/{id}");
+        let mut s = Scratch::default();
+        let o = build(&ex, &tuple(), Role::Server, 10, &mut s).unwrap();
+        let span = decode(&s);
+        assert_eq!(span.name, "GET /items/{id}");
         assert_eq!(
-            b.span.parent_span_id,
+            span.parent_span_id,
             vec![0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]
         );
+        assert_eq!(span.trace_id[..2], [0x4b, 0xf9]);
+        assert_eq!(span.end_time_unix_nano - span.start_time_unix_nano, 2_000);
+        assert_eq!(span.start_time_unix_nano, 1_010);
+        assert_eq!(span.kind, SpanKind::Server as i32);
+        assert_eq!(span.status.clone().unwrap().code, StatusCode::Error as i32);
+        let attr = |k: &str| {
+            span.attributes
+                .iter()
+                .find(|a| a.key == k)
+                .and_then(|a| a.value.clone())
+                .and_then(|v| v.value)
+        };
         assert_eq!(
-            b.span.end_time_unix_nano - b.span.start_time_unix_nano,
-            2_000
+            attr("http.route"),
+            Some(any_value::Value::StringValue("/items/{id}".into()))
         );
-        assert_eq!(b.span.status.unwrap().code, StatusCode::Error as i32);
-        let o = b.observation.unwrap();
+        assert_eq!(
+            attr("url.query"),
+            Some(any_value::Value::StringValue("q=1".into()))
+        );
+        assert_eq!(
+            attr("server.address"),
+            Some(any_value::Value::StringValue("shop".into()))
+        );
+        assert_eq!(
+            attr("http.response.status_code"),
+            Some(any_value::Value::IntValue(503))
+        );
+        assert_eq!(
+            attr("error.type"),
+            Some(any_value::Value::StringValue("503".into()))
+        );
+        // Written field by field, the bytes are exactly prost's encoding.
+        assert_eq!(span.encode_to_vec(), s.span);
         assert_eq!(o.metric, "http.server.request.duration");
-        assert!(
-            o.attributes
-                .contains(&("http.route".into(), "/items/{id}".into()))
-        );
+        let series = SeriesKey::attrs(s.series.as_bytes());
+        assert!(series.contains(&("http.route".into(), "/items/{id}".into())));
+        assert!(series.contains(&("error.type".into(), "503".into())));
+    }
+
+    #[test]
+    fn spans_without_parent_get_fresh_ids_and_match_prost() {
+        let mut s = Scratch::default();
+        let exchanges = [
+            Detail::Http(HttpExchange {
+                method: "POST".into(),
+                target: "/v1/x".into(),
+                status: 200,
+                version: "1.1",
+                user_agent: Some("curl/8".into()),
+                request_body_size: 3,
+                ..HttpExchange::default()
+            }),
+            Detail::Redis(crate::protocol::redis::RedisExchange {
+                command: "GET".into(),
+                error: Some("ERR".into()),
+            }),
+        ];
+        let mut ids = std::collections::HashSet::new();
+        for (i, d) in exchanges.into_iter().enumerate() {
+            let ex = Exchange {
+                start_ns: 5,
+                end_ns: 9,
+                detail: d,
+            };
+            let role = if i == 0 { Role::Client } else { Role::Server };
+            build(&ex, &tuple(), role, 0, &mut s);
+            let span = decode(&s);
+            assert_eq!(span.encode_to_vec(), s.span);
+            assert_eq!(span.trace_id.len(), 16);
+            assert_eq!(span.span_id.len(), 8);
+            assert!(span.parent_span_id.is_empty());
+            assert_eq!(span.flags, 1);
+            assert!(ids.insert(span.trace_id.clone()));
+            if i == 0 {
+                assert_eq!(span.name, "POST");
+                assert!(span.status.is_none());
+                assert!(span.attributes.iter().any(|a| a.key == "url.full"
+                    && a.value
+                        == Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(
+                                "http://127.0.0.1/v1/x".into()
+                            ))
+                        })));
+            } else {
+                assert_eq!(span.name, "GET");
+                assert!(span.status.is_some());
+            }
+        }
+    }
+
+    fn series(k: &str, v: &str) -> SeriesKey {
+        let mut s = SeriesKey::default();
+        s.push(k, v);
+        s
     }
 
     #[test]
     fn cardinality_cap_uses_overflow_series() {
-        let res = Arc::new(ResourceInfo {
+        let info = ResourceInfo {
             service_name: "s".into(),
             namespace: None,
             pod: None,
@@ -739,24 +1010,36 @@ mod tests {
             exe_name: String::new(),
             exe_path: String::new(),
             container_id: None,
-        });
+        };
         let mut m = Metrics::new(0, 3);
         for i in 0..10 {
-            m.record(
-                &res,
-                Observation {
-                    metric: "m",
-                    attributes: vec![("k".into(), i.to_string())],
-                    seconds: 0.01,
-                },
-            );
+            // A new Arc of an equal resource every few observations, as the
+            // reader's rescans produce: still the same series.
+            let res = Arc::new(info.clone());
+            if i % 4 == 0 {
+                m.forget_pointers();
+            }
+            m.record(&res, "m", &series("k", &i.to_string()), 0.01);
         }
+        m.record(&Arc::new(info.clone()), "m", &series("k", "1"), 0.02);
         assert_eq!(m.series("m"), 4);
         assert_eq!(m.overflowed, 7);
         let otlp = m.to_otlp(5, "h");
+        assert_eq!(otlp.len(), 1);
         let Some(metric::Data::Histogram(h)) = &otlp[0].scope_metrics[0].metrics[0].data else {
             panic!()
         };
-        assert_eq!(h.data_points.iter().map(|p| p.count).sum::<u64>(), 10);
+        assert_eq!(h.data_points.iter().map(|p| p.count).sum::<u64>(), 11);
+        let one = h
+            .data_points
+            .iter()
+            .find(|p| p.attributes == vec![kv("k", "1")])
+            .unwrap();
+        assert_eq!(one.count, 2);
+        assert!(
+            h.data_points
+                .iter()
+                .any(|p| p.attributes == vec![kv(OVERFLOW_ATTR, true)] && p.count == 7)
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::{
 
 use mop_agent::{
     config,
-    export::{Exporter, SpanRecord},
+    export::{self, Exporter, SpanBatch},
     process::ResourceInfo,
     selfmetrics::SelfMetrics,
     telemetry::Metrics,
@@ -24,7 +24,6 @@ use opentelemetry_proto::tonic::{
     },
     trace::v1::Span,
 };
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
@@ -65,9 +64,10 @@ async fn serve(f: Flaky) -> String {
     format!("http://{addr}")
 }
 
-fn record(i: u8) -> SpanRecord {
-    SpanRecord::new(
-        Arc::new(ResourceInfo {
+fn record(i: u8) -> SpanBatch {
+    let mut b = SpanBatch::default();
+    b.push_span(
+        &Arc::new(ResourceInfo {
             service_name: "svc".into(),
             namespace: Some("ns".into()),
             pod: None,
@@ -82,7 +82,8 @@ fn record(i: u8) -> SpanRecord {
             name: format!("span-{i}"),
             ..Span::default()
         },
-    )
+    );
+    b
 }
 
 async fn run(fail_first: usize, code: tonic::Code, attempts: u32) -> (Flaky, Arc<SelfMetrics>) {
@@ -109,11 +110,11 @@ async fn run(fail_first: usize, code: tonic::Code, attempts: u32) -> (Flaky, Arc
         stats.clone(),
     )
     .unwrap();
-    let (tx, rx) = mpsc::channel(16);
+    let (tx, rx) = export::queue(16);
     let cancel = CancellationToken::new();
     let task = tokio::spawn(exporter.run(rx, cancel.clone()));
     for i in 1..=3 {
-        tx.send(record(i)).await.unwrap();
+        assert!(tx.try_send(record(i)).is_ok());
     }
     // Bounded wait for the outcome, then a clean stop.
     for _ in 0..100 {

@@ -81,9 +81,9 @@ pub struct Tuple {
     pub role: Role,
 }
 
-/// One decoded kernel event.
+/// One decoded kernel event, borrowing its payload from the ring buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
+pub struct Event<'a> {
     /// CLOCK_MONOTONIC nanoseconds.
     pub ts_ns: u64,
     pub tgid: u32,
@@ -94,10 +94,10 @@ pub struct Event {
     pub syscall: u8,
     /// Bytes the syscall moved; `data` holds at most the first of them.
     pub total_len: u32,
-    pub data: Vec<u8>,
+    pub data: &'a [u8],
     pub tuple: Tuple,
     /// The task's name (`comm`), at most 15 bytes; empty on data events.
-    pub comm: String,
+    pub comm: std::borrow::Cow<'a, str>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -142,9 +142,9 @@ fn addr(family: u16, raw: &[u8]) -> Result<IpAddr, Error> {
     }
 }
 
-impl Event {
+impl<'a> Event<'a> {
     /// Decodes one ring-buffer record.
-    pub fn decode(b: &[u8]) -> Result<Event, Error> {
+    pub fn decode(b: &'a [u8]) -> Result<Event<'a>, Error> {
         if b.len() < HEADER_SIZE {
             return Err(Error::Short(b.len()));
         }
@@ -181,7 +181,7 @@ impl Event {
         let comm_raw = &b[comm_at..comm_at + 16];
         let comm_len = comm_raw.iter().position(|c| *c == 0).unwrap_or(16);
         Ok(Event {
-            comm: String::from_utf8_lossy(&comm_raw[..comm_len]).into_owned(),
+            comm: String::from_utf8_lossy(&comm_raw[..comm_len]),
             ts_ns: u64_at(b, offset_of!(RawEventHeader, ts_ns)),
             tgid: u32_at(b, offset_of!(RawEventHeader, tgid)),
             tid: u32_at(b, offset_of!(RawEventHeader, tid)),
@@ -190,7 +190,7 @@ impl Event {
             direction,
             syscall: b[offset_of!(RawEventHeader, syscall)],
             total_len: u32_at(b, offset_of!(RawEventHeader, total_len)),
-            data: b[HEADER_SIZE..HEADER_SIZE + captured].to_vec(),
+            data: &b[HEADER_SIZE..HEADER_SIZE + captured],
             tuple: Tuple {
                 local: addr(family, &b[saddr..saddr + 16])?,
                 local_port: u16_at(b, t + offset_of!(RawTuple, sport)),
@@ -275,11 +275,11 @@ pub(crate) mod tests {
         let c = offset_of!(RawEventHeader, comm);
         let n = e.comm.len().min(15);
         b[c..c + n].copy_from_slice(&e.comm.as_bytes()[..n]);
-        b[HEADER_SIZE..].copy_from_slice(&e.data);
+        b[HEADER_SIZE..].copy_from_slice(e.data);
         b
     }
 
-    pub(crate) fn sample() -> Event {
+    pub(crate) fn sample() -> Event<'static> {
         Event {
             ts_ns: 42,
             tgid: 7,
@@ -289,7 +289,7 @@ pub(crate) mod tests {
             direction: Some(Direction::Ingress),
             syscall: 5,
             total_len: 100,
-            data: b"GET / HTTP/1.1\r\n".to_vec(),
+            data: b"GET / HTTP/1.1\r\n",
             comm: "nginx".into(),
             tuple: Tuple {
                 local: IpAddr::from([127, 0, 0, 1]),
