@@ -7,7 +7,10 @@
 #   - agent userspace CPU per request (utime+stime of the agent process),
 #   - nginx CPU per request (the in-kernel cost lands in nginx's syscalls).
 # Needs root (CAP_BPF), nginx, wrk, bpftool, python3. Usage:
-#   agent/bench/nginx-wrk.sh [seconds-per-run] [rounds]
+#   [PER_PROG=1] agent/bench/nginx-wrk.sh [seconds-per-run] [rounds]
+# PER_PROG=1 adds each eBPF program's runs and time per request.
+# PROFILE=FILE records the agent with perf (DWARF call graphs) during the
+# first saturated run; read it with `perf report -i FILE --no-children`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DUR=${1:-10}
@@ -69,6 +72,7 @@ nginx_cpu() { # utime+stime ticks of all nginx processes of this run
   local t=0; for p in $(pgrep -f "nginx -c $TMP/nginx.conf" || true) $(pgrep -P "$NGINX_PID" || true); do
     [[ -r /proc/$p/stat ]] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo "$t"; }
 agent_cpu() { awk '{print $14+$15}' "/proc/$AGENT_PID/stat"; }
+sink_cpu() { awk '{print $14+$15}' "/proc/$SINK_PID/stat"; }
 bpf_ns() { # total run_time_ns and run_cnt over the agent's programs
   bpftool prog show --json | python3 -c '
 import json,sys
@@ -77,6 +81,23 @@ for p in json.load(sys.stdin):
     if p.get("name","").startswith("mop_"):
         t+=p.get("run_time_ns",0); c+=p.get("run_cnt",0)
 print(t, c)'; }
+prog_stats() { # per-program run_time_ns and run_cnt, JSON, to a file
+  bpftool prog show --json > "$1"; }
+prog_table() { # before after requests: per-program ns/run and runs/request
+  python3 - "$@" <<'PY'
+import json,sys
+a={p["id"]:p for p in json.load(open(sys.argv[1])) if p.get("name","").startswith("mop_")}
+b={p["id"]:p for p in json.load(open(sys.argv[2])) if p.get("name","").startswith("mop_")}
+req=float(sys.argv[3])
+rows=[]
+for i,p in b.items():
+    q=a.get(i,{})
+    t=p.get("run_time_ns",0)-q.get("run_time_ns",0); c=p.get("run_cnt",0)-q.get("run_cnt",0)
+    if c: rows.append((t/req,p["name"],c/req,t/c))
+for per_req,name,runs,per_run in sorted(rows,reverse=True):
+    print(f"    {name:24} {runs:5.2f} runs/req {per_run:6.0f} ns/run {per_req:6.0f} ns/req")
+PY
+}
 run_wrk() { # mode -> prints requests
   local extra=()
   [[ $1 == fixed ]] && extra=(-s "$TMP/fixed.lua")
@@ -88,7 +109,7 @@ HZ=$(getconf CLK_TCK)
 start_agent() {
   "$SINK" "$OTLP" > "$TMP/sink.out" & SINK_PID=$!
   sleep 0.3
-  RUST_LOG=warn "$AGENT" --config "$TMP/agent.yaml" & AGENT_PID=$!
+  RUST_LOG=error "$AGENT" --config "$TMP/agent.yaml" & AGENT_PID=$!
   for _ in $(seq 50); do curl -s "http://$METRICS/metrics" >/dev/null 2>&1 && break; sleep 0.1; done
 }
 stop_agent() {
@@ -102,23 +123,32 @@ for mode in saturated fixed; do
   for r in $(seq "$ROUNDS"); do
     n0=$(nginx_cpu); base=$(run_wrk $mode); n1=$(nginx_cpu)
     start_agent
-    a0=$(agent_cpu); read -r b0 c0 < <(bpf_ns); m0=$(nginx_cpu)
+    a0=$(agent_cpu); s0=$(sink_cpu); read -r b0 c0 < <(bpf_ns); m0=$(nginx_cpu)
+    prog_stats "$TMP/progs0.json"
+    if [[ -n "${PROFILE:-}" && $mode == saturated && $r == 1 ]]; then
+      perf record -q -F 999 --call-graph dwarf,16384 -o "$PROFILE" -p "$AGENT_PID" -- sleep "$DUR" 2>/dev/null &
+      PERF_PID=$!
+    fi
     with=$(run_wrk $mode)
-    a1=$(agent_cpu); read -r b1 c1 < <(bpf_ns); m1=$(nginx_cpu)
+    [[ -n "${PERF_PID:-}" ]] && { wait "$PERF_PID" || true; PERF_PID=; }
+    a1=$(agent_cpu); s1=$(sink_cpu); read -r b1 c1 < <(bpf_ns); m1=$(nginx_cpu)
+    prog_stats "$TMP/progs1.json"
     spans=$(curl -s "http://$METRICS/metrics" | awk '/^mop_agent_exchanges_total/ {print $2}')
     drops=$(curl -s "http://$METRICS/metrics" | awk '/^mop_agent_kernel_drops_total/ {s+=$2} END {print s+0}')
     stop_agent
-    python3 - "$mode" "$r" "$base" "$with" "$n0" "$n1" "$m0" "$m1" "$a0" "$a1" "$b0" "$b1" "$c0" "$c1" "$HZ" "$spans" "$drops" <<'PY'
+    python3 - "$mode" "$r" "$base" "$with" "$n0" "$n1" "$m0" "$m1" "$a0" "$a1" "$b0" "$b1" "$c0" "$c1" "$HZ" "$spans" "$drops" "$s0" "$s1" <<'PY'
 import sys
 mode, r = sys.argv[1], sys.argv[2]
-base, with_, n0, n1, m0, m1, a0, a1, b0, b1, c0, c1, hz, spans, drops = map(float, sys.argv[3:])
+base, with_, n0, n1, m0, m1, a0, a1, b0, b1, c0, c1, hz, spans, drops, s0, s1 = map(float, sys.argv[3:])
 loss = (base - with_) / base * 100
 print(f"{mode:9} round {r}: without {base:9.0f} req  with {with_:9.0f} req  loss {loss:5.1f}%  "
       f"eBPF {(b1-b0)/with_:6.0f} ns/req ({(c1-c0)/with_:4.1f} prog runs/req)  "
       f"agent {(a1-a0)/hz/with_*1e9:6.0f} ns CPU/req  "
+      f"sink {(s1-s0)/hz/with_*1e9:5.0f} ns CPU/req  "
       f"nginx {(n1-n0)/hz/base*1e6:5.1f} -> {(m1-m0)/hz/with_*1e6:5.1f} us CPU/req  "
       f"exchanges {spans:.0f} kernel-drops {drops:.0f}")
 PY
+    [[ -n "${PER_PROG:-}" ]] && prog_table "$TMP/progs0.json" "$TMP/progs1.json" "$with"
   done
 done
 sysctl -q -w kernel.bpf_stats_enabled=0

@@ -2,7 +2,7 @@
 //! connection tracker → spans/metrics → exporter. Shutdown is staged: stop
 //! reading (which detaches the programs), then let the exporter drain.
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     path::PathBuf,
     sync::{Arc, Mutex, atomic::Ordering::Relaxed},
     time::Duration,
@@ -133,18 +133,17 @@ impl Agent {
         let reader = Reader {
             ring,
             programs,
-            tracker: Tracker::new(cfg.capture.max_connections),
-            resolver,
+            pipeline: Pipeline::new(
+                Tracker::new(cfg.capture.max_connections),
+                resolver,
+                clock_offset_ns(),
+            ),
             tx,
             metrics,
             stats: stats.clone(),
-            offset: clock_offset_ns(),
             cfg,
             proc_root,
-            resources: std::collections::HashMap::new(),
             discovery,
-            scratch: telemetry::Scratch::default(),
-            located: Vec::new(),
         };
         let reader_cancel = cancel.clone();
         let reader = tokio::spawn(async move {
@@ -182,24 +181,90 @@ impl Agent {
 struct Reader {
     ring: AsyncFd<RingBuf<MapData>>,
     programs: Programs,
-    tracker: Tracker,
-    resolver: Resolver,
+    pipeline: Pipeline,
     tx: SpanSender,
     metrics: Arc<Mutex<Metrics>>,
     stats: Arc<SelfMetrics>,
-    offset: i128,
     cfg: Config,
     proc_root: PathBuf,
-    /// One Arc per (process, local port): built once per rescan period,
-    /// shared by every span of that resource.
-    resources: std::collections::HashMap<(u32, Option<u16>), Arc<ResourceInfo>>,
     discovery: process::Discovery,
-    scratch: telemetry::Scratch,
-    located: Vec<Located>,
 }
 
-/// Records read per drain before yielding to other tasks.
-const DRAIN_BUDGET: usize = 65_536;
+/// What happens to each ring-buffer record, separated from the ring so that
+/// `benches/pipeline.rs` measures exactly the reader's work per record.
+pub struct Pipeline {
+    tracker: Tracker,
+    resolver: Resolver,
+    /// One Arc per (process, local port): built once per rescan period,
+    /// shared by every span of that resource.
+    resources: HashMap<(u32, Option<u16>), Arc<ResourceInfo>, foldhash::fast::RandomState>,
+    scratch: telemetry::Scratch,
+    located: Vec<Located>,
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC, ns.
+    offset: i128,
+}
+
+impl Pipeline {
+    pub fn new(tracker: Tracker, resolver: Resolver, wall_offset_ns: i128) -> Pipeline {
+        Pipeline {
+            tracker,
+            resolver,
+            resources: HashMap::default(),
+            scratch: telemetry::Scratch::default(),
+            located: Vec::new(),
+            offset: wall_offset_ns,
+        }
+    }
+
+    /// Decodes one record, follows its connection, and turns each exchange
+    /// it completes into a span in `batch` and an observation in `metrics`.
+    /// Returns the number of exchanges.
+    pub fn process(
+        &mut self,
+        record: &[u8],
+        batch: &mut SpanBatch,
+        mut metrics: Option<&mut Metrics>,
+    ) -> Result<usize, ebpf::event::Error> {
+        let ev = Event::decode(record)?;
+        self.tracker.handle(&ev, &mut self.located);
+        let n = self.located.len();
+        for l in self.located.drain(..) {
+            let port = (l.role != crate::ebpf::event::Role::Client).then_some(l.tuple.local_port);
+            let resolver = &mut self.resolver;
+            let res = self
+                .resources
+                .entry((l.tgid, port))
+                .or_insert_with(|| Arc::new(resolver.resource(l.tgid, port, l.comm.as_str())));
+            let obs = telemetry::build(
+                &l.exchange,
+                &l.tuple,
+                l.role,
+                self.offset,
+                &mut self.scratch,
+            );
+            if let (Some(o), Some(m)) = (obs, metrics.as_deref_mut()) {
+                m.record(res, o.metric, &self.scratch.series, o.seconds);
+            }
+            batch.push(res, &self.scratch.span);
+        }
+        Ok(n)
+    }
+
+    /// Rebuilds resources from now on (processes come and go, pids are
+    /// reused) and prunes the resolver's process cache.
+    pub fn forget_resources(&mut self) {
+        self.resolver.prune();
+        self.resources.clear();
+    }
+
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+}
+
+/// Records read per drain before yielding to other tasks (the exporter and
+/// the metrics endpoint share the agent's one thread).
+const DRAIN_BUDGET: usize = 16_384;
 
 impl Reader {
     async fn run(mut self, cancel: CancellationToken) {
@@ -234,10 +299,9 @@ impl Reader {
                 warn!(pid, error = %e, "could not track process");
             }
         }
-        self.resolver.prune();
         // Config-derived attributes do not change, but processes come and go
         // (and pids are reused): rebuild resources each period.
-        self.resources.clear();
+        self.pipeline.forget_resources();
         if let Ok(mut m) = self.metrics.lock() {
             m.forget_pointers();
         }
@@ -250,16 +314,16 @@ impl Reader {
             .store(kernel.len() as u64, Relaxed);
         self.stats
             .open_connections
-            .store(self.tracker.len() as u64, Relaxed);
+            .store(self.pipeline.tracker().len() as u64, Relaxed);
         self.stats
             .conns_evicted
-            .store(self.tracker.stats.evicted, Relaxed);
+            .store(self.pipeline.tracker().stats.evicted, Relaxed);
         self.stats
             .conns_undetected
-            .store(self.tracker.stats.undetected, Relaxed);
+            .store(self.pipeline.tracker().stats.undetected, Relaxed);
         self.stats
             .parser_desyncs
-            .store(self.tracker.stats.desyncs, Relaxed);
+            .store(self.pipeline.tracker().stats.desyncs, Relaxed);
         if let Ok(m) = self.metrics.lock() {
             self.stats.metric_overflow.store(m.overflowed, Relaxed);
         }
@@ -268,51 +332,34 @@ impl Reader {
     fn drain(&mut self) {
         let Reader {
             ring,
-            tracker,
-            resolver,
-            resources,
-            scratch,
-            located,
+            pipeline,
             metrics,
             stats,
-            offset,
             tx,
             ..
         } = self;
         let ring = ring.get_mut();
-        let mut batch = SpanBatch::default();
-        // One lock per drain; the exporter takes it once per interval.
-        let mut metrics = metrics.lock().ok();
+        let mut batch = tx.batch();
         let mut n = 0;
         let mut exchanges = 0u64;
-        while n < DRAIN_BUDGET {
-            let Some(item) = ring.next() else { break };
-            n += 1;
-            match Event::decode(&item) {
-                Ok(ev) => tracker.handle(&ev, located),
-                Err(e) => {
-                    SelfMetrics::inc(&stats.event_decode_errors);
-                    warn!(error = %e, "undecodable ring buffer record");
+        {
+            // One lock per drain; the exporter takes it once per interval.
+            let mut metrics = metrics.lock().ok();
+            while n < DRAIN_BUDGET {
+                let Some(item) = ring.next() else { break };
+                n += 1;
+                match pipeline.process(&item, &mut batch, metrics.as_deref_mut()) {
+                    Ok(k) => exchanges += k as u64,
+                    Err(e) => {
+                        SelfMetrics::inc(&stats.event_decode_errors);
+                        warn!(error = %e, "undecodable ring buffer record");
+                    }
                 }
-            }
-            drop(item);
-            for l in located.drain(..) {
-                exchanges += 1;
-                let port =
-                    (l.role != crate::ebpf::event::Role::Client).then_some(l.tuple.local_port);
-                let res = resources
-                    .entry((l.tgid, port))
-                    .or_insert_with(|| Arc::new(resolver.resource(l.tgid, port, &l.comm)));
-                let obs = telemetry::build(&l.exchange, &l.tuple, l.role, *offset, scratch);
-                if let (Some(o), Some(m)) = (obs, metrics.as_mut()) {
-                    m.record(res, o.metric, &scratch.series, o.seconds);
-                }
-                batch.push(res, &scratch.span);
             }
         }
-        drop(metrics);
         stats.events.fetch_add(n as u64, Relaxed);
         if exchanges == 0 {
+            tx.give_back(batch);
             return;
         }
         stats.exchanges.fetch_add(exchanges, Relaxed);
@@ -321,8 +368,9 @@ impl Reader {
             Ok(()) => {
                 stats.spans_queued.fetch_add(spans, Relaxed);
             }
-            Err(_) => {
+            Err(batch) => {
                 stats.spans_dropped_queue_full.fetch_add(spans, Relaxed);
+                tx.give_back(batch);
             }
         }
     }

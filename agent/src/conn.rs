@@ -1,7 +1,7 @@
 //! Connection reassembly: kernel events in, exchanges (with their
 //! connection's tuple and role) out. One parser per connection, chosen from
 //! the first bytes the client sends.
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
 use crate::{
     ebpf::event::{Direction, Event, EventKind, Role, Tuple},
@@ -12,9 +12,7 @@ use crate::{
 const DETECT_ATTEMPTS: u8 = 4;
 
 struct Conn {
-    /// Shared with every exchange of the connection: the name is only read
-    /// when a span's resource is first built.
-    comm: Arc<str>,
+    comm: Comm,
     tuple: Tuple,
     role: Role,
     parser: Option<Box<dyn ConnParser>>,
@@ -23,11 +21,37 @@ struct Conn {
     seen: u64,
 }
 
+/// A task name (`comm`, at most 15 bytes), kept inline: it is copied into
+/// every exchange but read only when a span's resource is first built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Comm {
+    len: u8,
+    bytes: [u8; 16],
+}
+
+impl Comm {
+    pub fn new(s: &str) -> Comm {
+        let mut c = Comm::default();
+        // Cut at a character boundary so that as_str() stays valid UTF-8.
+        let mut n = s.len().min(16);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        c.bytes[..n].copy_from_slice(&s.as_bytes()[..n]);
+        c.len = n as u8;
+        c
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
 /// An exchange and where it happened.
 #[derive(Debug, Clone)]
 pub struct Located {
     pub tgid: u32,
-    pub comm: Arc<str>,
+    pub comm: Comm,
     pub tuple: Tuple,
     pub role: Role,
     pub exchange: Exchange,
@@ -41,7 +65,7 @@ pub struct Stats {
 }
 
 pub struct Tracker {
-    conns: HashMap<(u32, i32), Conn>,
+    conns: HashMap<(u32, i32), Conn, foldhash::fast::RandomState>,
     max: usize,
     seq: u64,
     pub stats: Stats,
@@ -59,7 +83,7 @@ fn new_parser(p: Protocol) -> Box<dyn ConnParser> {
 impl Tracker {
     pub fn new(max: usize) -> Self {
         Tracker {
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             max: max.max(1),
             seq: 0,
             stats: Stats::default(),
@@ -100,7 +124,7 @@ impl Tracker {
                 self.conns.insert(
                     key,
                     Conn {
-                        comm: Arc::from(&*ev.comm),
+                        comm: Comm::new(&ev.comm),
                         tuple: ev.tuple,
                         role: ev.tuple.role,
                         parser: None,
@@ -128,7 +152,7 @@ impl Tracker {
                     self.conns.insert(
                         key,
                         Conn {
-                            comm: Arc::from(&*ev.comm),
+                            comm: Comm::new(&ev.comm),
                             tuple: ev.tuple,
                             role: ev.tuple.role,
                             parser: None,
@@ -192,7 +216,7 @@ impl Tracker {
                 for exchange in exchanges {
                     out.push(Located {
                         tgid: key.0,
-                        comm: c.comm.clone(),
+                        comm: c.comm,
                         tuple: c.tuple,
                         role: c.role,
                         exchange,
@@ -210,7 +234,7 @@ impl Tracker {
             for exchange in exchanges {
                 out.push(Located {
                     tgid,
-                    comm: c.comm.clone(),
+                    comm: c.comm,
                     tuple: c.tuple,
                     role: c.role,
                     exchange,
@@ -243,6 +267,14 @@ mod tests {
         t.handle(&resp, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].role, Role::Client);
+    }
+
+    #[test]
+    fn comm_keeps_at_most_16_bytes_on_a_character_boundary() {
+        assert_eq!(Comm::new("nginx").as_str(), "nginx");
+        assert_eq!(Comm::new("abcdefghijklmnopq").as_str(), "abcdefghijklmnop");
+        // 15 ASCII bytes then a 2-byte character: cut before it.
+        assert_eq!(Comm::new("abcdefghijklmnoé").as_str(), "abcdefghijklmno");
     }
 
     #[test]

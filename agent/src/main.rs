@@ -27,7 +27,11 @@ struct Args {
     probe: bool,
 }
 
-#[tokio::main]
+// One thread: the reader, the exporter and the metrics endpoint together
+// need well under a core, and on a multi-thread runtime the hand-offs
+// between them showed up as futex wake-ups and context switches in the
+// agent's profile.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -112,6 +112,21 @@ impl Value<'_> {
 /// One `KeyValue` as field `tag` of the enclosing message (9 in `Span`, 1
 /// in `Resource`, 7 in `HistogramDataPoint`).
 pub fn key_value(out: &mut Vec<u8>, tag: u32, key: &str, value: Value<'_>) {
+    if let Value::Str(s) = value
+        && tag < 16
+        && key.len() + s.len() < 120
+    {
+        // Every length fits one varint byte and every key one tag byte:
+        // the common case, written without the general length arithmetic.
+        let any = 2 + s.len();
+        let body = 2 + key.len() + 2 + any;
+        out.reserve(2 + body);
+        out.extend_from_slice(&[(tag << 3 | 2) as u8, body as u8, 0x0a, key.len() as u8]);
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(&[0x12, any as u8, 0x0a, s.len() as u8]);
+        out.extend_from_slice(s);
+        return;
+    }
     let any = value.any_len();
     let body = len_delimited_size(KV_KEY, key.len()) + len_delimited_size(KV_VALUE, any);
     message_header(out, tag, body);

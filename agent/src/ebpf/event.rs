@@ -202,12 +202,11 @@ impl<'a> Event<'a> {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    /// Encodes an event the way the kernel lays it out; used by tests only.
-    pub(crate) fn encode(e: &Event) -> Vec<u8> {
+impl Event<'_> {
+    /// Encodes the event the way the kernel lays it out (IPv4 tuples
+    /// only): for replaying recorded traffic in tests and benchmarks.
+    pub fn encode(&self) -> Vec<u8> {
+        let e = self;
         let mut b = vec![0u8; HEADER_SIZE + e.data.len()];
         let put = |b: &mut Vec<u8>, off: usize, v: &[u8]| b[off..off + v.len()].copy_from_slice(v);
         put(
@@ -278,6 +277,11 @@ pub(crate) mod tests {
         b[HEADER_SIZE..].copy_from_slice(e.data);
         b
     }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
 
     pub(crate) fn sample() -> Event<'static> {
         Event {
@@ -304,12 +308,12 @@ pub(crate) mod tests {
     #[test]
     fn round_trips_through_the_kernel_layout() {
         let e = sample();
-        assert_eq!(Event::decode(&encode(&e)), Ok(e));
+        assert_eq!(Event::decode(&e.encode()), Ok(e));
     }
 
     #[test]
     fn rejects_truncated_records() {
-        let b = encode(&sample());
+        let b = sample().encode();
         assert_eq!(Event::decode(&b[..10]), Err(Error::Short(10)));
         assert!(matches!(
             Event::decode(&b[..HEADER_SIZE + 3]),
