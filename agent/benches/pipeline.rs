@@ -22,6 +22,11 @@ use mop_agent::{
     telemetry::Metrics,
 };
 
+// The agent binary's allocator (src/main.rs), so that allocation costs as
+// it does in production.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CONNS: i32 = 50;
 const REQUESTS: usize = 10_000;
 

@@ -69,6 +69,8 @@ pub struct Tracker {
     max: usize,
     seq: u64,
     pub stats: Stats,
+    /// Reused for each segment's exchanges.
+    exchanges: Vec<Exchange>,
 }
 
 fn new_parser(p: Protocol) -> Box<dyn ConnParser> {
@@ -87,6 +89,7 @@ impl Tracker {
             max: max.max(1),
             seq: 0,
             stats: Stats::default(),
+            exchanges: Vec::new(),
         }
     }
 
@@ -209,11 +212,11 @@ impl Tracker {
                     data: ev.data,
                     gap: u64::from(ev.total_len).saturating_sub(ev.data.len() as u64),
                 };
-                let mut exchanges = Vec::new();
+                let exchanges = &mut self.exchanges;
                 if let Some(p) = c.parser.as_mut() {
-                    p.feed(from_client, seg, &mut exchanges);
+                    p.feed(from_client, seg, exchanges);
                 }
-                for exchange in exchanges {
+                for exchange in exchanges.drain(..) {
                     out.push(Located {
                         tgid: key.0,
                         comm: c.comm,

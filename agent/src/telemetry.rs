@@ -237,23 +237,41 @@ pub struct Scratch {
     attrs: Vec<u8>,
     name: String,
     route: String,
+    /// `peer` formatted, cached while consecutive spans share the address.
     peer: String,
+    peer_ip: Option<std::net::IpAddr>,
     text: String,
 }
 
 /// Writes `route_template(target)` into `out`.
 fn route_template_into(target: &str, out: &mut String) {
     out.clear();
-    let path = target.split(['?', '#']).next().unwrap_or_default();
+    // Byte searches: '?', '#' and '/' are ASCII, so every cut is on a
+    // character boundary. (The char-pattern splitters were 4% of the
+    // agent's per-request work.)
+    let end = target
+        .bytes()
+        .position(|b| b == b'?' || b == b'#')
+        .unwrap_or(target.len());
+    let path = &target[..end];
     if path.is_empty() {
         out.push('/');
         return;
     }
-    for (i, seg) in path.split('/').enumerate() {
-        if i > 0 {
-            out.push('/');
-        }
+    let mut rest = path;
+    loop {
+        let (seg, next) = match rest.bytes().position(|b| b == b'/') {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
         out.push_str(if is_identifier(seg) { "{id}" } else { seg });
+        match next {
+            Some(n) => {
+                out.push('/');
+                rest = n;
+            }
+            None => break,
+        }
     }
 }
 
@@ -289,8 +307,11 @@ pub fn build(
     s.attrs.clear();
     s.series.clear();
     s.name.clear();
-    s.peer.clear();
-    let _ = write!(s.peer, "{}", tuple.peer);
+    if s.peer_ip != Some(tuple.peer) {
+        s.peer.clear();
+        let _ = write!(s.peer, "{}", tuple.peer);
+        s.peer_ip = Some(tuple.peer);
+    }
     let mut parent: Option<TraceParent> = None;
     let mut error = false;
     let observation;
@@ -843,6 +864,27 @@ mod tests {
         assert_eq!(route_template("/static/app.js"), "/static/app.js");
         assert_eq!(route_template("/v1/health"), "/v1/health");
         assert_eq!(route_template(""), "/");
+        assert_eq!(route_template("/a/7/"), "/a/{id}/");
+        assert_eq!(route_template("?q=1"), "/");
+        assert_eq!(route_template("/é/42#x"), "/é/{id}");
+    }
+
+    proptest::proptest! {
+        /// The byte-search templating equals the plain split-and-join
+        /// definition on any input.
+        #[test]
+        fn route_template_matches_its_definition(t in "[/a-z0-9é?#-]{0,40}") {
+            let path = t.split(['?', '#']).next().unwrap_or_default();
+            let want = if path.is_empty() {
+                "/".to_owned()
+            } else {
+                path.split('/')
+                    .map(|seg| if is_identifier(seg) { "{id}" } else { seg })
+                    .collect::<Vec<_>>()
+                    .join("/")
+            };
+            proptest::prop_assert_eq!(route_template(&t), want);
+        }
     }
 
     #[test]
