@@ -149,6 +149,8 @@ pub fn queue(capacity: usize) -> (SpanSender, SpanReceiver) {
 /// profile under load.
 type BatchPool = Arc<Mutex<Vec<SpanBatch>>>;
 const POOLED_BATCHES: usize = 4;
+/// A batch grown larger than this by a burst is freed, not kept.
+const MAX_POOLED_BYTES: usize = 4 << 20;
 
 #[derive(Debug, Clone)]
 pub struct SpanSender {
@@ -201,6 +203,9 @@ pub struct SpanReceiver {
 
 fn recycle(pool: &BatchPool, mut batch: SpanBatch) {
     batch.clear();
+    if batch.bytes.capacity() > MAX_POOLED_BYTES {
+        return;
+    }
     if let Ok(mut p) = pool.lock()
         && p.len() < POOLED_BATCHES
     {
