@@ -718,29 +718,20 @@ impl Metrics {
             return;
         }
         let count = self.per_metric.entry((rid, metric)).or_default();
-        if *count >= self.limit {
+        let at = if *count >= self.limit {
             self.overflowed += 1;
             let mut overflow = SeriesKey::default();
             overflow.push(OVERFLOW_ATTR, "true");
-            let at = self.make_key(rid, metric, overflow.as_bytes());
-            if let Some(s) = self.series.get_mut(&self.key[..]) {
-                s.hist.record(seconds);
-                return;
-            }
-            let mut hist = Hist::new();
-            hist.record(seconds);
-            self.series.insert(
-                self.key.clone().into_boxed_slice(),
-                Series {
-                    resource: rid,
-                    metric,
-                    attrs_at: at,
-                    hist,
-                },
-            );
+            self.make_key(rid, metric, overflow.as_bytes())
+        } else {
+            *count += 1;
+            at
+        };
+        // The overflow series may exist already; a new attribute set does not.
+        if let Some(s) = self.series.get_mut(&self.key[..]) {
+            s.hist.record(seconds);
             return;
         }
-        *count += 1;
         let mut hist = Hist::new();
         hist.record(seconds);
         self.series.insert(
