@@ -9,6 +9,8 @@
 # Needs root (CAP_BPF), nginx, wrk, bpftool, python3. Usage:
 #   [PER_PROG=1] agent/bench/nginx-wrk.sh [seconds-per-run] [rounds]
 # PER_PROG=1 adds each eBPF program's runs and time per request.
+# WAKEUP_BYTES and POLL_MS set the agent's capture.wakeup_bytes and
+# capture.poll_interval_ms (defaults: the agent's defaults).
 # PROFILE=FILE records the agent with perf (DWARF call graphs) during the
 # first saturated run; read it with `perf report -i FILE --no-children`.
 set -euo pipefail
@@ -62,6 +64,9 @@ services:
     service_name: bench-nginx
     namespace: bench
 metrics_listen: $METRICS
+capture:
+  wakeup_bytes: ${WAKEUP_BYTES:-2097152}
+  poll_interval_ms: ${POLL_MS:-100}
 CONF
 # ~2 ms pause per request per connection: a fixed rate of about CONNS*500/s.
 cat > "$TMP/fixed.lua" <<'LUA'
