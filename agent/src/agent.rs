@@ -235,17 +235,14 @@ impl Pipeline {
                 .resources
                 .entry((l.tgid, port))
                 .or_insert_with(|| Arc::new(resolver.resource(l.tgid, port, l.comm.as_str())));
-            let obs = telemetry::build(
-                &l.exchange,
-                &l.tuple,
-                l.role,
-                self.offset,
-                &mut self.scratch,
-            );
+            let scratch = &mut self.scratch;
+            let offset = self.offset;
+            let obs = batch.push_with(res, |out| {
+                telemetry::build(&l.exchange, &l.tuple, l.role, offset, scratch, out)
+            });
             if let (Some(o), Some(m)) = (obs, metrics.as_deref_mut()) {
-                m.record(res, o.metric, &self.scratch.series, o.seconds);
+                m.record(res, o.metric, &scratch.series, o.seconds);
             }
-            batch.push(res, &self.scratch.span);
         }
         Ok(n)
     }

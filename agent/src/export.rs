@@ -78,29 +78,44 @@ impl SpanBatch {
         self.last = None;
     }
 
-    /// Adds one encoded `Span` message.
-    pub fn push(&mut self, resource: &Arc<ResourceInfo>, span: &[u8]) {
+    fn resource_index(&mut self, resource: &Arc<ResourceInfo>) -> u32 {
         let ptr = Arc::as_ptr(resource) as usize;
-        let idx = match self.last {
-            Some((p, i)) if p == ptr => i,
-            _ => {
-                let i = match self
-                    .resources
-                    .iter()
-                    .position(|r| Arc::as_ptr(r) as usize == ptr)
-                {
-                    Some(i) => i as u32,
-                    None => {
-                        self.resources.push(resource.clone());
-                        (self.resources.len() - 1) as u32
-                    }
-                };
-                self.last = Some((ptr, i));
-                i
+        if let Some((p, i)) = self.last
+            && p == ptr
+        {
+            return i;
+        }
+        let i = match self
+            .resources
+            .iter()
+            .position(|r| Arc::as_ptr(r) as usize == ptr)
+        {
+            Some(i) => i as u32,
+            None => {
+                self.resources.push(resource.clone());
+                (self.resources.len() - 1) as u32
             }
         };
-        self.bytes.extend_from_slice(span);
+        self.last = Some((ptr, i));
+        i
+    }
+
+    /// Adds one encoded `Span` message.
+    pub fn push(&mut self, resource: &Arc<ResourceInfo>, span: &[u8]) {
+        self.push_with(resource, |out| out.extend_from_slice(span));
+    }
+
+    /// Adds the `Span` message that `write` appends to the batch's buffer:
+    /// spans are built in place, not copied in.
+    pub fn push_with<R>(
+        &mut self,
+        resource: &Arc<ResourceInfo>,
+        write: impl FnOnce(&mut Vec<u8>) -> R,
+    ) -> R {
+        let idx = self.resource_index(resource);
+        let r = write(&mut self.bytes);
         self.spans.push((idx, self.bytes.len()));
+        r
     }
 
     /// Adds a span given as a struct (tests and tools).

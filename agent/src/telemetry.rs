@@ -230,8 +230,6 @@ pub struct Observation {
 /// Buffers reused from span to span.
 #[derive(Debug, Default)]
 pub struct Scratch {
-    /// The encoded `Span` message of the last `build`.
-    pub span: Vec<u8>,
     /// The metric series of the last `build`'s observation.
     pub series: SeriesKey,
     attrs: Vec<u8>,
@@ -288,8 +286,9 @@ fn kv_int(out: &mut Vec<u8>, key: &str, v: i64) {
     wire::key_value(out, wire::span::ATTRIBUTES, key, wire::Value::Int(v));
 }
 
-/// Builds the span of one exchange into `s.span` (an encoded OTLP `Span`)
-/// and returns its metric observation, whose series is left in `s.series`.
+/// Appends the span of one exchange to `out` (an encoded OTLP `Span`
+/// message) and returns its metric observation, whose series is left in
+/// `s.series`.
 /// `wall_offset_ns` converts the kernel's monotonic clock to Unix time.
 pub fn build(
     ex: &Exchange,
@@ -297,6 +296,7 @@ pub fn build(
     role: Role,
     wall_offset_ns: i128,
     s: &mut Scratch,
+    out: &mut Vec<u8>,
 ) -> Option<Observation> {
     use std::fmt::Write as _;
     let to_wall = |mono: u64| (i128::from(mono) + wall_offset_ns).max(0) as u64;
@@ -420,7 +420,7 @@ pub fn build(
                     response_body_size: 0,
                 }),
             };
-            return build(&as_http, tuple, role, wall_offset_ns, s);
+            return build(&as_http, tuple, role, wall_offset_ns, s, out);
         }
         Detail::Http2(h) => {
             let full = h.path.trim_start_matches('/');
@@ -507,8 +507,6 @@ pub fn build(
         }
     }
     // The span, fields in tag order as prost writes them.
-    let out = &mut s.span;
-    out.clear();
     let (trace_id, parent_id, flags) = match parent {
         Some(tp) => (tp.trace_id, Some(tp.span_id), u32::from(tp.flags)),
         None => (random_bytes::<16>(), None, 1),
@@ -909,8 +907,16 @@ mod tests {
         }
     }
 
-    fn decode(s: &Scratch) -> Span {
-        Span::decode(&s.span[..]).unwrap()
+    /// Builds one span into a fresh buffer; returns it with its bytes.
+    fn built(
+        ex: &Exchange,
+        role: Role,
+        off: i128,
+        s: &mut Scratch,
+    ) -> (Option<Observation>, Span, Vec<u8>) {
+        let mut out = Vec::new();
+        let o = build(ex, &tuple(), role, off, s, &mut out);
+        (o, Span::decode(&out[..]).unwrap(), out)
     }
 
     #[test]
@@ -929,8 +935,8 @@ mod tests {
             }),
         };
         let mut s = Scratch::default();
-        let o = build(&ex, &tuple(), Role::Server, 10, &mut s).unwrap();
-        let span = decode(&s);
+        let (o, span, bytes) = built(&ex, Role::Server, 10, &mut s);
+        let o = o.unwrap();
         assert_eq!(span.name, "GET /items/{id}");
         assert_eq!(
             span.parent_span_id,
@@ -969,7 +975,7 @@ mod tests {
             Some(any_value::Value::StringValue("503".into()))
         );
         // Written field by field, the bytes are exactly prost's encoding.
-        assert_eq!(span.encode_to_vec(), s.span);
+        assert_eq!(span.encode_to_vec(), bytes);
         assert_eq!(o.metric, "http.server.request.duration");
         let series = SeriesKey::attrs(s.series.as_bytes());
         assert!(series.contains(&("http.route".into(), "/items/{id}".into())));
@@ -1002,9 +1008,8 @@ mod tests {
                 detail: d,
             };
             let role = if i == 0 { Role::Client } else { Role::Server };
-            build(&ex, &tuple(), role, 0, &mut s);
-            let span = decode(&s);
-            assert_eq!(span.encode_to_vec(), s.span);
+            let (_, span, bytes) = built(&ex, role, 0, &mut s);
+            assert_eq!(span.encode_to_vec(), bytes);
             assert_eq!(span.trace_id.len(), 16);
             assert_eq!(span.span_id.len(), 8);
             assert!(span.parent_span_id.is_empty());
