@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 
 use super::TenantRef;
 
@@ -93,23 +93,12 @@ pub async fn save(
     if encode(&previous.tenants) == text && previous.revision == now.revision {
         return Ok(false);
     }
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let body = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": NAME,
-            "namespace": namespace,
-            "labels": { "app.kubernetes.io/part-of": "mop" },
-        },
-        "data": { KEY: text, KEY_REVISION: now.revision.clone().unwrap_or_default() },
+    let data = serde_json::json!({
+        KEY: text,
+        KEY_REVISION: now.revision.clone().unwrap_or_default(),
     });
-    api.patch(
-        NAME,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(|e| format!("cannot write ConfigMap {namespace}/{NAME}: {e}"))?;
+    super::kubernetes::apply_own_config_map(client, namespace, NAME, FIELD_MANAGER, data)
+        .await
+        .map_err(|e| format!("cannot write ConfigMap {namespace}/{NAME}: {e}"))?;
     Ok(true)
 }

@@ -327,6 +327,36 @@ fn prune_stub(api_version: &str, kind: &str, live: &Value) -> Value {
     json!({ "apiVersion": api_version, "kind": kind, "metadata": meta })
 }
 
+/// Server-side applies one of MOP's own bookkeeping ConfigMaps (the
+/// inventory, the sync-request hand-off) in its namespace, as
+/// `field_manager`, with `data` as its whole data.
+pub(crate) async fn apply_own_config_map(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    field_manager: &str,
+    data: Value,
+) -> Result<(), kube::Error> {
+    let body = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": { "app.kubernetes.io/part-of": "mop" },
+        },
+        "data": data,
+    });
+    Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .patch(
+            name,
+            &PatchParams::apply(field_manager).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map(|_| ())
+}
+
 fn describe(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => format!("HTTP {} {}: {}", s.code, s.reason, s.message),

@@ -9,7 +9,7 @@
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::watcher;
 use tokio::sync::{mpsc, watch};
 
@@ -31,24 +31,9 @@ pub async fn request(client: &kube::Client, namespace: &str, t: &Trigger) -> Res
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    let body = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": NAME,
-            "namespace": namespace,
-            "labels": { "app.kubernetes.io/part-of": "mop" },
-        },
-        "data": { KEY: format!("{nanos} {what}") },
-    });
-    Api::<ConfigMap>::namespaced(client.clone(), namespace)
-        .patch(
-            NAME,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
+    let data = serde_json::json!({ KEY: format!("{nanos} {what}") });
+    crate::apply::kubernetes::apply_own_config_map(client, namespace, NAME, FIELD_MANAGER, data)
         .await
-        .map(|_| ())
         .map_err(|e| format!("cannot record the sync request in ConfigMap {namespace}/{NAME}: {e}"))
 }
 
