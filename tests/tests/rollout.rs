@@ -34,23 +34,10 @@ fn versions(gateway: &str, agent: &str) -> String {
     )
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
-}
-
 /// The repo-template with the given versions pinned, rendered (Kubernetes only).
 fn render_with(gateway: &str, agent: &str) -> (Desired, Scope) {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(
+    support::copy_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("../repo-template"),
         dir.path(),
     );
