@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
+mod support;
+
 use mop_fakes::FailOn;
 use mop_fakes::grafana::FakeGrafana;
 use mop_syncer::apply::engine::{self, Options, Outcome, Report};
@@ -108,12 +110,7 @@ fn applier(url: &str) -> Vec<Box<dyn Applier>> {
 }
 
 fn opts() -> Options {
-    Options {
-        prune: true,
-        max_prune_percent: 30.0,
-        allow_mass_prune: false,
-        dry_run: false,
-    }
+    support::prune_opts(30.0)
 }
 
 async fn reconcile(d: &Desired, s: &Scope, a: &[Box<dyn Applier>], o: &Options) -> Report {
@@ -522,14 +519,7 @@ async fn grafana_unreachable_on_observe_changes_nothing() {
     let t = &r.targets[0];
     assert_eq!(t.observe_failures.len(), 1, "{:?}", t.observe_failures);
     assert_eq!(t.observe_failures[0].tenant, None);
-    assert!(!t.changes.is_empty());
-    assert!(
-        t.changes
-            .iter()
-            .all(|c| matches!(c.outcome, Outcome::Skipped(_))),
-        "{:#?}",
-        t.changes
-    );
+    support::assert_all_skipped(t);
     assert_eq!(r.applied(), 0);
 }
 

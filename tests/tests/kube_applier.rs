@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 mod support;
 
 use mop_kube_fake::{FakeKube, RolloutSettings};
-use mop_syncer::apply::engine::{self, Options, Outcome, Report};
+use mop_syncer::apply::engine::{self, Options, Report};
 use mop_syncer::apply::kubernetes::{EventType, KubeApplier, Regarding, emit_event};
 use mop_syncer::apply::{Applier, Scope};
 use mop_syncer::plan::Action;
@@ -37,12 +37,7 @@ async fn cluster(desired: &Desired) -> (FakeKube, kube::Client) {
 }
 
 fn opts() -> Options {
-    Options {
-        prune: true,
-        max_prune_percent: 50.0,
-        allow_mass_prune: false,
-        dry_run: false,
-    }
+    support::prune_opts(50.0)
 }
 
 async fn reconcile(desired: &Desired, scope: &Scope, client: &kube::Client, o: Options) -> Report {
@@ -324,13 +319,7 @@ async fn a_failed_list_deletes_nothing() {
         "{}",
         t.observe_failures[0].error
     );
-    assert!(
-        t.changes
-            .iter()
-            .all(|c| matches!(c.outcome, Outcome::Skipped(_))),
-        "{:#?}",
-        t.changes
-    );
+    support::assert_all_skipped(t);
     assert!(fake.write_requests().is_empty());
     assert!(get(&fake, &cm_body).is_some());
 }

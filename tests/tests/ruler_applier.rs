@@ -38,12 +38,7 @@ fn appliers(url: &str) -> Vec<Box<dyn Applier>> {
 }
 
 fn opts() -> Options {
-    Options {
-        prune: true,
-        max_prune_percent: 50.0,
-        allow_mass_prune: false,
-        dry_run: false,
-    }
+    support::prune_opts(50.0)
 }
 
 async fn reconcile(desired: &Desired, scope: &Scope, url: &str, opts: Options) -> Report {
@@ -269,13 +264,7 @@ async fn the_ruler_unreachable_is_an_observe_failure_per_tenant() {
             t.observe_failures[0].error.contains("GET /prometheus")
                 || t.observe_failures[0].error.contains("GET /loki")
         );
-        assert!(
-            t.changes
-                .iter()
-                .all(|c| matches!(c.outcome, Outcome::Skipped(_))),
-            "{:#?}",
-            t.changes
-        );
+        support::assert_all_skipped(t);
     }
 }
 

@@ -470,3 +470,27 @@ pub async fn cluster_for(
     let client = kube::Client::try_from(kube::Config::new(fake.url().parse().unwrap())).unwrap();
     (fake, client)
 }
+
+/// Engine options of the applier tests: prune on, deletes refused beyond
+/// `max_prune_percent` of a target's MOP-owned objects.
+pub fn prune_opts(max_prune_percent: f64) -> mop_syncer::apply::engine::Options {
+    mop_syncer::apply::engine::Options {
+        prune: true,
+        max_prune_percent,
+        allow_mass_prune: false,
+        dry_run: false,
+    }
+}
+
+/// Asserts that a target had changes and that every one was skipped, none
+/// applied (what a failed observe must lead to).
+pub fn assert_all_skipped(t: &mop_syncer::apply::engine::TargetReport) {
+    assert!(!t.changes.is_empty(), "no changes planned");
+    assert!(
+        t.changes
+            .iter()
+            .all(|c| matches!(c.outcome, mop_syncer::apply::engine::Outcome::Skipped(_))),
+        "{:#?}",
+        t.changes
+    );
+}
