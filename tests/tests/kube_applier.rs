@@ -246,12 +246,8 @@ async fn a_removed_tenant_namespace_is_kept_and_only_loses_mops_labels() {
     let (mut desired, scope) = repo_template();
     let (fake, client) = cluster(&desired).await;
     reconcile(&desired, &scope, &client, opts()).await;
-    let ns = desired
-        .resources
-        .keys()
-        .find(|id| id.kind == Kind::Namespace)
-        .unwrap()
-        .clone();
+    // The first rendered namespace.
+    let ns = find(&desired, Kind::Namespace, "");
     // Someone else labelled it too; their label stays.
     fake.edit("kubectl", "v1", "Namespace", None, &ns.name, |o| {
         o["metadata"]["labels"]["team"] = "payments".into();
@@ -385,12 +381,8 @@ async fn a_namespace_moved_to_another_tenant_is_relabelled_not_unlabelled() {
     let (mut desired, scope) = repo_template();
     let (fake, client) = cluster(&desired).await;
     reconcile(&desired, &scope, &client, opts()).await;
-    let old = desired
-        .resources
-        .keys()
-        .find(|id| id.kind == Kind::Namespace)
-        .unwrap()
-        .clone();
+    // The first rendered namespace.
+    let old = find(&desired, Kind::Namespace, "");
     let new_tenant = scope
         .tenants
         .keys()
