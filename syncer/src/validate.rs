@@ -1235,6 +1235,15 @@ fn check_default_tenant(
     let Some(dt) = &p.gateway.default_tenant else {
         return;
     };
+    // A tenant.yaml that did not parse is already reported, and its id is
+    // unknown: checking against the rest would add a second, misleading
+    // error for the same typo.
+    if tenants
+        .values()
+        .any(|t| t.spec.is_none() && !t.spec_path.is_empty())
+    {
+        return;
+    }
     let known: BTreeSet<&str> = tenants
         .values()
         .filter_map(|t| t.spec.as_ref().map(|s| s.id.value.as_str()))

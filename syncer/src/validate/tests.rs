@@ -521,6 +521,31 @@ fn default_tenant_must_exist() {
     assert!(hit.contains("hint: "), "{hit}");
 }
 
+/// One typo in the default tenant's file is one error: the default tenant is
+/// not also reported missing because its file could not be read.
+#[test]
+fn an_unparsable_tenant_file_does_not_also_fail_the_default_tenant() {
+    let mut files = base();
+    files.insert(
+        "mop.yaml".into(),
+        format!("{MOP}gateway:\n  default_tenant: team-a\n"),
+    );
+    files.insert(
+        "tenants/a/tenant.yaml".into(),
+        TEAM_A.replacen("namespaces:", "namespacs:", 1),
+    );
+    let d: Vec<String> = run(files)
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert!(
+        d[0].starts_with("tenants/a/tenant.yaml:2:1: error: unknown field `namespacs`"),
+        "{d:#?}"
+    );
+}
+
 #[test]
 fn invalid_tenant_id_characters() {
     let d = errors_with("tenants/b/tenant.yaml", "id: team|b\nnamespaces: [b]\n");
