@@ -7,7 +7,6 @@
 
 pub mod apply;
 pub mod diag;
-pub mod logql;
 pub mod model;
 pub mod plan;
 pub mod render;
@@ -16,5 +15,6 @@ pub mod schema;
 pub mod serve;
 pub mod source;
 pub mod sync;
+pub mod uid;
 mod unknown;
 pub mod validate;

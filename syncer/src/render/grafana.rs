@@ -6,8 +6,9 @@
 
 use serde_json::{Value, json};
 
-use super::{Builder, Kind, ResourceId, Result, Target, short_uid};
+use super::{Builder, Kind, ResourceId, Result, Target};
 use crate::repo::{Repo, Tenant};
+use crate::uid::{folder_uid, short_uid};
 
 /// Datasource uids of one organisation, so correlations can point at each other.
 struct DsUids {
@@ -119,10 +120,6 @@ pub(super) fn render(repo: &Repo, b: &mut Builder) -> Result<()> {
 /// The name of the platform organisation's resource (tenant orgs are named by
 /// their tenant key).
 pub const PLATFORM_ORG: &str = "platform";
-
-pub fn folder_uid(tenant: &str, folder: &str) -> String {
-    short_uid(&["mop", tenant, folder])
-}
 
 fn header(scope: &str) -> (Value, Value) {
     (

@@ -20,7 +20,8 @@ use sha2::{Digest, Sha256};
 
 use crate::repo::Repo;
 
-pub use grafana::{PLATFORM_ORG, folder_uid};
+pub use crate::uid::folder_uid;
+pub use grafana::PLATFORM_ORG;
 pub use kubernetes::{
     GATEWAY_CONFIGMAP, HEALTH_TIMEOUT_ANNOTATION, MANAGED_BY, TENANT_LABEL, gateway_config,
 };
@@ -372,20 +373,4 @@ pub fn write_dir(desired: &Desired, out: &Path) -> Result<usize> {
     let p = out.join("index.json");
     std::fs::write(&p, text).map_err(io(&p))?;
     Ok(desired.resources.len())
-}
-
-/// A Grafana-acceptable uid (≤ 40 characters) from parts; long ones are shortened
-/// with a hash so they stay unique and stable.
-pub(crate) fn short_uid(parts: &[&str]) -> String {
-    let full = parts.join("-");
-    if full.len() <= crate::validate::MAX_UID_LEN {
-        return full;
-    }
-    let hash = &digest(&full)[..10];
-    let keep = crate::validate::MAX_UID_LEN - hash.len() - 1;
-    let mut prefix: String = full.chars().take(keep).collect();
-    while prefix.len() > keep {
-        prefix.pop();
-    }
-    format!("{prefix}-{hash}")
 }

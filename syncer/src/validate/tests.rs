@@ -1,5 +1,6 @@
 //! One test per class of bad input, each pinning the exact location and message.
 
+use super::dashboards::minify_json_into;
 use super::*;
 
 const MOP: &str = "\

@@ -1,0 +1,445 @@
+//! Validation: a [`Snapshot`] in, a [`Repo`] and every problem found out.
+//!
+//! Like rust-analyzer's parser, validation never stops at the first problem: each
+//! file is parsed on its own, cross-file checks run on whatever parsed, and the
+//! caller gets the full list. Only a snapshot without errors yields a `Repo`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::diag::{self, Diagnostic, did_you_mean};
+use crate::model::common::Loc;
+use crate::model::platform::PlatformFile;
+use crate::model::rules::RuleFile;
+use crate::model::sampling::SamplingFile;
+use crate::model::tenant::TenantFile;
+use crate::model::versions::VersionsFile;
+use crate::repo::{Dashboard, Repo, RuleNamespace, Tenant};
+use crate::source::Snapshot;
+
+pub use crate::uid::MAX_UID_LEN;
+
+mod dashboards;
+pub mod logql;
+mod platform;
+mod rules;
+mod sampling;
+mod tenants;
+
+use dashboards::parse_dashboard;
+use platform::{check_platform, check_versions};
+use rules::check_rule_file;
+use sampling::check_sampling;
+use tenants::{check_default_tenant, check_tenants};
+
+/// What validation found.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The validated repository; `None` when there is any error.
+    pub repo: Option<Repo>,
+    /// Every problem, ordered by file and position.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Outcome {
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+}
+
+/// Which kind of config file a path is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FileKind {
+    Platform,
+    Versions,
+    Tenant { tenant: String },
+    Sampling { tenant: String },
+    Dashboard { tenant: String, folder: String },
+    MetricRules { tenant: String },
+    LogRules { tenant: String },
+    Docs,
+    Unknown { hint: String },
+}
+
+fn classify(path: &str) -> FileKind {
+    if path == "mop.yaml" {
+        return FileKind::Platform;
+    }
+    if path == "versions.yaml" {
+        return FileKind::Versions;
+    }
+    let parts: Vec<&str> = path.split('/').collect();
+    if path.ends_with(".md") {
+        return FileKind::Docs;
+    }
+    let yaml = |f: &str| f.ends_with(".yaml") || f.ends_with(".yml");
+    match parts.as_slice() {
+        ["tenants", t, "tenant.yaml"] => FileKind::Tenant {
+            tenant: (*t).into(),
+        },
+        ["tenants", t, "sampling.yaml"] => FileKind::Sampling {
+            tenant: (*t).into(),
+        },
+        ["tenants", t, "dashboards", folder, f] if f.ends_with(".json") => FileKind::Dashboard {
+            tenant: (*t).into(),
+            folder: (*folder).into(),
+        },
+        ["tenants", _, "dashboards", f] if f.ends_with(".json") => FileKind::Unknown {
+            hint: "put dashboards in a folder directory: tenants/<tenant>/dashboards/<folder>/<name>.json (the folder becomes the Grafana folder)".into(),
+        },
+        ["tenants", t, "rules", "metrics", f] if yaml(f) => FileKind::MetricRules {
+            tenant: (*t).into(),
+        },
+        ["tenants", t, "rules", "logs", f] if yaml(f) => FileKind::LogRules {
+            tenant: (*t).into(),
+        },
+        ["tenants", _, f] if yaml(f) => {
+            let known = ["tenant.yaml", "sampling.yaml"];
+            FileKind::Unknown {
+                hint: match did_you_mean(f, known) {
+                    Some(k) => format!("did you mean `{k}`? MOP reads tenant.yaml and sampling.yaml in a tenant directory"),
+                    None => "a tenant directory holds tenant.yaml, sampling.yaml, dashboards/<folder>/*.json and rules/{metrics,logs}/*.yaml".into(),
+                },
+            }
+        }
+        _ => FileKind::Unknown {
+            hint: "a tenant directory holds tenant.yaml, sampling.yaml, dashboards/<folder>/*.json and rules/{metrics,logs}/*.yaml".into(),
+        },
+    }
+}
+
+#[derive(Default)]
+struct TenantParts {
+    spec: Option<TenantFile>,
+    spec_path: String,
+    sampling: Option<(String, SamplingFile)>,
+    dashboards: Vec<Dashboard>,
+    metric_rules: Vec<RuleNamespace>,
+    log_rules: Vec<RuleNamespace>,
+    has_files: bool,
+}
+
+/// Validates a snapshot.
+/// What one file parsed into.
+#[derive(Clone)]
+enum Parsed {
+    Nothing,
+    Platform(Box<PlatformFile>),
+    Versions(Box<VersionsFile>),
+    Tenant(String, Box<TenantFile>),
+    Sampling(String, Box<SamplingFile>),
+    Dashboard(String, Dashboard),
+    Rules {
+        tenant: String,
+        logs: bool,
+        ns: RuleNamespace,
+    },
+    /// Tenant file that did not parse; still marks the tenant directory as present.
+    TenantMarker(String, bool),
+}
+
+/// Parses and checks one file on its own: the part of validation that runs in
+/// parallel, one file per task.
+fn parse_one(path: &str, bytes: &[u8], diags: &mut Vec<Diagnostic>) -> Parsed {
+    let kind = classify(path);
+    if matches!(kind, FileKind::Docs) {
+        return Parsed::Nothing;
+    }
+    if let FileKind::Unknown { hint } = kind {
+        diags.push(Diagnostic::error(path, 0, 0, "MOP does not read this file").with_hint(hint));
+        return Parsed::Nothing;
+    }
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        diags.push(Diagnostic::error(path, 0, 0, "file is not valid UTF-8"));
+        return Parsed::Nothing;
+    };
+    scan_credentials(path, text, diags);
+    match kind {
+        FileKind::Platform => {
+            parse_yaml(path, text, diags).map_or(Parsed::Nothing, |p| Parsed::Platform(Box::new(p)))
+        }
+        FileKind::Versions => {
+            parse_yaml(path, text, diags).map_or(Parsed::Nothing, |v| Parsed::Versions(Box::new(v)))
+        }
+        FileKind::Tenant { tenant } => match parse_yaml::<TenantFile>(path, text, diags) {
+            Some(t) => Parsed::Tenant(tenant, Box::new(t)),
+            None => Parsed::TenantMarker(tenant, true),
+        },
+        FileKind::Sampling { tenant } => match parse_yaml::<SamplingFile>(path, text, diags) {
+            Some(s) => {
+                check_sampling(path, &s, diags);
+                Parsed::Sampling(tenant, Box::new(s))
+            }
+            None => Parsed::TenantMarker(tenant, false),
+        },
+        FileKind::Dashboard { tenant, folder } => {
+            match parse_dashboard(path, &tenant, &folder, text, diags) {
+                Some(d) => Parsed::Dashboard(tenant, d),
+                None => Parsed::TenantMarker(tenant, false),
+            }
+        }
+        FileKind::MetricRules { tenant } | FileKind::LogRules { tenant } => {
+            let logs = path.contains("/rules/logs/");
+            match parse_yaml::<RuleFile>(path, text, diags) {
+                Some(file) => {
+                    check_rule_file(path, text, &file, logs, diags);
+                    let ns = RuleNamespace {
+                        path: path.to_string(),
+                        namespace: rule_namespace(path),
+                        file,
+                    };
+                    Parsed::Rules { tenant, logs, ns }
+                }
+                None => Parsed::TenantMarker(tenant, false),
+            }
+        }
+        FileKind::Docs | FileKind::Unknown { .. } => Parsed::Nothing,
+    }
+}
+
+/// Per-file results of earlier validations, keyed by path and git blob id, so a
+/// plan validates the base commit by parsing only the files the change touched.
+#[derive(Default)]
+pub struct ParseCache {
+    entries: HashMap<(String, String), FileResult>,
+}
+
+/// What parsing one file gave: its model and its diagnostics.
+type FileResult = Arc<(Parsed, Vec<Diagnostic>)>;
+
+/// Validates a snapshot.
+pub fn validate(snapshot: &Snapshot) -> Outcome {
+    validate_cached(snapshot, &mut ParseCache::default())
+}
+
+/// Validates a snapshot, reusing and filling `cache` for files with a blob id.
+pub fn validate_cached(snapshot: &Snapshot, cache: &mut ParseCache) -> Outcome {
+    use rayon::prelude::*;
+
+    let mut diags = Vec::new();
+    let mut platform: Option<PlatformFile> = None;
+    let mut versions: Option<VersionsFile> = None;
+    let mut tenants: BTreeMap<String, TenantParts> = BTreeMap::new();
+
+    let shared = &*cache;
+    type Item = (
+        String,
+        Arc<(Parsed, Vec<Diagnostic>)>,
+        Option<(String, String)>,
+    );
+    let parsed: Vec<Item> = snapshot
+        .files
+        .par_iter()
+        .map_init(
+            || snapshot.reader(),
+            |reader, (path, blob_id)| {
+                let key = blob_id.as_ref().map(|id| (path.clone(), id.clone()));
+                if let Some(hit) = key.as_ref().and_then(|k| shared.entries.get(k)) {
+                    return (path.clone(), Arc::clone(hit), None);
+                }
+                let mut d = Vec::new();
+                let read = match reader {
+                    Ok(r) => r.read(path),
+                    Err(e) => Err(crate::source::SourceError::NotInSnapshot(format!(
+                        "{path} ({e})"
+                    ))),
+                };
+                let bytes = match read {
+                    Ok(b) => b,
+                    Err(e) => {
+                        d.push(Diagnostic::error(path, 0, 0, format!("cannot read: {e}")));
+                        return (path.clone(), Arc::new((Parsed::Nothing, d)), None);
+                    }
+                };
+                let p = parse_one(path, &bytes, &mut d);
+                (path.clone(), Arc::new((p, d)), key)
+            },
+        )
+        .collect();
+    for (path, result, key) in parsed {
+        if let Some(k) = key {
+            cache.entries.insert(k, Arc::clone(&result));
+        }
+        let (p, d) = (result.0.clone(), &result.1);
+        diags.extend(d.iter().cloned());
+        match p {
+            Parsed::Nothing => {}
+            Parsed::Platform(p) => platform = Some(*p),
+            Parsed::Versions(v) => versions = Some(*v),
+            Parsed::Tenant(tenant, spec) => {
+                let t = tenants.entry(tenant).or_default();
+                t.has_files = true;
+                t.spec_path = path;
+                t.spec = Some(*spec);
+            }
+            Parsed::TenantMarker(tenant, is_spec) => {
+                let t = tenants.entry(tenant).or_default();
+                t.has_files = true;
+                if is_spec {
+                    t.spec_path = path;
+                }
+            }
+            Parsed::Sampling(tenant, s) => {
+                let t = tenants.entry(tenant).or_default();
+                t.has_files = true;
+                t.sampling = Some((path, *s));
+            }
+            Parsed::Dashboard(tenant, d) => {
+                let t = tenants.entry(tenant).or_default();
+                t.has_files = true;
+                t.dashboards.push(d);
+            }
+            Parsed::Rules { tenant, logs, ns } => {
+                let t = tenants.entry(tenant).or_default();
+                t.has_files = true;
+                if logs {
+                    t.log_rules.push(ns);
+                } else {
+                    t.metric_rules.push(ns);
+                }
+            }
+        }
+    }
+
+    if !snapshot.contains("mop.yaml") {
+        diags.push(
+            Diagnostic::error("mop.yaml", 0, 0, "file is missing")
+                .with_hint("every config repository has a mop.yaml at its root; start from repo-template/mop.yaml"),
+        );
+    }
+    if !snapshot.contains("versions.yaml") {
+        diags.push(
+            Diagnostic::error("versions.yaml", 0, 0, "file is missing")
+                .with_hint("pin the agent and gateway versions in versions.yaml; start from repo-template/versions.yaml"),
+        );
+    }
+    if let Some(p) = &platform {
+        check_platform(p, &mut diags);
+    }
+    if let Some(v) = &versions {
+        check_versions(v, &mut diags);
+    }
+    for (key, t) in &tenants {
+        if t.has_files && t.spec_path.is_empty() {
+            diags.push(
+                Diagnostic::error(format!("tenants/{key}/tenant.yaml"), 0, 0, "file is missing")
+                    .with_hint("every tenant directory needs a tenant.yaml with at least `id` and `namespaces`"),
+            );
+        }
+    }
+    check_tenants(&tenants, &mut diags);
+    if let Some(p) = &platform {
+        check_default_tenant(p, &tenants, &mut diags);
+    }
+
+    diags.sort();
+    diags.dedup();
+    let has_errors = diags.iter().any(Diagnostic::is_error);
+    let repo = match (has_errors, platform, versions) {
+        (false, Some(platform), Some(versions)) => Some(Repo {
+            revision: snapshot.revision.clone(),
+            platform,
+            versions,
+            tenants: tenants
+                .into_iter()
+                .filter_map(|(key, mut t)| {
+                    let spec = t.spec?;
+                    t.dashboards.sort_by(|a, b| a.path.cmp(&b.path));
+                    t.metric_rules.sort_by(|a, b| a.path.cmp(&b.path));
+                    t.log_rules.sort_by(|a, b| a.path.cmp(&b.path));
+                    Some(Tenant {
+                        key,
+                        spec,
+                        sampling: t.sampling.map(|(_, s)| s),
+                        dashboards: t.dashboards,
+                        metric_rules: t.metric_rules,
+                        log_rules: t.log_rules,
+                    })
+                })
+                .collect(),
+        }),
+        _ => None,
+    };
+    Outcome {
+        repo,
+        diagnostics: diags,
+    }
+}
+
+fn parse_yaml<T: DeserializeOwned + schemars::JsonSchema>(
+    path: &str,
+    text: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    match serde_saphyr::from_str::<T>(text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let first = diag::from_yaml_error(path, &e);
+            // serde stopped at the first problem; find every other unknown field.
+            let schema = crate::schema::root::<T>();
+            let more = crate::unknown::unknown_fields(path, text, &schema);
+            diags.extend(
+                more.into_iter()
+                    .filter(|d| (d.line, d.column) != (first.line, first.column)),
+            );
+            diags.push(first);
+            None
+        }
+    }
+}
+
+fn rule_namespace(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    file.trim_end_matches(".yaml")
+        .trim_end_matches(".yml")
+        .to_string()
+}
+
+fn err_at<T>(path: &str, at: &Loc<T>, msg: impl Into<String>) -> Diagnostic {
+    Diagnostic::error(path, at.line, at.column, msg)
+}
+
+/// Credentials pasted as values anywhere in a file: provider tokens and private keys.
+/// One pass over the text for every known prefix, so it costs little on large repos.
+fn scan_credentials(path: &str, text: &str, diags: &mut Vec<Diagnostic>) {
+    use std::sync::OnceLock;
+    static PREFIXES: OnceLock<Option<aho_corasick::AhoCorasick>> = OnceLock::new();
+    let Some(ac) = PREFIXES
+        .get_or_init(|| {
+            aho_corasick::AhoCorasick::builder()
+                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                .build(diag::CREDENTIAL_PREFIXES.iter().map(|(p, _)| *p))
+                .ok()
+        })
+        .as_ref()
+    else {
+        return;
+    };
+    for m in ac.find_iter(text) {
+        let start = m.start();
+        // Only at the start of a token: `xoxb-` inside a longer word is no token.
+        if start > 0 && text.as_bytes()[start - 1].is_ascii_alphanumeric() {
+            continue;
+        }
+        let end = text[start..]
+            .find(|c: char| c.is_whitespace() || "\"',:=[]{}".contains(c))
+            .map_or(text.len(), |e| start + e);
+        if let Some(what) = diag::looks_like_credential(&text[start..end]) {
+            let (l, c) = diag::line_col(text, start);
+            diags.push(
+                Diagnostic::error(
+                    path,
+                    l,
+                    c,
+                    format!("inline secret: this value looks like {what}"),
+                )
+                .with_hint(crate::model::common::INLINE_SECRET_HINT),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
