@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test crate: a panic is a failure report
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -208,6 +209,11 @@ struct Daemon(Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // `git daemon` forks `git-daemon`; both are in the group the daemon
+        // leads (`process_group(0)` below), so kill the group, then reap.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -215,6 +221,7 @@ impl Drop for Daemon {
 
 fn start_daemon(base: &Path, port: u16) -> Daemon {
     let child = Command::new("git")
+        .process_group(0)
         .args([
             "daemon",
             "--reuseaddr",

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 use std::{
     net::{SocketAddr, TcpListener as StdListener},
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
@@ -219,7 +220,9 @@ pub fn require(bin: &str, package: &str) -> PathBuf {
     );
 }
 
-/// A child process killed (and reaped) on drop.
+/// A child process killed (and reaped) on drop, with every process it forked:
+/// each `Proc` leads a process group of its own, and the drop kills the group
+/// (nginx's workers outlived a SIGKILL of their master before).
 pub struct Proc {
     pub child: Child,
     pub name: &'static str,
@@ -228,6 +231,7 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
         let child = cmd
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -243,6 +247,9 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -109,12 +110,35 @@ pub fn write_kubeconfig(path: &Path, server: &str) {
 }
 
 /// Kills the child on drop, so a failing test leaves no process behind.
+/// A child process, killed and reaped on drop. A child spawned as the leader of
+/// its own process group (`process_group(0)`) is killed with its whole group, so
+/// the processes it forked (git's `git-daemon`, nginx's workers) die with it.
 pub struct Proc(pub Child);
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        kill_tree(&mut self.0);
     }
+}
+
+/// Kills `child` and, when it leads a process group, everything in that group;
+/// then reaps it.
+pub fn kill_tree(child: &mut Child) {
+    let pid = child.id();
+    let leads_group = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // pid (comm) state ppid pgrp ...; comm may hold spaces and parens.
+            let rest = &s[s.rfind(')')? + 1..];
+            rest.split_whitespace().nth(2)?.parse::<u32>().ok()
+        })
+        == Some(pid);
+    if leads_group {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .status();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 impl Proc {
@@ -371,7 +395,10 @@ impl GitServer {
             ],
         );
         let port = free_port();
+        // `git daemon` forks `git-daemon`: run it in a group of its own so
+        // that the drop kills both.
         let daemon = Command::new("git")
+            .process_group(0)
             .args([
                 "daemon",
                 "--reuseaddr",
