@@ -133,9 +133,43 @@ pub struct MetricLimits {
     /// How long blocks are kept (`compactor_blocks_retention_period`).
     #[serde(default)]
     pub retention: Option<Duration>,
-    /// Rule groups the tenant may have (`ruler_max_rule_groups_per_tenant`).
+    /// Rule groups the tenant may have in Mimir's ruler
+    /// (`ruler_max_rule_groups_per_tenant`; 0: no limit). Defaults to Mimir's
+    /// default, 70. MOP renders the value into Mimir's runtime overrides and
+    /// `mop validate` refuses a tenant with more metric rule groups.
     #[serde(default)]
     pub max_rule_groups: Option<u64>,
+    /// Rules one rule group may have in Mimir's ruler
+    /// (`ruler_max_rules_per_rule_group`; 0: no limit). Defaults to Mimir's
+    /// default, 20. MOP renders the value into Mimir's runtime overrides and
+    /// `mop validate` refuses a metric rule group with more rules.
+    #[serde(default)]
+    pub max_rules_per_group: Option<u64>,
+}
+
+/// Mimir's default `ruler_max_rule_groups_per_tenant`
+/// (grafana/mimir `pkg/util/validation/limits.go`, flag
+/// `-ruler.max-rule-groups-per-tenant`).
+pub const MIMIR_MAX_RULE_GROUPS_PER_TENANT: u64 = 70;
+/// Mimir's default `ruler_max_rules_per_rule_group`
+/// (grafana/mimir `pkg/util/validation/limits.go`, flag
+/// `-ruler.max-rules-per-rule-group`).
+pub const MIMIR_MAX_RULES_PER_RULE_GROUP: u64 = 20;
+
+impl MetricLimits {
+    /// The ruler limits in force for a tenant: its own, else the platform
+    /// default from `mop.yaml`, else Mimir's default. Returns
+    /// (rule groups per tenant, rules per group); 0 means no limit.
+    pub fn ruler_limits(&self, defaults: &MetricLimits) -> (u64, u64) {
+        (
+            self.max_rule_groups
+                .or(defaults.max_rule_groups)
+                .unwrap_or(MIMIR_MAX_RULE_GROUPS_PER_TENANT),
+            self.max_rules_per_group
+                .or(defaults.max_rules_per_group)
+                .unwrap_or(MIMIR_MAX_RULES_PER_RULE_GROUP),
+        )
+    }
 }
 
 /// Loki limits (names as in Loki's `limits_config`).

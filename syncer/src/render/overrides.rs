@@ -63,11 +63,15 @@ fn block(backend: Backend, l: &Limits, d: &Limits) -> Value {
                 "compactor_blocks_retention_period",
                 pick(&l.retention, &d.retention).map(|r| Value::from(r.to_prometheus())),
             );
-            insert(
-                &mut m,
-                "ruler_max_rule_groups_per_tenant",
-                pick(&l.max_rule_groups, &d.max_rule_groups).map(Value::from),
+            // Always rendered, with Mimir's default when nothing is set, so the
+            // limits `mop validate` checks are the ones the ruler enforces even if
+            // Mimir's own defaults were changed in its config.
+            let (groups, rules) = l.ruler_limits(d);
+            m.insert(
+                "ruler_max_rule_groups_per_tenant".into(),
+                Value::from(groups),
             );
+            m.insert("ruler_max_rules_per_rule_group".into(), Value::from(rules));
         }
         Backend::Loki => {
             let (l, d) = (&l.logs, &d.logs);

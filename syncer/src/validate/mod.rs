@@ -22,6 +22,7 @@ use crate::source::Snapshot;
 pub use crate::uid::MAX_UID_LEN;
 
 mod dashboards;
+pub mod gotemplate;
 pub mod logql;
 mod platform;
 mod rules;
@@ -183,8 +184,8 @@ fn parse_one(path: &str, bytes: &[u8], diags: &mut Vec<Diagnostic>) -> Parsed {
         FileKind::MetricRules { tenant } | FileKind::LogRules { tenant } => {
             let logs = path.contains("/rules/logs/");
             match parse_yaml::<RuleFile>(path, text, diags) {
-                Some(file) => {
-                    check_rule_file(path, text, &file, logs, diags);
+                Some(mut file) => {
+                    check_rule_file(path, text, &mut file, logs, diags);
                     let ns = RuleNamespace {
                         path: path.to_string(),
                         namespace: rule_namespace(path),

@@ -45,19 +45,6 @@ pub(super) fn check_tenants(tenants: &BTreeMap<String, TenantParts>, diags: &mut
                 );
             }
         }
-        for rules in [&t.metric_rules, &t.log_rules] {
-            let mut groups: HashMap<&str, &str> = HashMap::new();
-            for ns in rules {
-                for g in &ns.file.groups {
-                    if let Some(first) = groups.insert(g.name.value.as_str(), ns.path.as_str()) {
-                        diags.push(
-                            err_at(&ns.path, &g.name, format!("rule group {:?} is defined twice for this tenant (also in {first})", g.name.value))
-                                .with_hint("rule group names must be unique per tenant; rename one"),
-                        );
-                    }
-                }
-            }
-        }
         let Some(spec) = &t.spec else { continue };
         let path = t.spec_path.as_str();
         if !is_valid_tenant_id(&spec.id.value) {

@@ -295,21 +295,110 @@ fn log_query_is_not_a_rule() {
     );
 }
 
+/// Regression (issue 10): a popular alert collection repeats group names across
+/// files; Mimir and Loki key groups by (namespace, name) and the file is the
+/// namespace, so only a repeat inside one file is an error.
 #[test]
-fn duplicate_rule_group_names_per_tenant() {
+fn rule_group_names_are_unique_per_file_not_per_tenant() {
     let mut files = base();
     files.insert(
         "tenants/a/rules/metrics/more.yaml".into(),
-        "groups:\n  - name: slo\n    rules: []\n".into(),
+        RULES.replace("HighErrorRate", "Other"),
     );
-    let d: Vec<String> = run(files)
-        .diagnostics
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let out = run(files.clone());
+    assert_eq!(out.diagnostics, vec![]);
+    let repo = out.repo.expect("valid");
+    assert_eq!(repo.tenants[0].metric_rules.len(), 2);
+
+    files.insert(
+        "tenants/a/rules/metrics/more.yaml".into(),
+        format!("{RULES}  - name: slo\n    rules:\n      - record: a:b\n        expr: up\n"),
+    );
+    let d: Vec<String> = run(files).diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        d,
+        vec!["tenants/a/rules/metrics/more.yaml:7:11: error: rule group \"slo\" is defined twice in this file (first on line 2)\n  hint: a rule file is one ruler namespace and group names are unique within it (Prometheus rulefmt: \"groupname is repeated in the same file\"); rename one or move it to another file"]
+    );
+}
+
+/// Regression (issue 10): `rules:` with no value read as "expected sequence
+/// start"; promtool accepts it, Mimir refuses an empty group, so MOP warns and
+/// sends nothing.
+#[test]
+fn empty_rule_groups_are_dropped_with_a_warning() {
+    for rules in ["rules:\n", "rules: []\n"] {
+        let mut files = base();
+        files.insert(
+            "tenants/a/rules/metrics/more.yaml".into(),
+            format!("groups:\n  - name: empty\n    {rules}  - name: full\n    rules:\n      - record: a:b\n        expr: up\n"),
+        );
+        let out = run(files);
+        let d: Vec<String> = out.diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            d,
+            vec!["tenants/a/rules/metrics/more.yaml:2:11: warning: rule group \"empty\" has no rules, so MOP does not send it to the ruler\n  hint: Mimir refuses empty rule groups; add rules or delete the group"],
+            "{rules}"
+        );
+        let repo = out.repo.expect("a warning does not invalidate");
+        let more = &repo.tenants[0].metric_rules[0];
+        assert_eq!(more.path, "tenants/a/rules/metrics/more.yaml");
+        let names: Vec<&str> = more.file.groups.iter().map(|g| g.name.value.as_str()).collect();
+        assert_eq!(names, ["full"]);
+    }
+    for empty in ["", "groups:\n", "groups: []\n"] {
+        let mut files = base();
+        files.insert("tenants/a/rules/metrics/none.yaml".into(), empty.into());
+        assert_eq!(run(files).diagnostics, vec![], "{empty:?}");
+    }
+}
+
+#[test]
+fn reserved_and_invalid_label_names() {
+    let d = errors_with(
+        "tenants/a/rules/metrics/slo.yaml",
+        "groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: up\n        labels:\n          __name__: x\n          severity: page\n        annotations:\n          bad-name: y\n",
+    );
+    assert_eq!(
+        d,
+        vec![
+            "tenants/a/rules/metrics/slo.yaml:7:11: error: label \"__name__\" is reserved: `__name__` is the metric name and a rule cannot set it\n  hint: label names are letters, digits and '_', not starting with a digit; `__name__` is the metric name and cannot be set (Prometheus rulefmt: \"invalid label name\")",
+            "tenants/a/rules/metrics/slo.yaml:10:11: error: annotation name \"bad-name\" is not a valid name\n  hint: annotation names follow label-name rules: letters, digits and '_', not starting with a digit (Prometheus rulefmt: \"invalid annotation name\")",
+        ]
+    );
+}
+
+#[test]
+fn broken_templates_are_refused_where_they_break() {
+    let d = errors_with(
+        "tenants/a/rules/metrics/slo.yaml",
+        "groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: up\n        annotations:\n          summary: '{{ $labels.instance }} at {{ $value | humanise }}'\n          description: |\n            Instance {{ $labels.instance\n            is down.\n",
+    );
+    assert_eq!(
+        d,
+        vec![
+            "tenants/a/rules/metrics/slo.yaml:7:59: error: annotation \"summary\": invalid template: function \"humanise\" not defined\n  hint: did you mean `humanize`? Mimir refuses the group when a template of alert \"X\" does not parse; template syntax: https://prometheus.io/docs/prometheus/latest/configuration/template_reference/",
+            "tenants/a/rules/metrics/slo.yaml:10:13: error: annotation \"description\": invalid template: function \"is\" not defined\n  hint: Mimir refuses the group when a template of alert \"X\" does not parse; template syntax: https://prometheus.io/docs/prometheus/latest/configuration/template_reference/",
+        ]
+    );
+}
+
+/// rulefmt refuses `for`, `keep_firing_for` and annotations in recording rules
+/// only when they say something (`for: 0s`, `annotations: {}` pass promtool).
+#[test]
+fn recording_rules_with_zero_for_pass() {
+    let mut files = base();
+    files.insert(
+        "tenants/a/rules/metrics/rec.yaml".into(),
+        "groups:\n  - name: g\n    rules:\n      - record: a:b\n        expr: up\n        for: 0m\n        annotations: {}\n".into(),
+    );
+    assert_eq!(run(files).diagnostics, vec![]);
+    let d = errors_with(
+        "tenants/a/rules/metrics/rec.yaml",
+        "groups:\n  - name: g\n    rules:\n      - record: a:b\n        expr: up\n        for: 1m\n        keep_firing_for: 5m\n",
+    );
     assert_has(
         &d,
-        "tenants/a/rules/metrics/slo.yaml:2:11: error: rule group \"slo\" is defined twice for this tenant (also in tenants/a/rules/metrics/more.yaml)\n  hint: rule group names must be unique per tenant; rename one",
+        "tenants/a/rules/metrics/rec.yaml:4:17: error: a recording rule cannot have `for` or `keep_firing_for`\n  hint: those belong to alerting rules (`alert:`); the rulers refuse them in recording rules",
     );
 }
 
