@@ -434,9 +434,7 @@ impl Lexer<'_> {
     fn at_terminator(&self) -> bool {
         match self.peek() {
             None => true,
-            Some(c) => {
-                is_space(c) || ".,|:()".contains(c) || self.rest().starts_with(RIGHT)
-            }
+            Some(c) => is_space(c) || ".,|:()".contains(c) || self.rest().starts_with(RIGHT),
         }
     }
 
@@ -605,7 +603,10 @@ fn complex_error(text: &str) -> Option<String> {
     let ok = split.is_some_and(|i| {
         let (re, im) = (&text[..i], &text[i..]);
         let real_ok = go_int(re) == Some(true) || go_float(re);
-        real_ok && im.strip_suffix('i').is_some_and(|m| go_int(m) == Some(true) || go_float(m))
+        real_ok
+            && im
+                .strip_suffix('i')
+                .is_some_and(|m| go_int(m) == Some(true) || go_float(m))
     });
     (!ok).then(|| format!("illegal number syntax: {text:?}"))
 }
@@ -703,8 +704,8 @@ fn go_float(text: &str) -> bool {
         None => (lower.as_str(), None),
     };
     let (a, b) = mant.split_once('.').unwrap_or((mant, ""));
-    let digits_ok = (!a.is_empty() || !b.is_empty())
-        && a.chars().chain(b.chars()).all(|c| c.is_ascii_digit());
+    let digits_ok =
+        (!a.is_empty() || !b.is_empty()) && a.chars().chain(b.chars()).all(|c| c.is_ascii_digit());
     let exp_ok = exp.is_none_or(|e| {
         let e = e.strip_prefix(['+', '-']).unwrap_or(e);
         !e.is_empty() && e.chars().all(|c| c.is_ascii_digit())
@@ -1076,19 +1077,19 @@ impl Parser<'_> {
             match next.tok {
                 Tok::Assign | Tok::Declare => {
                     self.next();
-                    self.vars
-                        .push(self.text[v.start..v.end].to_string());
+                    self.vars.push(self.text[v.start..v.end].to_string());
                     break;
                 }
                 Tok::Char(',') => {
                     self.next();
                     decls += 1;
-                    self.vars
-                        .push(self.text[v.start..v.end].to_string());
+                    self.vars.push(self.text[v.start..v.end].to_string());
                     if context == "range" && decls < 2 {
                         match self.peek_non_space().tok {
                             Tok::Variable | Tok::RightDelim | Tok::RightParen => continue,
-                            _ => return self.err(next.start, "range can only initialize variables"),
+                            _ => {
+                                return self.err(next.start, "range can only initialize variables");
+                            }
                         }
                     }
                     return self.err(next.start, format!("too many declarations in {context}"));

@@ -333,6 +333,7 @@ pub fn validate_cached(snapshot: &Snapshot, cache: &mut ParseCache) -> Outcome {
     check_tenants(&tenants, &mut diags);
     if let Some(p) = &platform {
         check_default_tenant(p, &tenants, &mut diags);
+        rules::check_ruler_limits(p, &tenants, &mut diags);
     }
 
     diags.sort();

@@ -1,11 +1,13 @@
 //! Prometheus (Mimir ruler) and LogQL (Loki ruler) rule groups.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use super::{err_at, gotemplate};
+use super::{TenantParts, err_at, gotemplate};
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::model::common::Loc;
+use crate::model::platform::PlatformFile;
 use crate::model::rules::{Rule, RuleFile, RuleGroup};
+use crate::repo::RuleNamespace;
 
 pub(super) fn is_metric_name(s: &str) -> bool {
     let mut b = s.bytes();
@@ -53,6 +55,47 @@ pub(super) fn check_rule_file(
         check_group(path, text, g, logs, diags);
     }
     file.groups.retain(|g| !g.rules.is_empty());
+}
+
+/// Mimir's ruler refuses a group with more rules than the tenant's
+/// `ruler_max_rules_per_rule_group`, and a new group beyond
+/// `ruler_max_rule_groups_per_tenant` (`pkg/ruler/api.go` CreateRuleGroup,
+/// `AssertMaxRulesPerRuleGroup` / `AssertMaxRuleGroups` in `pkg/ruler/ruler.go`:
+/// over the limit when greater, and 0 means no limit). MOP renders both limits
+/// into Mimir's runtime overrides (`render/overrides.rs`), so the values checked
+/// here are the ones the ruler enforces. Loki's defaults are 0 (no limit) and
+/// MOP sets none there.
+pub(super) fn check_ruler_limits(
+    platform: &PlatformFile,
+    tenants: &BTreeMap<String, TenantParts>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    for (key, t) in tenants {
+        let Some(spec) = &t.spec else { continue };
+        let (max_groups, max_rules) = spec.limits.metrics.ruler_limits(&platform.defaults.metrics);
+        let tenant_file = format!("tenants/{key}/tenant.yaml");
+        let mut files: Vec<&RuleNamespace> = t.metric_rules.iter().collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut count: u64 = 0;
+        for ns in files {
+            for g in &ns.file.groups {
+                let rules = u64::try_from(g.rules.len()).unwrap_or(u64::MAX);
+                if max_rules > 0 && rules > max_rules {
+                    diags.push(
+                        err_at(&ns.path, &g.name, format!("rule group {:?} has {rules} rules; this tenant's Mimir ruler takes at most {max_rules} per group", g.name.value))
+                            .with_hint(format!("split the group, or raise `limits.metrics.max_rules_per_group` in {tenant_file} (Mimir's `ruler_max_rules_per_rule_group`, default {})", crate::model::tenant::MIMIR_MAX_RULES_PER_RULE_GROUP)),
+                    );
+                }
+                count += 1;
+                if max_groups > 0 && count == max_groups + 1 {
+                    diags.push(
+                        err_at(&ns.path, &g.name, format!("rule group {:?} is this tenant's rule group number {count}; its Mimir ruler takes at most {max_groups}", g.name.value))
+                            .with_hint(format!("merge or remove groups, or raise `limits.metrics.max_rule_groups` in {tenant_file} (Mimir's `ruler_max_rule_groups_per_tenant`, default {})", crate::model::tenant::MIMIR_MAX_RULE_GROUPS_PER_TENANT)),
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Where a map key is written, found from its value's location: the key is on
@@ -122,10 +165,9 @@ pub(super) fn check_group(
     diags: &mut Vec<Diagnostic>,
 ) {
     if g.name.value.trim().is_empty() {
-        diags.push(
-            err_at(path, &g.name, "rule group name is empty")
-                .with_hint("Mimir and Loki refuse a group without a name (\"rule group name must not be empty\")"),
-        );
+        diags.push(err_at(path, &g.name, "rule group name is empty").with_hint(
+            "Mimir and Loki refuse a group without a name (\"rule group name must not be empty\")",
+        ));
     }
     if g.rules.is_empty() {
         // Mimir refuses a group with no rules ("rule group '…' has no rules",
@@ -137,7 +179,10 @@ pub(super) fn check_group(
                 path,
                 g.name.line,
                 g.name.column,
-                format!("rule group {:?} has no rules, so MOP does not send it to the ruler", g.name.value),
+                format!(
+                    "rule group {:?} has no rules, so MOP does not send it to the ruler",
+                    g.name.value
+                ),
             )
             .with_hint("Mimir refuses empty rule groups; add rules or delete the group"),
         );
@@ -183,13 +228,18 @@ fn check_rule(path: &str, text: &str, r: &Rule, logs: bool, diags: &mut Vec<Diag
                 );
             } else if !is_metric_name(&rec.value) {
                 diags.push(
-                    err_at(path, rec, format!("record name {:?} is not a valid metric name", rec.value))
-                        .with_hint("use letters, digits, '_' and ':', e.g. job:http_requests:rate5m"),
+                    err_at(
+                        path,
+                        rec,
+                        format!("record name {:?} is not a valid metric name", rec.value),
+                    )
+                    .with_hint("use letters, digits, '_' and ':', e.g. job:http_requests:rate5m"),
                 );
             }
             // rulefmt refuses these only when they say something: `for: 0s` and
             // `annotations: {}` pass (Rule.Validate checks `!= 0` and `len > 0`).
-            let non_zero = |d: &Option<crate::model::common::Duration>| d.is_some_and(|d| d.millis > 0);
+            let non_zero =
+                |d: &Option<crate::model::common::Duration>| d.is_some_and(|d| d.millis > 0);
             let mut extra = Vec::new();
             if non_zero(&r.for_) {
                 extra.push("`for`");
@@ -255,8 +305,12 @@ fn check_rule(path: &str, text: &str, r: &Rule, logs: bool, diags: &mut Vec<Diag
     }
     if r.expr.value.trim().is_empty() {
         diags.push(
-            err_at(path, &r.expr, format!("{kind} {:?} has an empty `expr`", name.value))
-                .with_hint("write the query the rule evaluates"),
+            err_at(
+                path,
+                &r.expr,
+                format!("{kind} {:?} has an empty `expr`", name.value),
+            )
+            .with_hint("write the query the rule evaluates"),
         );
         return;
     }
@@ -319,8 +373,13 @@ fn check_templates(
                     hint = format!("did you mean `{s}`? {hint}");
                 }
                 diags.push(
-                    Diagnostic::error(path, line, column, format!("{what} {k:?}: invalid template: {}", e.message))
-                        .with_hint(hint),
+                    Diagnostic::error(
+                        path,
+                        line,
+                        column,
+                        format!("{what} {k:?}: invalid template: {}", e.message),
+                    )
+                    .with_hint(hint),
                 );
             }
         }

@@ -314,10 +314,16 @@ fn rule_group_names_are_unique_per_file_not_per_tenant() {
         "tenants/a/rules/metrics/more.yaml".into(),
         format!("{RULES}  - name: slo\n    rules:\n      - record: a:b\n        expr: up\n"),
     );
-    let d: Vec<String> = run(files).diagnostics.iter().map(ToString::to_string).collect();
+    let d: Vec<String> = run(files)
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(
         d,
-        vec!["tenants/a/rules/metrics/more.yaml:7:11: error: rule group \"slo\" is defined twice in this file (first on line 2)\n  hint: a rule file is one ruler namespace and group names are unique within it (Prometheus rulefmt: \"groupname is repeated in the same file\"); rename one or move it to another file"]
+        vec![
+            "tenants/a/rules/metrics/more.yaml:7:11: error: rule group \"slo\" is defined twice in this file (first on line 2)\n  hint: a rule file is one ruler namespace and group names are unique within it (Prometheus rulefmt: \"groupname is repeated in the same file\"); rename one or move it to another file"
+        ]
     );
 }
 
@@ -336,13 +342,20 @@ fn empty_rule_groups_are_dropped_with_a_warning() {
         let d: Vec<String> = out.diagnostics.iter().map(ToString::to_string).collect();
         assert_eq!(
             d,
-            vec!["tenants/a/rules/metrics/more.yaml:2:11: warning: rule group \"empty\" has no rules, so MOP does not send it to the ruler\n  hint: Mimir refuses empty rule groups; add rules or delete the group"],
+            vec![
+                "tenants/a/rules/metrics/more.yaml:2:11: warning: rule group \"empty\" has no rules, so MOP does not send it to the ruler\n  hint: Mimir refuses empty rule groups; add rules or delete the group"
+            ],
             "{rules}"
         );
         let repo = out.repo.expect("a warning does not invalidate");
         let more = &repo.tenants[0].metric_rules[0];
         assert_eq!(more.path, "tenants/a/rules/metrics/more.yaml");
-        let names: Vec<&str> = more.file.groups.iter().map(|g| g.name.value.as_str()).collect();
+        let names: Vec<&str> = more
+            .file
+            .groups
+            .iter()
+            .map(|g| g.name.value.as_str())
+            .collect();
         assert_eq!(names, ["full"]);
     }
     for empty in ["", "groups:\n", "groups: []\n"] {
@@ -379,6 +392,69 @@ fn broken_templates_are_refused_where_they_break() {
             "tenants/a/rules/metrics/slo.yaml:7:59: error: annotation \"summary\": invalid template: function \"humanise\" not defined\n  hint: did you mean `humanize`? Mimir refuses the group when a template of alert \"X\" does not parse; template syntax: https://prometheus.io/docs/prometheus/latest/configuration/template_reference/",
             "tenants/a/rules/metrics/slo.yaml:10:13: error: annotation \"description\": invalid template: function \"is\" not defined\n  hint: Mimir refuses the group when a template of alert \"X\" does not parse; template syntax: https://prometheus.io/docs/prometheus/latest/configuration/template_reference/",
         ]
+    );
+}
+
+/// Mimir refuses a group over `ruler_max_rules_per_rule_group` (default 20)
+/// and groups beyond `ruler_max_rule_groups_per_tenant` (default 70); MOP
+/// renders both, so validate knows the numbers.
+#[test]
+fn ruler_limits_per_group_and_per_tenant() {
+    let rules = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!("      - record: r:{i}\n        expr: up\n"))
+            .collect()
+    };
+    let mut files = base();
+    files.insert(
+        "tenants/a/rules/metrics/big.yaml".into(),
+        format!("groups:\n  - name: big\n    rules:\n{}", rules(21)),
+    );
+    let d: Vec<String> = run(files.clone())
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        d,
+        vec![
+            "tenants/a/rules/metrics/big.yaml:2:11: error: rule group \"big\" has 21 rules; this tenant's Mimir ruler takes at most 20 per group\n  hint: split the group, or raise `limits.metrics.max_rules_per_group` in tenants/a/tenant.yaml (Mimir's `ruler_max_rules_per_rule_group`, default 20)"
+        ]
+    );
+    // Raised for the tenant, the same group passes and the limit is rendered.
+    files.insert(
+        "tenants/a/tenant.yaml".into(),
+        format!(
+            "{TEAM_A}limits:\n  metrics:\n    max_rules_per_group: 30\n    max_rule_groups: 2\n"
+        ),
+    );
+    let out = run(files.clone());
+    assert_eq!(out.diagnostics, vec![]);
+    let desired = crate::render::render(&out.repo.expect("valid")).expect("renders");
+    let overrides: String = desired
+        .resources
+        .values()
+        .filter(|r| r.body.contains("ruler_max"))
+        .map(|r| r.body.to_string())
+        .collect();
+    assert!(
+        overrides.contains("ruler_max_rules_per_rule_group: 30")
+            && overrides.contains("ruler_max_rule_groups_per_tenant: 2")
+            && overrides.contains("ruler_max_rules_per_rule_group: 20"),
+        "{overrides}"
+    );
+    files.insert(
+        "tenants/a/rules/metrics/third.yaml".into(),
+        "groups:\n  - name: third\n    rules:\n      - record: a:b\n        expr: up\n  - name: empty\n    rules: []\n".into(),
+    );
+    let d: Vec<String> = run(files)
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_has(
+        &d,
+        "tenants/a/rules/metrics/third.yaml:2:11: error: rule group \"third\" is this tenant's rule group number 3; its Mimir ruler takes at most 2\n  hint: merge or remove groups, or raise `limits.metrics.max_rule_groups` in tenants/a/tenant.yaml (Mimir's `ruler_max_rule_groups_per_tenant`, default 70)",
     );
 }
 

@@ -80,14 +80,32 @@ fn refuses_what_go_refuses() {
     bad("{{/* c */ x }}", "comment ends before closing delimiter");
     bad("{{/* c }}", "unclosed comment");
     bad("{{ \"a\".b }}", "unexpected . after term \"\\\"a\\\"\"");
-    bad("{{ define \"a\" }}{{ $labels }}{{ end }}", "undefined variable \"$labels\"");
-    bad("{{ if 1 }}{{ define \"a\" }}{{ end }}{{ end }}", "unexpected <define> in command");
-    bad("{{ range $a, $b, $c := . }}{{ end }}", "too many declarations in range");
-    bad("{{ with $a, $b := . }}{{ end }}", "too many declarations in with");
-    bad("{{ if 1 }}{{ else with 2 }}{{ end }}", "unexpected <with> in input");
+    bad(
+        "{{ define \"a\" }}{{ $labels }}{{ end }}",
+        "undefined variable \"$labels\"",
+    );
+    bad(
+        "{{ if 1 }}{{ define \"a\" }}{{ end }}{{ end }}",
+        "unexpected <define> in command",
+    );
+    bad(
+        "{{ range $a, $b, $c := . }}{{ end }}",
+        "too many declarations in range",
+    );
+    bad(
+        "{{ with $a, $b := . }}{{ end }}",
+        "too many declarations in with",
+    );
+    bad(
+        "{{ if 1 }}{{ else with 2 }}{{ end }}",
+        "unexpected <with> in input",
+    );
     bad("{{ x€ }}", "bad character U+20AC '€'");
     bad("{{ § }}", "unrecognized character in action: U+00A7");
-    bad("{{ $x := 1 }}{{ if 1 }}{{ $y := 2 }}{{ end }}{{ $y }}", "undefined variable \"$y\"");
+    bad(
+        "{{ $x := 1 }}{{ if 1 }}{{ $y := 2 }}{{ end }}{{ $y }}",
+        "undefined variable \"$y\"",
+    );
 }
 
 #[test]
@@ -210,7 +228,9 @@ fn agrees_with_promtool() {
     let mut yaml = String::from("groups:\n- name: g\n  rules:\n");
     for (i, c) in cases.iter().enumerate() {
         let quoted = serde_json::to_string(c).expect("json");
-        yaml.push_str(&format!("  - alert: A{i}\n    expr: up\n    annotations:\n      t: {quoted}\n"));
+        yaml.push_str(&format!(
+            "  - alert: A{i}\n    expr: up\n    annotations:\n      t: {quoted}\n"
+        ));
     }
     let file = dir.path().join("t.yaml");
     std::fs::write(&file, &yaml).expect("write");
@@ -219,17 +239,23 @@ fn agrees_with_promtool() {
         .arg(&file)
         .output()
         .expect("promtool is installed (Debian package prometheus; .ci/install-deps)");
-    let report = String::from_utf8_lossy(&out.stderr).into_owned()
-        + &String::from_utf8_lossy(&out.stdout);
+    let report =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     let mut disagreements = Vec::new();
     for (i, c) in cases.iter().enumerate() {
         let promtool_refuses = report.contains(&format!("\"A{i}\": annotation"));
         let ours = parse(c, Dialect::Prometheus);
         if promtool_refuses == ours.is_ok() {
-            disagreements.push(format!("{c:?}: promtool refuses={promtool_refuses}, MOP: {ours:?}"));
+            disagreements.push(format!(
+                "{c:?}: promtool refuses={promtool_refuses}, MOP: {ours:?}"
+            ));
         }
     }
-    assert!(disagreements.is_empty(), "{}\npromtool said:\n{report}", disagreements.join("\n"));
+    assert!(
+        disagreements.is_empty(),
+        "{}\npromtool said:\n{report}",
+        disagreements.join("\n")
+    );
 }
 
 mod properties {
