@@ -331,7 +331,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let head_desired = match head_desired {
                 Ok(d) => d,
                 Err(diags) => {
-                    eprintln!("head {head} is invalid; no plan:");
+                    // On stdout, with the diagnostics: printed on stderr it could
+                    // land after them in a CI log that merges both streams.
+                    println!("head {head} is invalid; no plan:");
                     print_diagnostics(&diags, Format::Text)?;
                     return Ok(ExitCode::from(1));
                 }

@@ -17,6 +17,12 @@ pub struct Snapshot {
     /// Relative path (`/` separators) → git blob id (`None` outside git). Only the
     /// files MOP reads. Equal blob ids mean equal content.
     pub files: BTreeMap<String, Option<String>>,
+    /// Symbolic links among the config paths (path → the link's target as
+    /// written). MOP never follows them and validation refuses them: a link
+    /// resolves differently in a work tree, a git revision and the syncer's
+    /// clone, and can point outside the repository. Recorded the same way from
+    /// a directory and from git, so both give the same verdict.
+    pub links: BTreeMap<String, String>,
     store: Store,
 }
 
@@ -70,6 +76,7 @@ impl Snapshot {
         Self {
             revision: None,
             files: files.keys().map(|k| (k.clone(), None)).collect(),
+            links: BTreeMap::new(),
             store: Store::Memory(files),
         }
     }
@@ -82,18 +89,26 @@ impl Snapshot {
             });
         }
         let mut files = BTreeMap::new();
-        for name in ["mop.yaml", "versions.yaml"] {
-            if root.join(name).is_file() {
+        let mut links = BTreeMap::new();
+        // `symlink_metadata` never follows a link: a linked config file or
+        // directory is recorded as a link, never read through.
+        for name in ["mop.yaml", "versions.yaml", "tenants"] {
+            let path = root.join(name);
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.file_type().is_symlink() {
+                links.insert(name.to_string(), link_target(&path));
+            } else if name == "tenants" && meta.is_dir() {
+                walk(&path, "tenants", &mut files, &mut links)?;
+            } else if meta.is_file() {
                 files.insert(name.to_string(), None);
             }
-        }
-        let tenants = root.join("tenants");
-        if tenants.is_dir() {
-            walk(&tenants, "tenants", &mut files)?;
         }
         Ok(Self {
             revision: None,
             files,
+            links,
             store: Store::Dir(root.to_path_buf()),
         })
     }
@@ -127,6 +142,7 @@ impl Snapshot {
             _ => tree,
         };
         let mut files = BTreeMap::new();
+        let mut links = BTreeMap::new();
         let mut bad_path = None;
         tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
             if entry.kind() != Some(git2::ObjectType::Blob) {
@@ -137,7 +153,17 @@ impl Snapshot {
                 return git2::TreeWalkResult::Abort;
             };
             let rel = format!("{dir}{name}");
-            if is_config_path(&rel) {
+            if !is_config_path(&rel) && rel != "tenants" {
+                return git2::TreeWalkResult::Ok;
+            }
+            // A symlink is a blob holding the target path (mode 120000).
+            if entry.filemode() == i32::from(git2::FileMode::Link) {
+                let target = repo
+                    .find_blob(entry.id())
+                    .map(|b| String::from_utf8_lossy(b.content()).into_owned())
+                    .unwrap_or_default();
+                links.insert(rel, target);
+            } else {
                 files.insert(rel, Some(entry.id().to_string()));
             }
             git2::TreeWalkResult::Ok
@@ -151,6 +177,7 @@ impl Snapshot {
         Ok(Self {
             revision: Some(commit.id().to_string()),
             files,
+            links,
             store: Store::Git(repo.path().to_path_buf()),
         })
     }
@@ -191,7 +218,7 @@ impl Reader<'_> {
                 .get(path)
                 .cloned()
                 .ok_or_else(|| SourceError::NotInSnapshot(path.to_string())),
-            (Store::Dir(root), _) => read(&root.join(path)),
+            (Store::Dir(root), _) => read_no_follow(&root.join(path)),
             (Store::Git(_), Some(id)) => {
                 let (Some(repo), Some(id)) = (&self.repo, id) else {
                     return Err(SourceError::NotInSnapshot(path.to_string()));
@@ -209,17 +236,33 @@ fn subdir_of_workdir(repo: &git2::Repository, path: &Path) -> Option<PathBuf> {
     path.strip_prefix(&workdir).ok().map(Path::to_path_buf)
 }
 
-fn read(p: &Path) -> Result<Vec<u8>, SourceError> {
-    std::fs::read(p).map_err(|source| SourceError::Io {
+/// Reads a file indexed as a regular file, refusing it if it became a link
+/// since: never read anything outside the repository through a link.
+fn read_no_follow(p: &Path) -> Result<Vec<u8>, SourceError> {
+    let io = |source| SourceError::Io {
         path: p.to_path_buf(),
         source,
-    })
+    };
+    let meta = std::fs::symlink_metadata(p).map_err(io)?;
+    if meta.file_type().is_symlink() {
+        return Err(io(std::io::Error::other(
+            "it is a symbolic link, which MOP does not follow",
+        )));
+    }
+    std::fs::read(p).map_err(io)
+}
+
+fn link_target(p: &Path) -> String {
+    std::fs::read_link(p)
+        .map(|t| t.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn walk(
     dir: &Path,
     rel: &str,
     out: &mut BTreeMap<String, Option<String>>,
+    links: &mut BTreeMap<String, String>,
 ) -> Result<(), SourceError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -233,8 +276,12 @@ fn walk(
         }
         let path = entry.path();
         let child = format!("{rel}/{name}");
-        if entry.file_type().map_err(io(&path))?.is_dir() {
-            walk(&path, &child, out)?;
+        // `DirEntry::file_type` does not follow links.
+        let kind = entry.file_type().map_err(io(&path))?;
+        if kind.is_symlink() {
+            links.insert(child, link_target(&path));
+        } else if kind.is_dir() {
+            walk(&path, &child, out, links)?;
         } else {
             out.insert(child, None);
         }

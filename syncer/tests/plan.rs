@@ -136,6 +136,64 @@ fn invalid_head_prints_errors_not_a_plan() {
         out.contains("versions.yaml:4:12: error: agent.version floats"),
         "{out}"
     );
+    // Regression (issue 10): the verdict comes first, on the same stream.
+    assert!(
+        out.starts_with(&format!("head {head} is invalid; no plan:\n")),
+        "{out}"
+    );
+}
+
+/// Regression (issue 10): a symbolic link gets the same verdict from a
+/// directory, a git revision and a plan, and what it points to is never read.
+#[test]
+fn symlinks_are_refused_from_a_directory_a_revision_and_a_plan() {
+    let mut repo = GitRepo::new();
+    repo.copy_template();
+    let base = repo.commit("template");
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.yaml");
+    std::fs::write(&secret, "groups: [this is outside the repository]\n").unwrap();
+    let rules = repo
+        .path()
+        .join("tenants/catalog/rules/metrics/linked.yaml");
+    std::os::unix::fs::symlink(&secret, &rules).unwrap();
+    std::os::unix::fs::symlink(
+        "../../platform",
+        repo.path().join("tenants/catalog/dashboards/linked-dir"),
+    )
+    .unwrap();
+    let head = repo.commit("link files");
+    let expected = [
+        format!(
+            "tenants/catalog/dashboards/linked-dir: error: is a symbolic link (to \"../../platform\"); MOP does not follow links\n  hint: replace the link with a copy of what it points to: a link resolves differently in a work tree, a git revision and the syncer's clone, and can point outside the repository"
+        ),
+        format!(
+            "tenants/catalog/rules/metrics/linked.yaml: error: is a symbolic link (to {:?}); MOP does not follow links\n  hint: replace the link with a copy of what it points to: a link resolves differently in a work tree, a git revision and the syncer's clone, and can point outside the repository",
+            secret.display().to_string()
+        ),
+    ];
+    let check = |what: &str, out: &str| {
+        for e in &expected {
+            assert!(out.contains(e.as_str()), "{what}: expected\n{e}\nin\n{out}");
+        }
+        assert!(out.contains("2 error(s)"), "{what}: {out}");
+        assert!(
+            !out.contains("outside the repository]"),
+            "{what} read the link: {out}"
+        );
+    };
+    let (code, out, err) = run(mop().arg("validate").arg(repo.path()));
+    assert_eq!(code, 1, "{out}{err}");
+    check("directory", &out);
+    let (code, out, err) = run(mop()
+        .arg("validate")
+        .arg(repo.path())
+        .args(["--rev", &head]));
+    assert_eq!(code, 1, "{out}{err}");
+    check("revision", &out);
+    let (code, out, err) = plan(&repo, &base, &head, "text");
+    assert_eq!(code, 1, "{out}{err}");
+    check("plan", &out);
 }
 
 #[test]

@@ -304,13 +304,26 @@ pub fn validate_cached(snapshot: &Snapshot, cache: &mut ParseCache) -> Outcome {
         }
     }
 
-    if !snapshot.contains("mop.yaml") {
+    for (path, target) in &snapshot.links {
+        diags.push(
+            Diagnostic::error(path, 0, 0, format!("is a symbolic link (to {target:?}); MOP does not follow links"))
+                .with_hint("replace the link with a copy of what it points to: a link resolves differently in a work tree, a git revision and the syncer's clone, and can point outside the repository"),
+        );
+        // The link is the problem; a "tenant.yaml is missing" on top would be noise.
+        if let FileKind::Tenant { tenant } = classify(path) {
+            let t = tenants.entry(tenant).or_default();
+            t.has_files = true;
+            t.spec_path.clone_from(path);
+        }
+    }
+    let present = |p: &str| snapshot.contains(p) || snapshot.links.contains_key(p);
+    if !present("mop.yaml") {
         diags.push(
             Diagnostic::error("mop.yaml", 0, 0, "file is missing")
                 .with_hint("every config repository has a mop.yaml at its root; start from repo-template/mop.yaml"),
         );
     }
-    if !snapshot.contains("versions.yaml") {
+    if !present("versions.yaml") {
         diags.push(
             Diagnostic::error("versions.yaml", 0, 0, "file is missing")
                 .with_hint("pin the agent and gateway versions in versions.yaml; start from repo-template/versions.yaml"),
