@@ -125,6 +125,104 @@ pub fn from_yaml_error(file: &str, err: &serde_saphyr::Error) -> Diagnostic {
     d
 }
 
+/// Like [`from_yaml_error`], with the file's text to say in plain words what
+/// was wrong with a number, and what a YAML size limit means.
+pub fn from_yaml_error_in(file: &str, text: &str, err: &serde_saphyr::Error) -> Diagnostic {
+    let mut d = from_yaml_error(file, err);
+    // The error may come wrapped with context, so read the breach from the
+    // message ("budget breached: Depth { depth: 65 }").
+    if let Some(breach) = d
+        .message
+        .split_once("budget breached: ")
+        .or_else(|| d.message.split_once("limits breached: "))
+        .map(|(_, b)| b.to_string())
+    {
+        let (message, hint) = budget_in_words(&breach);
+        d.message = message;
+        d.hint = Some(hint);
+        return d;
+    }
+    let Some(ty) = d.message.strip_prefix("invalid ") else {
+        return d;
+    };
+    let unsigned = matches!(ty, "u8" | "u16" | "u32" | "u64" | "usize");
+    let signed = matches!(ty, "i8" | "i16" | "i32" | "i64" | "isize");
+    let float = matches!(ty, "f32" | "f64");
+    if !(unsigned || signed || float) {
+        return d;
+    }
+    let scalar = scalar_at(text, d.line, d.column);
+    let (message, hint) = if unsigned && scalar.starts_with('-') {
+        (
+            format!("{scalar} is negative; this field takes a whole number, 0 or more"),
+            "write 0 or a positive whole number (see docs/config-reference.md for what 0 means here)",
+        )
+    } else if (unsigned || signed) && scalar.parse::<f64>().is_ok() {
+        (
+            format!(
+                "{scalar} is not a whole number, or too large; this field takes a whole number"
+            ),
+            "write a whole number without a decimal point, e.g. 20",
+        )
+    } else {
+        (
+            format!("{scalar:?} is not a number; this field takes a number"),
+            "write a plain number, without quotes or units",
+        )
+    };
+    d.message = message;
+    d.hint = Some(hint.to_string());
+    d
+}
+
+/// The plain scalar that starts at (line, column): up to a space, comma,
+/// closing bracket or comment.
+fn scalar_at(text: &str, line: u32, column: u32) -> String {
+    let l = text
+        .lines()
+        .nth(line.saturating_sub(1) as usize)
+        .unwrap_or("");
+    let rest: String = l.chars().skip(column.saturating_sub(1) as usize).collect();
+    let end = rest
+        .find(|c: char| c.is_whitespace() || ",]}#".contains(c))
+        .unwrap_or(rest.len());
+    rest[..end].trim_matches(['"', '\'']).to_string()
+}
+
+/// serde-saphyr refuses YAML beyond fixed budgets (`serde_saphyr::Budget`
+/// defaults: 250,000 nodes, depth 64, …) so a hostile file cannot exhaust
+/// memory; say which limit and what to do. `breach` is the breach's Debug form.
+fn budget_in_words(breach: &str) -> (String, String) {
+    let kind = breach.split([' ', '{']).next().unwrap_or("");
+    let n: Option<usize> = breach
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| !w.is_empty())
+        .and_then(|w| w.parse().ok());
+    let split = "split it into several files (rule groups can go in more files under rules/; a tenant can have many)".to_string();
+    match (kind, n) {
+        ("Nodes", Some(n)) => (
+            format!("the file has more than {} YAML values (keys, values and list items), more than MOP reads from one file", n.saturating_sub(1)),
+            split,
+        ),
+        ("Depth", Some(n)) => (
+            format!("lists and maps are nested {n} levels deep, deeper than MOP reads"),
+            "a config file needs a few levels; look for a runaway `- - - …` or `[[[…` structure".into(),
+        ),
+        ("ScalarBytes", Some(n)) => (
+            format!("the file holds {n} bytes of text values, more than MOP reads from one file"),
+            split,
+        ),
+        ("Aliases" | "Anchors" | "AliasAnchorRatio" | "MergeKeys", _) => (
+            "the file uses more YAML anchors, aliases or merge keys (`&a`, `*a`, `<<`) than MOP expands".into(),
+            "write the values out instead of repeating them through aliases".into(),
+        ),
+        _ => (
+            format!("the file is too large or too complex for MOP's YAML reader ({breach})"),
+            split,
+        ),
+    }
+}
+
 /// serde-saphyr prefixes `error: line N column M: `; we print the position ourselves.
 fn strip_position_prefix(msg: &str) -> String {
     let mut m = msg.strip_prefix("error: ").unwrap_or(msg);
@@ -328,6 +426,45 @@ mod tests {
         let off = json_top_level_key(t, "uid").unwrap();
         assert_eq!(line_col(t, off), (2, 3));
         assert_eq!(json_top_level_key(t, "nope"), None);
+    }
+
+    #[test]
+    fn numbers_and_budgets_in_plain_words() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct T {
+            n: u64,
+        }
+        let text = "n: -1\n";
+        let e = serde_saphyr::from_str::<T>(text).unwrap_err();
+        let d = from_yaml_error_in("t.yaml", text, &e);
+        assert_eq!(
+            d.to_string(),
+            "t.yaml:1:4: error: -1 is negative; this field takes a whole number, 0 or more\n  hint: write 0 or a positive whole number (see docs/config-reference.md for what 0 means here)"
+        );
+        let text = "n: 2.5\n";
+        let e = serde_saphyr::from_str::<T>(text).unwrap_err();
+        assert!(
+            from_yaml_error_in("t.yaml", text, &e)
+                .message
+                .starts_with("2.5 is not a whole number"),
+        );
+        let deep = format!("n: {}1{}\n", "[".repeat(80), "]".repeat(80));
+        let e = serde_saphyr::from_str::<serde_json::Value>(&deep).unwrap_err();
+        let d = from_yaml_error_in("t.yaml", &deep, &e);
+        assert!(
+            d.message.contains("levels deep, deeper than MOP reads"),
+            "{d}"
+        );
+        let many: String = (0..130_000).map(|i| format!("- {i}\n")).collect();
+        let many = format!("{many}{many}");
+        let e = serde_saphyr::from_str::<serde_json::Value>(&many).unwrap_err();
+        let d = from_yaml_error_in("t.yaml", &many, &e);
+        assert!(
+            d.message
+                .starts_with("the file has more than 250000 YAML values"),
+            "{d}"
+        );
     }
 
     #[test]

@@ -164,9 +164,7 @@ fn symlinks_are_refused_from_a_directory_a_revision_and_a_plan() {
     .unwrap();
     let head = repo.commit("link files");
     let expected = [
-        format!(
-            "tenants/catalog/dashboards/linked-dir: error: is a symbolic link (to \"../../platform\"); MOP does not follow links\n  hint: replace the link with a copy of what it points to: a link resolves differently in a work tree, a git revision and the syncer's clone, and can point outside the repository"
-        ),
+        "tenants/catalog/dashboards/linked-dir: error: is a symbolic link (to \"../../platform\"); MOP does not follow links\n  hint: replace the link with a copy of what it points to: a link resolves differently in a work tree, a git revision and the syncer's clone, and can point outside the repository".to_string(),
         format!(
             "tenants/catalog/rules/metrics/linked.yaml: error: is a symbolic link (to {:?}); MOP does not follow links\n  hint: replace the link with a copy of what it points to: a link resolves differently in a work tree, a git revision and the syncer's clone, and can point outside the repository",
             secret.display().to_string()

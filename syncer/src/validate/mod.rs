@@ -148,13 +148,50 @@ fn parse_one(path: &str, bytes: &[u8], diags: &mut Vec<Diagnostic>) -> Parsed {
     if matches!(kind, FileKind::Docs) {
         return Parsed::Nothing;
     }
-    if let FileKind::Unknown { hint } = kind {
-        diags.push(Diagnostic::error(path, 0, 0, "MOP does not read this file").with_hint(hint));
+    if let FileKind::Unknown { hint } = &kind {
+        diags.push(
+            Diagnostic::error(path, 0, 0, "MOP does not read this file").with_hint(hint.clone()),
+        );
         return Parsed::Nothing;
     }
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        diags.push(Diagnostic::error(path, 0, 0, "file is not valid UTF-8"));
-        return Parsed::Nothing;
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let good = e.valid_up_to();
+            let (line, column) = diag::line_col(&String::from_utf8_lossy(&bytes[..good]), good);
+            diags.push(
+                Diagnostic::error(
+                    path,
+                    line,
+                    column,
+                    format!("file is not valid UTF-8 (byte 0x{:02X})", bytes[good]),
+                )
+                .with_hint("save the file as UTF-8: MOP, Grafana and the rulers read UTF-8 only (an editor's \"Reopen with encoding\" shows what it is now)"),
+            );
+            // Still mark the tenant as present: one problem, one error (no
+            // "tenant.yaml is missing" on top of this one).
+            return match kind {
+                FileKind::Tenant { tenant } => Parsed::TenantMarker(tenant, true),
+                FileKind::Sampling { tenant }
+                | FileKind::Dashboard { tenant, .. }
+                | FileKind::MetricRules { tenant }
+                | FileKind::LogRules { tenant } => Parsed::TenantMarker(tenant, false),
+                _ => Parsed::Nothing,
+            };
+        }
+    };
+    // YAML allows a byte order mark and the YAML reader skips it, as Prometheus'
+    // does. Go's JSON reader (Grafana's import) refuses one; MOP reads the
+    // dashboard without it and says so, instead of a puzzling error at 1:1.
+    let text = match text.strip_prefix('\u{feff}') {
+        Some(rest) if matches!(kind, FileKind::Dashboard { .. }) => {
+            diags.push(
+                Diagnostic::warning(path, 1, 1, "file starts with a UTF-8 byte order mark (BOM); MOP ignores it")
+                    .with_hint("Grafana's own import refuses JSON with a BOM: save the file as UTF-8 without BOM"),
+            );
+            rest
+        }
+        _ => text,
     };
     scan_credentials(path, text, diags);
     match kind {
@@ -391,7 +428,7 @@ fn parse_yaml<T: DeserializeOwned + schemars::JsonSchema>(
     match serde_saphyr::from_str::<T>(text) {
         Ok(v) => Some(v),
         Err(e) => {
-            let first = diag::from_yaml_error(path, &e);
+            let first = diag::from_yaml_error_in(path, text, &e);
             // serde stopped at the first problem; find every other unknown field.
             let schema = crate::schema::root::<T>();
             let more = crate::unknown::unknown_fields(path, text, &schema);

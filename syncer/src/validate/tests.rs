@@ -395,6 +395,66 @@ fn broken_templates_are_refused_where_they_break() {
     );
 }
 
+/// Regression (issue 10): a file in another encoding gave two errors (the
+/// encoding, then "tenant.yaml is missing"); now one, at the first bad byte.
+#[test]
+fn non_utf8_file_is_one_error_at_the_bad_byte() {
+    let mut files: BTreeMap<String, Vec<u8>> = base()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    files.insert(
+        "tenants/a/tenant.yaml".into(),
+        b"id: team-a\nnamespaces: [caf\xe9]\n".to_vec(),
+    );
+    let out = validate(&Snapshot::from_memory(files));
+    let d: Vec<String> = out.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        d,
+        vec![
+            "tenants/a/tenant.yaml:2:17: error: file is not valid UTF-8 (byte 0xE9)\n  hint: save the file as UTF-8: MOP, Grafana and the rulers read UTF-8 only (an editor's \"Reopen with encoding\" shows what it is now)"
+        ]
+    );
+}
+
+/// Regression (issue 10): a byte order mark is named, not "expected value".
+#[test]
+fn byte_order_marks_are_named_or_skipped() {
+    let mut files = base();
+    files.insert(
+        "tenants/a/dashboards/main/one.json".into(),
+        format!("\u{feff}{}", dashboard("a-one")),
+    );
+    files.insert(
+        "tenants/a/rules/metrics/slo.yaml".into(),
+        format!("\u{feff}{RULES}"),
+    );
+    let out = run(files);
+    let d: Vec<String> = out.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        d,
+        vec![
+            "tenants/a/dashboards/main/one.json:1:1: warning: file starts with a UTF-8 byte order mark (BOM); MOP ignores it\n  hint: Grafana's own import refuses JSON with a BOM: save the file as UTF-8 without BOM"
+        ]
+    );
+    assert!(out.repo.is_some());
+}
+
+/// Regression (issue 10): "invalid u64" said nothing about a negative number.
+#[test]
+fn negative_limits_are_explained() {
+    let d = errors_with(
+        "tenants/a/tenant.yaml",
+        &format!("{TEAM_A}limits:\n  metrics:\n    max_rules_per_group: -1\n"),
+    );
+    assert_eq!(
+        d,
+        vec![
+            "tenants/a/tenant.yaml:11:26: error: -1 is negative; this field takes a whole number, 0 or more\n  hint: write 0 or a positive whole number (see docs/config-reference.md for what 0 means here)"
+        ]
+    );
+}
+
 /// Mimir refuses a group over `ruler_max_rules_per_rule_group` (default 20)
 /// and groups beyond `ruler_max_rule_groups_per_tenant` (default 70); MOP
 /// renders both, so validate knows the numbers.
