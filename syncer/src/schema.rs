@@ -79,6 +79,14 @@ pub fn reference_markdown() -> String {
          JSON model, unchanged; MOP requires a `uid` (at most 40 characters of letters,\n\
          digits, `-`, `_`) and a `title`, and removes `id` and `version`.\n",
     );
+    out.push_str(
+        "\n## Importing existing dashboards and rules\n\n\
+         Dashboards and rule files that teams already have go in unchanged. What\n\
+         MOP accepts and refuses follows what Grafana, Mimir and Loki accept and\n\
+         refuse; each check names the server rule it mirrors.\n\n",
+    );
+    // Each part is kept beside the validation it describes.
+    out.push_str(include_str!("validate/rules.md"));
     for (file, schema) in all() {
         let title = schema["title"].as_str().unwrap_or(file);
         let _ = writeln!(
