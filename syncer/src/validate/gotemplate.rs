@@ -83,27 +83,29 @@ pub fn function_names(_dialect: Dialect) -> impl Iterator<Item = &'static str> {
     GO_BUILTINS.iter().chain(PROMETHEUS_FUNCS).copied()
 }
 
-fn predeclared(dialect: Dialect) -> Vec<String> {
+fn is_function(name: &str) -> bool {
+    GO_BUILTINS.contains(&name) || PROMETHEUS_FUNCS.contains(&name)
+}
+
+fn predeclared(dialect: Dialect) -> Vec<&'static str> {
     // `$` always exists; the rest are rulefmt's `defs`, parsed in front of the text.
     let mut v = vec!["$", "$labels", "$externalLabels"];
     if dialect == Dialect::Prometheus {
         v.push("$externalURL");
     }
     v.push("$value");
-    v.into_iter().map(String::from).collect()
+    v
 }
 
 /// Parses `text` as the ruler would; `Ok` when it would accept it.
 pub fn parse(text: &str, dialect: Dialect) -> Result<(), TemplateError> {
     let tokens = lex(text);
-    let funcs: HashSet<&str> = function_names(dialect).collect();
     let mut p = Parser {
         text,
         tokens,
         pos: 0,
         vars: predeclared(dialect),
         range_depth: 0,
-        funcs,
         defined: HashSet::new(),
     };
     p.parse_top()
@@ -770,9 +772,9 @@ struct Parser<'a> {
     text: &'a str,
     tokens: Vec<Token>,
     pos: usize,
-    vars: Vec<String>,
+    /// Variables in scope: slices of the text, or the predeclared names.
+    vars: Vec<&'a str>,
     range_depth: usize,
-    funcs: HashSet<&'static str>,
     defined: HashSet<String>,
 }
 
@@ -786,7 +788,7 @@ enum Stop {
     Else(Option<Kw>),
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn tok(&self, i: usize) -> &Token {
         let last = self.tokens.len().saturating_sub(1);
         &self.tokens[i.min(last)]
@@ -893,7 +895,7 @@ impl Parser<'_> {
         }
         self.check_string(&name)?;
         self.expect(&Tok::RightDelim, context)?;
-        let saved_vars = std::mem::replace(&mut self.vars, vec!["$".into()]);
+        let saved_vars = std::mem::replace(&mut self.vars, vec!["$"]);
         let saved_depth = std::mem::replace(&mut self.range_depth, 0);
         let body_start = self.pos;
         let (stop, at) = self.item_list()?;
@@ -1011,7 +1013,7 @@ impl Parser<'_> {
         self.check_string(&name)?;
         self.pipeline(context, &Tok::RightDelim)?;
         // The body is a template of its own: only `$` is declared in it.
-        let saved_vars = std::mem::replace(&mut self.vars, vec!["$".into()]);
+        let saved_vars = std::mem::replace(&mut self.vars, vec!["$"]);
         let saved_depth = std::mem::replace(&mut self.range_depth, 0);
         let (stop, at) = self.item_list()?;
         if stop != Stop::End {
@@ -1077,13 +1079,13 @@ impl Parser<'_> {
             match next.tok {
                 Tok::Assign | Tok::Declare => {
                     self.next();
-                    self.vars.push(self.text[v.start..v.end].to_string());
+                    self.vars.push(&self.text[v.start..v.end]);
                     break;
                 }
                 Tok::Char(',') => {
                     self.next();
                     decls += 1;
-                    self.vars.push(self.text[v.start..v.end].to_string());
+                    self.vars.push(&self.text[v.start..v.end]);
                     if context == "range" && decls < 2 {
                         match self.peek_non_space().tok {
                             Tok::Variable | Tok::RightDelim | Tok::RightParen => continue,
@@ -1214,7 +1216,7 @@ impl Parser<'_> {
         match &t.tok {
             Tok::Identifier => {
                 let name = &self.text[t.start..t.end];
-                if !self.funcs.contains(name) {
+                if !is_function(name) {
                     return Err(TemplateError {
                         offset: t.start,
                         message: format!("function {name:?} not defined"),
@@ -1224,7 +1226,7 @@ impl Parser<'_> {
             }
             Tok::Variable => {
                 let name = &self.text[t.start..t.end];
-                if !self.vars.iter().any(|v| v == name) {
+                if !self.vars.contains(&name) {
                     return self.err(t.start, format!("undefined variable {name:?}"));
                 }
             }
