@@ -16,8 +16,11 @@ use kube::{Client, Config};
 use mop_kube_fake::{FakeKube, Options, RolloutSettings};
 use serde_json::{Value, json};
 
+/// A client with the cluster admin's credentials: these tests are about the API,
+/// not about authorization (`tests/rbac.rs` is).
 fn client(fake: &FakeKube) -> Client {
-    let config = Config::new(fake.url().parse().unwrap());
+    let mut config = Config::new(fake.url().parse().unwrap());
+    config.auth_info.token = Some(mop_kube_fake::ADMIN_TOKEN.to_string().into());
     Client::try_from(config).unwrap()
 }
 
@@ -575,7 +578,8 @@ async fn raw(
         .map(|c| format!("Content-Type: {c}\r\n"))
         .unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{ct}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n{ct}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        mop_kube_fake::ADMIN_TOKEN,
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
