@@ -366,8 +366,9 @@ async fn git_to_gateway_to_backends_with_agent_traffic_and_sampling_reload() {
     let prom = Prometheus::start(&prometheus).await;
     let relay = RemoteWriteRelay::start(prom.write_url()).await;
     let kube = FakeKube::start().await.unwrap();
+    let token = support::install_syncer(&kube);
     let kubeconfig = tmp.path().join("kubeconfig");
-    write_kubeconfig(&kubeconfig, &kube.url());
+    write_kubeconfig(&kubeconfig, &kube.url(), &token);
 
     // The checkout service: python's http.server with the two routes.
     let app_port = free_port();
