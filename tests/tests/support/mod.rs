@@ -369,6 +369,16 @@ impl Fakes {
     }
 }
 
+impl Drop for Fakes {
+    /// Every test of the binary also checks that RBAC refused nothing the
+    /// syncer asked, since `mop` reports some refusals only in its log.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert_no_forbidden(&self.kube);
+        }
+    }
+}
+
 /// A finished `mop` run.
 pub struct Run {
     pub code: Option<i32>,
