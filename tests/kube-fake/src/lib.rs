@@ -323,9 +323,8 @@ impl FakeKube {
     /// `kubectl`; returns the stored objects. Fails at the first object the API
     /// refuses or the fake does not serve.
     pub fn put_yaml(&self, manager: &str, yaml: &str) -> Result<Vec<Value>, Error> {
-        let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).map_err(|e| {
-            Error::Api(ApiError::bad_request(format!("not YAML objects: {e}")))
-        })?;
+        let docs: Vec<Value> = serde_saphyr::from_multiple(yaml)
+            .map_err(|e| Error::Api(ApiError::bad_request(format!("not YAML objects: {e}"))))?;
         docs.into_iter()
             .filter(|d| !d.is_null())
             .map(|d| self.put(manager, d))

@@ -125,10 +125,9 @@ fn deploy_base() -> PathBuf {
 /// output is those files' objects.
 pub fn deploy_base_identity() -> Vec<Value> {
     let base = deploy_base();
-    let k: Value = serde_saphyr::from_str(
-        &std::fs::read_to_string(base.join("kustomization.yaml")).unwrap(),
-    )
-    .unwrap();
+    let k: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(base.join("kustomization.yaml")).unwrap())
+            .unwrap();
     let keys: Vec<&str> = k.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
         keys,
@@ -166,8 +165,12 @@ pub fn deploy_base_identity() -> Vec<Value> {
 /// not, as the LGTM stack's would exist) and returns a token of its
 /// ServiceAccount: what the syncer runs as in every test that uses this.
 pub fn install_syncer(fake: &FakeKube) -> String {
-    let objects = deploy_base_identity();
-    for o in &objects {
+    install_identity(fake, &deploy_base_identity())
+}
+
+/// [`install_syncer`] with other objects than deploy/base's (a mutated RBAC).
+pub fn install_identity(fake: &FakeKube, objects: &[Value]) -> String {
+    for o in objects {
         if let Some(ns) = o["metadata"]["namespace"].as_str()
             && fake.get("v1", "Namespace", None, ns).is_none()
             && !objects
@@ -182,7 +185,10 @@ pub fn install_syncer(fake: &FakeKube) -> String {
         }
     }
     // Namespaces first, as kustomize orders its output.
-    let mut ordered: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "Namespace").collect();
+    let mut ordered: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Namespace")
+        .collect();
     ordered.extend(objects.iter().filter(|o| o["kind"] != "Namespace"));
     for o in ordered {
         fake.put("kubectl", o.clone())
