@@ -690,6 +690,7 @@ async fn git_to_gateway_to_backends_with_agent_traffic_and_sampling_reload() {
     );
     // Both syncs ran as the syncer's ServiceAccount with deploy/base's RBAC.
     support::assert_no_forbidden(&kube);
+    support::api_calls::assert_recorded_calls_listed(&kube);
     let routing2 = configmap_data(&kube, "mop-gateway-routing");
     assert_eq!(
         policies(&routing2["gateway.json"], "checkout"),

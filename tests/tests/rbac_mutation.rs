@@ -494,9 +494,13 @@ async fn run(s: Scenario, fake: &FakeKube, client: kube::Client) -> Result<(), S
                 .await
                 .is_ok();
             // Renewals are updates of the Lease.
-            let before = fake.requests().iter().filter(|r| r.method == "PUT").count();
-            tokio::time::sleep(Duration::from_millis(400)).await;
-            let renewed = fake.requests().iter().filter(|r| r.method == "PUT").count() > before;
+            let puts = || fake.requests().iter().filter(|r| r.method == "PUT").count();
+            let before = puts();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while puts() == before && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let renewed = puts() > before;
             let _ = stop.send(());
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
             (led && renewed)
@@ -576,6 +580,9 @@ async fn attempt(s: Scenario, identity: Vec<Value>) -> Outcome {
     let f2 = fake.clone();
     let task = tokio::spawn(async move { run(s, &f2, client).await });
     let result = race(task, || !forbidden(&fake).is_empty()).await;
+    if matches!(result, Some(Ok(()))) {
+        support::api_calls::assert_recorded_calls_listed(&fake);
+    }
     Outcome {
         forbidden: forbidden(&fake),
         result,

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod api_calls;
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -381,6 +383,7 @@ impl Drop for Fakes {
     fn drop(&mut self) {
         if !std::thread::panicking() {
             assert_no_forbidden(&self.kube);
+            api_calls::assert_recorded_calls_listed(&self.kube);
         }
     }
 }
@@ -640,6 +643,7 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         if !std::thread::panicking() {
             assert_no_forbidden(&self.0);
+            api_calls::assert_recorded_calls_listed(&self.0);
         }
     }
 }
