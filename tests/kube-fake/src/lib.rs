@@ -29,6 +29,7 @@ mod discovery;
 mod fields;
 mod rbac;
 mod resources;
+mod schema;
 mod selector;
 mod server;
 mod status;

@@ -703,10 +703,41 @@ fn apply(
                 "PATCH, application/apply-patch+yaml: fieldManager is required for apply requests",
             )
         })?;
+    // `fieldValidation` (PatchOptions validation, apimachinery
+    // `pkg/apis/meta/v1/validation`): Strict, Warn (the default,
+    // endpoints/handlers/patch.go `fieldValidation`) or Ignore.
+    match q.get("fieldValidation").map(String::as_str) {
+        None | Some("" | "Strict" | "Warn" | "Ignore") => {}
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "PatchOptions",
+                "",
+                "meta.k8s.io",
+                &[(
+                    "fieldValidation".into(),
+                    format!(
+                        "Unsupported value: \"{other}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
+                    ),
+                )],
+            ));
+        }
+    }
     let config = body_object(t, body)?;
     let dry = dry_run(q)?;
     if !config["metadata"]["managedFields"].is_null() {
         return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+    }
+    // An apply is strict about undeclared fields whatever `fieldValidation`
+    // says (schema.rs).
+    let unknown =
+        crate::schema::unknown_fields(&t.resource, &config).map_err(ApiError::internal_unknown)?;
+    if !unknown.is_empty() {
+        return Err(ApiError::internal_unknown(crate::schema::apply_error(
+            &t.resource,
+            ns_of(t),
+            name_of(t),
+            &unknown,
+        )));
     }
     let mut s = lock(inner)?;
     let live = s.get(&t.resource, ns_of(t), name_of(t)).cloned();

@@ -198,6 +198,16 @@ impl ApiError {
         Self::new(403, "Forbidden", message, Some(Value::Object(details)))
     }
 
+    /// 500 for an error that is not an API status (`ErrorToAPIStatus` in
+    /// apiserver `endpoints/handlers/responsewriters/status.go`: no reason).
+    pub fn internal_unknown(message: String) -> Self {
+        let mut e = Self::new(500, "", message, None);
+        if let Some(m) = e.body.as_object_mut() {
+            m.remove("reason");
+        }
+        e
+    }
+
     pub fn unauthorized() -> Self {
         Self::new(401, "Unauthorized", "Unauthorized".into(), None)
     }

@@ -579,6 +579,16 @@ pub fn assert_recorded_calls_listed(fake: &FakeKube) {
             )
         })
         .collect();
+    let lax: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.user == syncer && r.is_apply() && !r.query.contains("fieldValidation=Strict"))
+        .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
+        .collect();
+    assert!(
+        lax.is_empty(),
+        "server-side applies without fieldValidation=Strict: {lax:#?}"
+    );
     assert!(
         unlisted.is_empty(),
         "the syncer made Kubernetes calls that tests/tests/support/api_calls.rs does not list (add them, and check deploy/base/rbac.yaml allows them): {unlisted:#?}"
