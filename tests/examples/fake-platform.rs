@@ -68,8 +68,11 @@ async fn main() {
     std::fs::write(
         parent.join("kubeconfig"),
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
-            kube.url()
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: {}\n",
+            kube.url(),
+            // The cluster admin: this platform is for benchmarks, not for RBAC
+            // (the tests run the syncer as its ServiceAccount).
+            mop_kube_fake::ADMIN_TOKEN
         ),
     )
     .unwrap();

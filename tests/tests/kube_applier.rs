@@ -32,7 +32,7 @@ fn body(desired: &Desired, id: &ResourceId) -> Value {
 
 /// The fake cluster; rollouts run (the applier waits for the workloads it
 /// changes to become healthy), fast: the tests here are about configuration.
-async fn cluster(desired: &Desired) -> (FakeKube, kube::Client) {
+async fn cluster(desired: &Desired) -> (support::Cluster, kube::Client) {
     support::cluster_for(desired, RolloutSettings::default()).await
 }
 

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+mod support;
+
 use mop_kube_fake::FakeKube;
 use mop_syncer::serve::leader::{LeaderConfig, LeaderElector};
 use tokio::sync::{oneshot, watch};
@@ -23,11 +25,14 @@ async fn fake_with_namespace() -> FakeKube {
         serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
     )
     .unwrap();
+    support::install_syncer(&fake);
     fake
 }
 
+/// The syncer's ServiceAccount, with deploy/base's RBAC.
 fn client(fake: &FakeKube) -> kube::Client {
-    kube::Client::try_from(kube::Config::new(fake.url().parse().unwrap())).unwrap()
+    let token = fake.service_account_token(support::SYNCER_NAMESPACE, support::SYNCER_SA);
+    support::client_with_token(fake, &token)
 }
 
 struct Candidate {

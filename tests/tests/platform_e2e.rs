@@ -366,8 +366,9 @@ async fn git_to_gateway_to_backends_with_agent_traffic_and_sampling_reload() {
     let prom = Prometheus::start(&prometheus).await;
     let relay = RemoteWriteRelay::start(prom.write_url()).await;
     let kube = FakeKube::start().await.unwrap();
+    let token = support::install_syncer(&kube);
     let kubeconfig = tmp.path().join("kubeconfig");
-    write_kubeconfig(&kubeconfig, &kube.url());
+    write_kubeconfig(&kubeconfig, &kube.url(), &token);
 
     // The checkout service: python's http.server with the two routes.
     let app_port = free_port();
@@ -687,6 +688,9 @@ async fn git_to_gateway_to_backends_with_agent_traffic_and_sampling_reload() {
         kube.mutations() > writes_before,
         "the second sync applied the change"
     );
+    // Both syncs ran as the syncer's ServiceAccount with deploy/base's RBAC.
+    support::assert_no_forbidden(&kube);
+    support::api_calls::assert_recorded_calls_listed(&kube);
     let routing2 = configmap_data(&kube, "mop-gateway-routing");
     assert_eq!(
         policies(&routing2["gateway.json"], "checkout"),

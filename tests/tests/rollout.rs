@@ -56,7 +56,7 @@ fn render_with(gateway: &str, agent: &str) -> (Desired, Scope) {
 
 /// A fake cluster with the namespaces MOP installs into, rolling one pod (or one
 /// DaemonSet batch) every 50 ms on 3 nodes.
-async fn cluster(desired: &Desired) -> (FakeKube, kube::Client) {
+async fn cluster(desired: &Desired) -> (support::Cluster, kube::Client) {
     let rollout = RolloutSettings {
         step_delay: Duration::from_millis(50),
         nodes: 3,
@@ -129,7 +129,7 @@ fn pod_images(fake: &FakeKube, app: &str) -> Vec<String> {
 }
 
 /// A cluster where the repo-template at 0.1.0 is applied and healthy.
-async fn installed() -> (FakeKube, kube::Client, Scope) {
+async fn installed() -> (support::Cluster, kube::Client, Scope) {
     let (desired, scope) = render_with("0.1.0", "0.1.0");
     let (fake, client) = cluster(&desired).await;
     let report = reconcile(&desired, &scope, &client, false).await;

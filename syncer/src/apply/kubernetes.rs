@@ -18,7 +18,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+    ValidationDirective,
+};
 use kube::core::ApiResource;
 use serde_json::{Map, Value, json};
 
@@ -144,11 +147,7 @@ impl KubeApplier {
                 let back = rollout::rollback_body(desired, &to);
                 let applied = match serde_json::from_value::<DynamicObject>(back) {
                     Ok(obj) => api
-                        .patch(
-                            &name,
-                            &PatchParams::apply(FIELD_MANAGER).force(),
-                            &Patch::Apply(&obj),
-                        )
+                        .patch(&name, &strict_apply(FIELD_MANAGER), &Patch::Apply(&obj))
                         .await
                         .map_err(|e| describe(&e)),
                     Err(e) => Err(e.to_string()),
@@ -348,13 +347,18 @@ pub(crate) async fn apply_own_config_map(
         "data": data,
     });
     Api::<ConfigMap>::namespaced(client.clone(), namespace)
-        .patch(
-            name,
-            &PatchParams::apply(field_manager).force(),
-            &Patch::Apply(&body),
-        )
+        .patch(name, &strict_apply(field_manager), &Patch::Apply(&body))
         .await
         .map(|_| ())
+}
+
+/// Server-side apply as `manager`, forced, with `fieldValidation=Strict`: a
+/// field the API server does not know, or given twice, fails the apply instead
+/// of being dropped with a warning nobody reads.
+fn strict_apply(manager: &str) -> PatchParams {
+    PatchParams::apply(manager)
+        .force()
+        .validation(ValidationDirective::Strict)
 }
 
 fn describe(e: &kube::Error) -> String {
@@ -537,7 +541,7 @@ impl Applier for KubeApplier {
                 // repository is the source of truth, so MOP takes the field back
                 // (that is what healing drift means); fields MOP does not set stay
                 // with whoever set them.
-                let pp = PatchParams::apply(FIELD_MANAGER).force();
+                let pp = strict_apply(FIELD_MANAGER);
                 let applied = api
                     .patch(&name, &pp, &Patch::Apply(&obj))
                     .await

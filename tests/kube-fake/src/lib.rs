@@ -27,7 +27,9 @@
 mod controller;
 mod discovery;
 mod fields;
+mod rbac;
 mod resources;
+mod schema;
 mod selector;
 mod server;
 mod status;
@@ -41,8 +43,14 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use tokio::sync::{oneshot, watch as tokio_watch};
 
+pub use crate::rbac::{Attributes, User};
 pub use crate::status::ApiError;
 pub use crate::store::{RecordedRequest, RolloutSettings};
+
+/// The bearer token of the fake's administrator (`kubernetes-admin` in
+/// `system:masters`, bound to `cluster-admin`), what a cluster's admin kubeconfig
+/// holds: for test setup, never for the product under test.
+pub const ADMIN_TOKEN: &str = "mop-kube-fake-admin-token";
 
 /// State shared by the handlers and the simulated controller.
 pub(crate) struct Inner {
@@ -69,7 +77,10 @@ pub enum Error {
 /// Options for [`FakeKube::start_with`].
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// When set, every request must carry `Authorization: Bearer <token>` (else 401).
+    /// When set, every request must carry `Authorization: Bearer <token>` (else
+    /// 401), and that token is the admin's. Without it, [`ADMIN_TOKEN`] and the
+    /// tokens of [`FakeKube::service_account_token`] authenticate, and a request
+    /// without credentials is `system:anonymous`.
     pub token: Option<String>,
     pub rollout: RolloutSettings,
 }
@@ -90,6 +101,10 @@ impl FakeKube {
     pub async fn start_with(opts: Options) -> Result<Self, Error> {
         let mut state = store::State::new();
         state.token = opts.token;
+        state.tokens.insert(
+            ADMIN_TOKEN.to_string(),
+            store::Credential::User(User::admin()),
+        );
         state.rollout = opts.rollout;
         let rv = state.rv;
         let (changed, _) = tokio_watch::channel(rv);
@@ -128,7 +143,43 @@ impl FakeKube {
         self.inner.state.lock().map_err(|_| Error::Poisoned)
     }
 
-    /// Requires (or, with `None`, stops requiring) a bearer token.
+    /// Issues a bearer token for the ServiceAccount `namespace/name` (like
+    /// `kubectl create token`): requests with it authenticate as
+    /// `system:serviceaccount:<namespace>:<name>` while that ServiceAccount exists,
+    /// and RBAC decides what they may do.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        let token = format!("sa.{namespace}.{name}.mop-kube-fake");
+        if let Ok(mut s) = self.state() {
+            s.tokens.insert(
+                token.clone(),
+                store::Credential::ServiceAccount {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                },
+            );
+        }
+        token
+    }
+
+    /// Registers a bearer token for any user and groups (add
+    /// `system:authenticated` yourself, as authenticators do).
+    pub fn add_user_token(&self, token: &str, user: User) {
+        if let Ok(mut s) = self.state() {
+            s.tokens
+                .insert(token.to_string(), store::Credential::User(user));
+        }
+    }
+
+    /// Whether `user` may do what `attributes` say, as RBAC decides it now.
+    pub fn can(&self, user: &User, attributes: &Attributes) -> bool {
+        self.state()
+            .map(|s| rbac::authorize(&s, user, attributes).is_ok())
+            .unwrap_or(false)
+    }
+
+    /// Accepts only `token` (as the admin) from now on, every other credential
+    /// getting 401 (a rotated or revoked credential); `None` goes back to the
+    /// registered tokens.
     pub fn set_token(&self, token: Option<&str>) {
         if let Ok(mut s) = self.state() {
             s.token = token.map(str::to_string);
@@ -266,6 +317,19 @@ impl FakeKube {
             }
         }
         Ok(stored)
+    }
+
+    /// Creates or replaces every object of a multi-document YAML stream (a
+    /// manifest file) as [`FakeKube::put`] does, as the admin would with
+    /// `kubectl`; returns the stored objects. Fails at the first object the API
+    /// refuses or the fake does not serve.
+    pub fn put_yaml(&self, manager: &str, yaml: &str) -> Result<Vec<Value>, Error> {
+        let docs: Vec<Value> = serde_saphyr::from_multiple(yaml)
+            .map_err(|e| Error::Api(ApiError::bad_request(format!("not YAML objects: {e}"))))?;
+        docs.into_iter()
+            .filter(|d| !d.is_null())
+            .map(|d| self.put(manager, d))
+            .collect()
     }
 
     /// Changes an existing object in place as `manager` (a hand edit, for drift tests).

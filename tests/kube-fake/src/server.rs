@@ -20,10 +20,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::fields;
+use crate::rbac::{self, User};
 use crate::resources::{self, Resource, Target};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, delete_success};
-use crate::store::{RecordedRequest, State, now_rfc3339};
+use crate::store::{Credential, RecordedRequest, State, now_rfc3339};
 use crate::validate;
 use crate::{Inner, controller, watch};
 
@@ -95,19 +96,39 @@ pub async fn handle(AxState(inner): AxState<Arc<Inner>>, req: Request) -> Respon
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
 
+    let attributes = rbac::attributes(method.as_str(), &path, &query);
+    let mut user_name = String::new();
     let reply = match authenticate(&inner, &headers) {
         Err(e) => e.into(),
-        Ok(()) => {
-            route(
-                &inner,
-                &method,
-                &path,
-                &query,
-                content_type.as_deref(),
-                &headers,
-                &body,
-            )
-            .await
+        Ok(user) => {
+            user_name = user.name.clone();
+            // Authorization comes before routing, as in the API server's filter
+            // chain: a request nobody may make is 403 even for a path not served.
+            let decision = match lock(&inner) {
+                Ok(s) => rbac::authorize(&s, &user, &attributes)
+                    .map_err(|reason| rbac::forbidden(&user, &attributes, &reason)),
+                Err(e) => Err(e),
+            };
+            match decision {
+                Err(e) => e.into(),
+                Ok(()) => {
+                    let who = Who {
+                        user,
+                        attributes: attributes.clone(),
+                    };
+                    route(
+                        &inner,
+                        &method,
+                        &path,
+                        &query,
+                        content_type.as_deref(),
+                        &headers,
+                        &body,
+                        &who,
+                    )
+                    .await
+                }
+            }
         }
     };
 
@@ -133,6 +154,8 @@ pub async fn handle(AxState(inner): AxState<Arc<Inner>>, req: Request) -> Respon
         force: query.get("force").is_some_and(|v| v == "true"),
         body: parse_body(&body).ok().flatten(),
         status,
+        user: user_name,
+        attributes,
     };
     if let Ok(mut s) = inner.state.lock() {
         s.requests.push(recorded);
@@ -140,19 +163,51 @@ pub async fn handle(AxState(inner): AxState<Arc<Inner>>, req: Request) -> Respon
     response
 }
 
-fn authenticate(inner: &Inner, headers: &HeaderMap) -> Result<()> {
-    let want = inner.state.lock().ok().and_then(|s| s.token.clone());
-    let Some(want) = want else {
-        return Ok(());
+/// The caller of a request, for the checks that happen after routing (the
+/// `create` a server-side apply implies, RBAC escalation prevention).
+pub struct Who {
+    pub user: User,
+    pub attributes: rbac::Attributes,
+}
+
+/// Bearer token → user ("Authenticating": an unknown or malformed token is 401;
+/// no credentials at all is the anonymous user, whom RBAC then refuses almost
+/// everything). A ServiceAccount token is valid only while its ServiceAccount
+/// exists.
+fn authenticate(inner: &Inner, headers: &HeaderMap) -> Result<User> {
+    let got = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .ok_or_else(ApiError::unauthorized)?,
+        ),
     };
-    let got = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if got == Some(want.as_str()) {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized())
+    let s = lock(inner)?;
+    if let Some(want) = &s.token {
+        return if got == Some(want.as_str()) {
+            Ok(User::admin())
+        } else {
+            Err(ApiError::unauthorized())
+        };
+    }
+    let Some(token) = got else {
+        return Ok(User::anonymous());
+    };
+    match s.tokens.get(token) {
+        Some(Credential::User(u)) => Ok(u.clone()),
+        Some(Credential::ServiceAccount { namespace, name }) => {
+            let sa = resources::find("", "v1", "serviceaccounts")
+                .and_then(|r| s.get(&r, namespace, name));
+            if sa.is_some() {
+                Ok(User::service_account(namespace, name))
+            } else {
+                Err(ApiError::unauthorized())
+            }
+        }
+        None => Err(ApiError::unauthorized()),
     }
 }
 
@@ -179,6 +234,7 @@ fn lock(inner: &Inner) -> Result<std::sync::MutexGuard<'_, State>> {
         .map_err(|_| ApiError::bad_request("fake state poisoned by an earlier panic"))
 }
 
+#[allow(clippy::too_many_arguments)] // one request, taken apart once in `handle`
 async fn route(
     inner: &Arc<Inner>,
     method: &Method,
@@ -187,6 +243,7 @@ async fn route(
     content_type: Option<&str>,
     headers: &HeaderMap,
     body: &[u8],
+    who: &Who,
 ) -> Reply {
     if let Some(d) = crate::discovery::answer(path) {
         return if method == Method::GET {
@@ -213,9 +270,9 @@ async fn route(
             watch::start(inner, &t, q)
         }
         (Method::GET, false) => list(inner, &t, q).map(|v| Reply::Json(200, v)),
-        (Method::POST, false) => create(inner, &t, q, body, &manager),
-        (Method::PUT, true) => replace(inner, &t, q, body, &manager),
-        (Method::PATCH, true) => patch(inner, &t, q, content_type, body, &manager),
+        (Method::POST, false) => create(inner, &t, q, body, &manager, who),
+        (Method::PUT, true) => replace(inner, &t, q, body, &manager, who),
+        (Method::PATCH, true) => patch(inner, &t, q, content_type, body, &manager, who),
         (Method::DELETE, true) => delete(inner, &t, q, body),
         (Method::DELETE, false) => delete_collection(inner, &t, q),
         _ => Err(ApiError::method_not_allowed()),
@@ -451,7 +508,14 @@ fn after_write(
     }
 }
 
-fn create(inner: &Arc<Inner>, t: &Target, q: &Query, body: &[u8], manager: &str) -> Result<Reply> {
+fn create(
+    inner: &Arc<Inner>,
+    t: &Target,
+    q: &Query,
+    body: &[u8],
+    manager: &str,
+    who: &Who,
+) -> Result<Reply> {
     let mut obj = body_object(t, body)?;
     let dry = dry_run(q)?;
     if obj["metadata"]["resourceVersion"]
@@ -487,6 +551,7 @@ fn create(inner: &Arc<Inner>, t: &Target, q: &Query, body: &[u8], manager: &str)
         None,
         &now_rfc3339(),
     );
+    rbac::admit_write(&s, &who.user, &t.resource, None, &obj)?;
     let (stored, changed) = commit(&mut s, &t.resource, None, obj, &entries, Mode::client(dry))?;
     drop(s);
     after_write(inner, &t.resource, None, &stored, changed);
@@ -500,7 +565,14 @@ fn allow_create_on_update(res: &Resource) -> bool {
         || res.is("", "services")
 }
 
-fn replace(inner: &Arc<Inner>, t: &Target, q: &Query, body: &[u8], manager: &str) -> Result<Reply> {
+fn replace(
+    inner: &Arc<Inner>,
+    t: &Target,
+    q: &Query,
+    body: &[u8],
+    manager: &str,
+    who: &Who,
+) -> Result<Reply> {
     let mut obj = body_object(t, body)?;
     let dry = dry_run(q)?;
     if let Some(ns) = &t.namespace {
@@ -520,6 +592,9 @@ fn replace(inner: &Arc<Inner>, t: &Target, q: &Query, body: &[u8], manager: &str
             // A precondition on an object that does not exist cannot hold.
             return Err(ApiError::not_found(&t.resource, name_of(t)));
         }
+        // The create an update implies is authorized with the name
+        // (`withAuthorization` in endpoints/handlers/update.go).
+        rbac::authorize_create_on_write(&s, &who.user, &who.attributes)?;
         drop(s);
         return create(
             inner,
@@ -527,6 +602,7 @@ fn replace(inner: &Arc<Inner>, t: &Target, q: &Query, body: &[u8], manager: &str
             q,
             &serde_json::to_vec(&obj).unwrap_or_default(),
             manager,
+            who,
         );
     };
     match sent_rv {
@@ -558,6 +634,7 @@ fn replace(inner: &Arc<Inner>, t: &Target, q: &Query, body: &[u8], manager: &str
         None,
         &now_rfc3339(),
     );
+    rbac::admit_write(&s, &who.user, &t.resource, Some(&old), &obj)?;
     let (stored, changed) = commit(
         &mut s,
         &t.resource,
@@ -578,6 +655,7 @@ fn patch(
     content_type: Option<&str>,
     body: &[u8],
     manager: &str,
+    who: &Who,
 ) -> Result<Reply> {
     let ct = content_type
         .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
@@ -593,7 +671,7 @@ fn patch(
         }
     };
     match ct.as_str() {
-        "application/apply-patch+yaml" => apply(inner, t, q, body, force),
+        "application/apply-patch+yaml" => apply(inner, t, q, body, force, who),
         "application/merge-patch+json"
         | "application/strategic-merge-patch+json"
         | "application/json-patch+json" => {
@@ -602,13 +680,20 @@ fn patch(
                     "force: Forbidden: may not be specified for non-apply patch",
                 ));
             }
-            other_patch(inner, t, q, &ct, body, manager)
+            other_patch(inner, t, q, &ct, body, manager, who)
         }
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }
 
-fn apply(inner: &Arc<Inner>, t: &Target, q: &Query, body: &[u8], force: bool) -> Result<Reply> {
+fn apply(
+    inner: &Arc<Inner>,
+    t: &Target,
+    q: &Query,
+    body: &[u8],
+    force: bool,
+    who: &Who,
+) -> Result<Reply> {
     let manager = q
         .get("fieldManager")
         .filter(|m| !m.is_empty())
@@ -618,15 +703,49 @@ fn apply(inner: &Arc<Inner>, t: &Target, q: &Query, body: &[u8], force: bool) ->
                 "PATCH, application/apply-patch+yaml: fieldManager is required for apply requests",
             )
         })?;
+    // `fieldValidation` (PatchOptions validation, apimachinery
+    // `pkg/apis/meta/v1/validation`): Strict, Warn (the default,
+    // endpoints/handlers/patch.go `fieldValidation`) or Ignore.
+    match q.get("fieldValidation").map(String::as_str) {
+        None | Some("" | "Strict" | "Warn" | "Ignore") => {}
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "PatchOptions",
+                "",
+                "meta.k8s.io",
+                &[(
+                    "fieldValidation".into(),
+                    format!(
+                        "Unsupported value: \"{other}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
+                    ),
+                )],
+            ));
+        }
+    }
     let config = body_object(t, body)?;
     let dry = dry_run(q)?;
     if !config["metadata"]["managedFields"].is_null() {
         return Err(ApiError::bad_request("metadata.managedFields must be nil"));
     }
+    // An apply is strict about undeclared fields whatever `fieldValidation`
+    // says (schema.rs).
+    let unknown =
+        crate::schema::unknown_fields(&t.resource, &config).map_err(ApiError::internal_unknown)?;
+    if !unknown.is_empty() {
+        return Err(ApiError::internal_unknown(crate::schema::apply_error(
+            &t.resource,
+            ns_of(t),
+            name_of(t),
+            &unknown,
+        )));
+    }
     let mut s = lock(inner)?;
     let live = s.get(&t.resource, ns_of(t), name_of(t)).cloned();
     if live.is_none() {
         require_namespace(&s, t)?;
+        // An apply that creates is also authorized as `create` of that name
+        // (`createAuthorizerAttributes` in endpoints/handlers/patch.go).
+        rbac::authorize_create_on_write(&s, &who.user, &who.attributes)?;
     }
     if let (Some(rv), Some(l)) = (config["metadata"]["resourceVersion"].as_str(), &live)
         && Some(rv) != l["metadata"]["resourceVersion"].as_str()
@@ -681,6 +800,7 @@ fn apply(inner: &Arc<Inner>, t: &Target, q: &Query, body: &[u8], force: bool) ->
             }
         }
     }
+    rbac::admit_write(&s, &who.user, &t.resource, live.as_ref(), &obj)?;
     let (stored, changed) = commit(
         &mut s,
         &t.resource,
@@ -833,6 +953,7 @@ fn other_patch(
     ct: &str,
     body: &[u8],
     manager: &str,
+    who: &Who,
 ) -> Result<Reply> {
     let patch: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
@@ -892,6 +1013,7 @@ fn other_patch(
         None,
         &now_rfc3339(),
     );
+    rbac::admit_write(&s, &who.user, &t.resource, Some(&old), &obj)?;
     let (stored, changed) = commit(
         &mut s,
         &t.resource,

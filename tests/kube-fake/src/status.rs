@@ -174,6 +174,40 @@ impl ApiError {
         )
     }
 
+    /// `apierrors.NewForbidden` (apimachinery `pkg/api/errors/errors.go`): the
+    /// message names the qualified resource and the object when there is one.
+    pub fn forbidden(group: &str, resource: &str, name: &str, err: &str) -> Self {
+        let qualified = if group.is_empty() {
+            resource.to_string()
+        } else {
+            format!("{resource}.{group}")
+        };
+        let message = if group.is_empty() && resource.is_empty() {
+            format!("forbidden: {err}")
+        } else if name.is_empty() {
+            format!("{qualified} is forbidden: {err}")
+        } else {
+            format!("{qualified} {name:?} is forbidden: {err}")
+        };
+        let mut details = serde_json::Map::new();
+        for (k, v) in [("name", name), ("group", group), ("kind", resource)] {
+            if !v.is_empty() {
+                details.insert(k.into(), json!(v));
+            }
+        }
+        Self::new(403, "Forbidden", message, Some(Value::Object(details)))
+    }
+
+    /// 500 for an error that is not an API status (`ErrorToAPIStatus` in
+    /// apiserver `endpoints/handlers/responsewriters/status.go`: no reason).
+    pub fn internal_unknown(message: String) -> Self {
+        let mut e = Self::new(500, "", message, None);
+        if let Some(m) = e.body.as_object_mut() {
+            m.remove("reason");
+        }
+        e
+    }
+
     pub fn unauthorized() -> Self {
         Self::new(401, "Unauthorized", "Unauthorized".into(), None)
     }

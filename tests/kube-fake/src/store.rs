@@ -55,6 +55,11 @@ pub struct RecordedRequest {
     pub body: Option<Value>,
     /// HTTP status code answered.
     pub status: u16,
+    /// Who sent it: the authenticated user name (`system:anonymous` without
+    /// credentials, empty when authentication failed).
+    pub user: String,
+    /// What the authorizer was asked (verb, group, resource, namespace, name).
+    pub attributes: crate::rbac::Attributes,
 }
 
 impl RecordedRequest {
@@ -106,10 +111,24 @@ pub struct State {
     pub client_mutations: u64,
     pub bad_images: BTreeSet<String>,
     pub rollout: RolloutSettings,
+    /// When set, the only bearer token accepted (as the admin); see
+    /// [`crate::FakeKube::set_token`].
     pub token: Option<String>,
+    /// Bearer tokens the fake authenticates, and who they are.
+    pub tokens: BTreeMap<String, Credential>,
     /// Watches from before this version answer 410 Expired (etcd compaction).
     pub compacted: u64,
     ip_seq: u32,
+}
+
+/// What a bearer token authenticates as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A ServiceAccount token: valid only while the ServiceAccount exists, as the
+    /// API server's service-account token authenticator checks.
+    ServiceAccount { namespace: String, name: String },
+    /// A user (or admin) credential, like a client certificate.
+    User(crate::rbac::User),
 }
 
 /// RFC 3339 UTC timestamp with seconds, as `metav1.Time` serialises.
@@ -157,6 +176,17 @@ impl State {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             let obj = s.prepare(&res, None, obj, false);
             s.store(&res, obj, "ADDED", false);
+        }
+        for obj in crate::rbac::bootstrap_objects() {
+            let kind = obj["kind"].as_str().unwrap_or("");
+            if let Some(res) = crate::resources::RESOURCES
+                .iter()
+                .find(|r| r.kind == kind && r.group == "rbac.authorization.k8s.io")
+                .copied()
+            {
+                let obj = s.prepare(&res, None, obj, false);
+                s.store(&res, obj, "ADDED", false);
+            }
         }
         s
     }

@@ -16,8 +16,11 @@ use kube::{Client, Config};
 use mop_kube_fake::{FakeKube, Options, RolloutSettings};
 use serde_json::{Value, json};
 
+/// A client with the cluster admin's credentials: these tests are about the API,
+/// not about authorization (`tests/rbac.rs` is).
 fn client(fake: &FakeKube) -> Client {
-    let config = Config::new(fake.url().parse().unwrap());
+    let mut config = Config::new(fake.url().parse().unwrap());
+    config.auth_info.token = Some(mop_kube_fake::ADMIN_TOKEN.to_string().into());
     Client::try_from(config).unwrap()
 }
 
@@ -575,7 +578,8 @@ async fn raw(
         .map(|c| format!("Content-Type: {c}\r\n"))
         .unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{ct}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n{ct}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        mop_kube_fake::ADMIN_TOKEN,
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
@@ -1231,4 +1235,50 @@ async fn kube_runtime_await_condition_follows_rollouts() {
     )
     .await;
     assert!(waited.is_err(), "{waited:?}");
+}
+
+#[tokio::test]
+async fn apply_refuses_fields_the_schema_does_not_declare() {
+    let fake = FakeKube::start().await.unwrap();
+    let c = client(&fake);
+    namespace(&c, "mop").await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "mop");
+    let mut bad = configmap("{}");
+    bad["spec"] = json!({"foo": 1});
+    // Whatever fieldValidation says: apply is always strict (500, as the API
+    // server answers it today).
+    for pp in [ssa(), ssa().validation_ignore()] {
+        let s = status_of(
+            cms.patch("mop-gateway-routing", &pp, &Patch::Apply(bad.clone()))
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(s.code, 500);
+        assert_eq!(
+            s.message,
+            "failed to create typed patch object (mop/mop-gateway-routing; /v1, Kind=ConfigMap): .spec: field not declared in schema"
+        );
+    }
+    assert!(
+        fake.get("v1", "ConfigMap", Some("mop"), "mop-gateway-routing")
+            .is_none()
+    );
+    // An unknown directive is refused.
+    let (code, body) = raw((
+        "PATCH".into(),
+        format!(
+            "{}/api/v1/namespaces/mop/configmaps/x?fieldManager=mop&fieldValidation=Loose",
+            fake.url()
+        ),
+        Some(configmap("{}").to_string()),
+        Some("application/apply-patch+yaml".into()),
+    ))
+    .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Unsupported value: \"Loose\"")
+    );
 }

@@ -73,7 +73,9 @@ async fn rendered_repo_template_applies_and_reapplies_as_no_op() {
     })
     .await
     .unwrap();
-    let c = Client::try_from(Config::new(fake.url().parse().unwrap())).unwrap();
+    let mut config = Config::new(fake.url().parse().unwrap());
+    config.auth_info.token = Some(mop_kube_fake::ADMIN_TOKEN.to_string().into());
+    let c = Client::try_from(config).unwrap();
     let pp = PatchParams::apply("mop");
     for obj in &objects {
         let api = api_for(&c, obj).await;

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod api_calls;
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -98,15 +100,128 @@ pub fn edit_file(path: &Path, from: &str, to: &str) {
 }
 
 /// Writes a kubeconfig whose current context is the API server at `server`
-/// (a [`FakeKube`]), with no credentials.
-pub fn write_kubeconfig(path: &Path, server: &str) {
+/// (a [`FakeKube`]) with a bearer token: what `mop` finds through `KUBECONFIG`
+/// (`kube::Client::try_default`), as a pod finds its ServiceAccount token.
+pub fn write_kubeconfig(path: &Path, server: &str, token: &str) {
     std::fs::write(
         path,
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: {token}\n"
         ),
     )
     .unwrap();
+}
+
+/// The syncer's ServiceAccount (deploy/base/serviceaccount.yaml).
+pub const SYNCER_NAMESPACE: &str = "mop-system";
+pub const SYNCER_SA: &str = "mop-syncer";
+
+fn deploy_base() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/base")
+}
+
+/// The objects of `deploy/base` that make up the syncer's identity and
+/// permissions (its Namespace, ServiceAccount, Roles, ClusterRoles and
+/// bindings), exactly as `kubectl apply -k deploy/base` would create them: the
+/// kustomization lists plain files and transforms nothing (asserted), so its
+/// output is those files' objects.
+pub fn deploy_base_identity() -> Vec<Value> {
+    let base = deploy_base();
+    let k: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(base.join("kustomization.yaml")).unwrap())
+            .unwrap();
+    let keys: Vec<&str> = k.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        ["apiVersion", "kind", "resources"],
+        "deploy/base/kustomization.yaml transforms its resources now: render it here as kustomize does"
+    );
+    let mut out = Vec::new();
+    for file in k["resources"].as_array().unwrap() {
+        let text = std::fs::read_to_string(base.join(file.as_str().unwrap())).unwrap();
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+        out.extend(docs.into_iter().filter(|d| {
+            matches!(
+                d["kind"].as_str(),
+                Some(
+                    "Namespace"
+                        | "ServiceAccount"
+                        | "Role"
+                        | "RoleBinding"
+                        | "ClusterRole"
+                        | "ClusterRoleBinding"
+                )
+            )
+        }));
+    }
+    assert!(
+        out.iter().any(|o| o["kind"] == "ClusterRole")
+            && out.iter().any(|o| o["kind"] == "ServiceAccount"),
+        "deploy/base has no syncer RBAC"
+    );
+    out
+}
+
+/// Installs the syncer's identity from `deploy/base` into `fake` (as the
+/// cluster admin, creating the namespaces its Roles live in when the test has
+/// not, as the LGTM stack's would exist) and returns a token of its
+/// ServiceAccount: what the syncer runs as in every test that uses this.
+pub fn install_syncer(fake: &FakeKube) -> String {
+    install_identity(fake, &deploy_base_identity())
+}
+
+/// [`install_syncer`] with other objects than deploy/base's (a mutated RBAC).
+pub fn install_identity(fake: &FakeKube, objects: &[Value]) -> String {
+    for o in objects {
+        if let Some(ns) = o["metadata"]["namespace"].as_str()
+            && fake.get("v1", "Namespace", None, ns).is_none()
+            && !objects
+                .iter()
+                .any(|n| n["kind"] == "Namespace" && n["metadata"]["name"] == ns)
+        {
+            fake.put(
+                "kubectl",
+                serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            )
+            .unwrap();
+        }
+    }
+    // Namespaces first, as kustomize orders its output.
+    let mut ordered: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Namespace")
+        .collect();
+    ordered.extend(objects.iter().filter(|o| o["kind"] != "Namespace"));
+    for o in ordered {
+        fake.put("kubectl", o.clone())
+            .unwrap_or_else(|e| panic!("deploy/base {} {}: {e}", o["kind"], o["metadata"]["name"]));
+    }
+    fake.service_account_token(SYNCER_NAMESPACE, SYNCER_SA)
+}
+
+/// A `kube` client with `token` as its bearer token.
+pub fn client_with_token(fake: &FakeKube, token: &str) -> kube::Client {
+    let mut config = kube::Config::new(fake.url().parse().unwrap());
+    config.auth_info.token = Some(token.to_string().into());
+    kube::Client::try_from(config).unwrap()
+}
+
+/// A client with the cluster admin's credentials, for test setup only.
+pub fn admin_client(fake: &FakeKube) -> kube::Client {
+    client_with_token(fake, mop_kube_fake::ADMIN_TOKEN)
+}
+
+/// Asserts that nothing the fake answered was a 403: the syncer's RBAC covered
+/// every call of the scenario.
+#[track_caller]
+pub fn assert_no_forbidden(fake: &FakeKube) {
+    let denied: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.status == 403)
+        .map(|r| format!("{} {}?{} as {}", r.method, r.path, r.query, r.user))
+        .collect();
+    assert!(denied.is_empty(), "requests refused by RBAC: {denied:#?}");
 }
 
 /// Kills the child on drop, so a failing test leaves no process behind.
@@ -203,11 +318,12 @@ impl Fakes {
         }
         let ruler = FakeRuler::start(RulerApis::ALL).await.unwrap();
         let kube = FakeKube::start().await.unwrap();
+        let token = install_syncer(&kube);
 
         let password = tmp.path().join("grafana-password");
         std::fs::write(&password, format!("{PASSWORD}\n")).unwrap();
         let kubeconfig = tmp.path().join("kubeconfig");
-        write_kubeconfig(&kubeconfig, &kube.url());
+        write_kubeconfig(&kubeconfig, &kube.url(), &token);
 
         let repo = tmp.path().join("repo");
         copy_dir(&template(), &repo);
@@ -258,6 +374,17 @@ impl Fakes {
     /// Runs `mop args…` on the repository to completion.
     pub async fn run(&self, args: &[&str]) -> Run {
         Run::of(self.mop(args).output().await.unwrap(), args)
+    }
+}
+
+impl Drop for Fakes {
+    /// Every test of the binary also checks that RBAC refused nothing the
+    /// syncer asked, since `mop` reports some refusals only in its log.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert_no_forbidden(&self.kube);
+            api_calls::assert_recorded_calls_listed(&self.kube);
+        }
     }
 }
 
@@ -468,11 +595,12 @@ pub fn rendered_template() -> (mop_syncer::render::Desired, mop_syncer::apply::S
 
 /// A Kubernetes fake rolling out as `rollout` says, holding the namespaces the
 /// desired objects live in but MOP does not render (its own, the backends'), as
-/// an installed platform has them, and a client for it.
+/// an installed platform has them, and the syncer's identity from `deploy/base`;
+/// the client is the syncer's (its ServiceAccount token), so RBAC applies.
 pub async fn cluster_for(
     desired: &mop_syncer::render::Desired,
     rollout: mop_kube_fake::RolloutSettings,
-) -> (FakeKube, kube::Client) {
+) -> (Cluster, kube::Client) {
     let fake = FakeKube::start_with(mop_kube_fake::Options {
         rollout,
         ..mop_kube_fake::Options::default()
@@ -494,8 +622,30 @@ pub async fn cluster_for(
         )
         .unwrap();
     }
-    let client = kube::Client::try_from(kube::Config::new(fake.url().parse().unwrap())).unwrap();
-    (fake, client)
+    let token = install_syncer(&fake);
+    let client = client_with_token(&fake, &token);
+    (Cluster(fake), client)
+}
+
+/// A fake cluster that, when the test ends without a panic, asserts RBAC
+/// refused none of its requests: a product path that swallows a 403 (a drift
+/// Event, the stuck-pod report) must not hide a missing permission.
+pub struct Cluster(pub FakeKube);
+
+impl std::ops::Deref for Cluster {
+    type Target = FakeKube;
+    fn deref(&self) -> &FakeKube {
+        &self.0
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert_no_forbidden(&self.0);
+            api_calls::assert_recorded_calls_listed(&self.0);
+        }
+    }
 }
 
 /// Engine options of the applier tests: prune on, deletes refused beyond
