@@ -329,3 +329,14 @@ fn substitution_leaves_keys_and_other_text_alone() {
         r#"{"${DS}":"a mop-a-mimir b ${DS:raw} ${}} ${","n":[1,true,null]}"#
     );
 }
+
+#[test]
+fn a_panel_of_unusual_shape_does_not_hide_the_others() {
+    let text = r#"{"uid": "u", "title": "T", "panels": [
+{"title": "Odd", "targets": "not a list", "datasource": "${DS_NONE}"},
+{"id": 2, "title": "Foreign", "datasource": "graphite"}]}"#;
+    let (d, _) = check(&[(PATH, text)]);
+    assert_eq!(d.len(), 2, "{d:#?}");
+    assert!(d[0].starts_with("tenants/a/dashboards/main/one.json:2:43: error: panel \"Odd\": datasource ${DS_NONE} is neither"), "{}", d[0]);
+    assert!(d[1].starts_with("tenants/a/dashboards/main/one.json:3:31: warning: panel \"Foreign\" (id 2): datasource \"graphite\""), "{}", d[1]);
+}

@@ -59,21 +59,31 @@ enum InputValue {
 }
 
 /// The parts of a panel the checks read; the rest is skipped without building it.
+/// `T` is how its queries are read: in the same pass ([`PanelFast`], the common
+/// case: one scan of the panel text) or kept raw ([`Panel`], the fallback for a
+/// panel whose `targets` is not a list of objects).
 #[derive(Deserialize)]
-struct Panel<'a> {
+struct PanelOf<'a, T> {
     #[serde(default, borrow)]
     id: Option<&'a RawValue>,
     #[serde(default, borrow)]
     title: Option<&'a RawValue>,
     #[serde(default, borrow)]
     datasource: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    targets: Option<&'a RawValue>,
+    #[serde(default = "none")]
+    targets: Option<T>,
     #[serde(default, borrow)]
     panels: Option<&'a RawValue>,
     #[serde(default, borrow, rename = "libraryPanel")]
     library_panel: Option<&'a RawValue>,
 }
+
+fn none<T>() -> Option<T> {
+    None
+}
+
+type PanelFast<'a> = PanelOf<'a, Vec<HasDatasource<'a>>>;
+type Panel<'a> = PanelOf<'a, &'a RawValue>;
 
 #[derive(Deserialize)]
 struct HasDatasource<'a> {
@@ -246,38 +256,48 @@ impl<'a> Ctx<'a> {
     }
 
     fn panels(&mut self, raw: Option<&'a RawValue>) {
-        let Some(list) = raw.and_then(|r| serde_json::from_str::<Vec<&RawValue>>(r.get()).ok())
-        else {
+        let Some(raw) = raw else { return };
+        if let Ok(list) = serde_json::from_str::<Vec<PanelFast>>(raw.get()) {
+            for mut p in list {
+                let targets = p.targets.take().unwrap_or_default();
+                self.panel(&p, &targets);
+            }
+            return;
+        }
+        // Some panel is unusual (`targets` not a list of objects…): panel by panel,
+        // skipping what does not have the expected shape, as Grafana ignores it.
+        let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else {
             return;
         };
         for p in list {
-            let Ok(panel) = serde_json::from_str::<Panel>(p.get()) else {
+            let Ok(p) = serde_json::from_str::<Panel>(p.get()) else {
                 continue;
             };
-            self.panel(&panel);
+            let targets: Vec<HasDatasource> = p
+                .targets
+                .and_then(|t| serde_json::from_str(t.get()).ok())
+                .unwrap_or_default();
+            self.panel(&p, &targets);
         }
     }
 
-    fn panel(&mut self, p: &Panel<'a>) {
-        let title = p
-            .title
+    /// One panel and its queries (`p.targets` is not read: the caller passes them).
+    fn panel<T>(&mut self, p: &PanelOf<'a, T>, targets: &[HasDatasource<'a>]) {
+        let (id, title, datasource, panels, library_panel) =
+            (p.id, p.title, p.datasource, p.panels, p.library_panel);
+        let title = title
             .and_then(|t| serde_json::from_str::<String>(t.get()).ok())
             .unwrap_or_default();
-        let id = p.id.map(|i| i.get().to_string());
+        let id = id.map(|i| i.get().to_string());
         let label = move || match &id {
             Some(id) => format!("panel {title:?} (id {id})"),
             None => format!("panel {title:?}"),
         };
-        self.datasource(p.datasource, &label);
-        if let Some(targets) = p
-            .targets
-            .and_then(|t| serde_json::from_str::<Vec<HasDatasource>>(t.get()).ok())
-        {
-            for t in targets {
-                self.datasource(t.datasource, &label);
-            }
+        self.datasource(datasource, &label);
+        for t in targets {
+            self.datasource(t.datasource, &label);
         }
-        if let Some(lp) = p.library_panel {
+        if let Some(lp) = library_panel {
             let l = serde_json::from_str::<LibraryPanel>(lp.get()).ok();
             let (uid, name) = l
                 .map(|l| (l.uid.unwrap_or_default(), l.name.unwrap_or_default()))
@@ -293,7 +313,7 @@ impl<'a> Ctx<'a> {
             );
         }
         // Collapsed rows hold their panels inside the row panel.
-        self.panels(p.panels);
+        self.panels(panels);
     }
 }
 
