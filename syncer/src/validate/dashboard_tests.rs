@@ -340,3 +340,22 @@ fn a_panel_of_unusual_shape_does_not_hide_the_others() {
     assert!(d[0].starts_with("tenants/a/dashboards/main/one.json:2:43: error: panel \"Odd\": datasource ${DS_NONE} is neither"), "{}", d[0]);
     assert!(d[1].starts_with("tenants/a/dashboards/main/one.json:3:31: warning: panel \"Foreign\" (id 2): datasource \"graphite\""), "{}", d[1]);
 }
+
+#[test]
+fn a_dashboard_named_like_a_folder_is_refused() {
+    let text = "{\n  \"uid\": \"svc\",\n  \"title\": \"Services\"\n}";
+    let (d, repo) = check(&[
+        ("tenants/a/dashboards/services/x.json", &dashboard("x")),
+        ("tenants/a/dashboards/main/services.json", text),
+        // Another tenant's organisation has no such folder.
+        ("tenants/b/dashboards/main/services.json", text),
+    ]);
+    assert!(repo.is_none());
+    let errors: Vec<&String> = d.iter().filter(|l| l.contains("error")).collect();
+    assert_eq!(
+        errors,
+        vec![
+            "tenants/a/dashboards/main/services.json:3:3: error: dashboard title \"Services\" is also the name of the folder \"services\"; Grafana refuses a dashboard named like a folder of its organisation\n  hint: rename the dashboard's title or the folder directory"
+        ]
+    );
+}

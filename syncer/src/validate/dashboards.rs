@@ -677,7 +677,22 @@ pub(super) fn check_tenant_dashboards(dashboards: &[Dashboard], diags: &mut Vec<
     // refused (`ErrDashboardWithSameNameInFolderExists`), with it the second takes
     // the first's place.
     let mut titles: HashMap<(&str, String), &Dashboard> = HashMap::new();
+    // The same lookup matches folders of the whole organisation (`is_folder`), and
+    // a dashboard named like one is refused even with overwrite
+    // (`ErrDashboardWithSameNameAsFolder`, "Dashboard name cannot be the same as
+    // folder"). MOP's folders are the folder directories.
+    let folders: HashMap<String, &str> = sorted
+        .iter()
+        .filter_map(|d| title_slug(&d.folder).map(|s| (s, d.folder.as_str())))
+        .collect();
     for d in sorted {
+        if let Some(folder) = title_slug(&d.title).and_then(|s| folders.get(&s)) {
+            let (l, c) = d.title_at;
+            diags.push(
+                Diagnostic::error(&d.path, l, c, format!("dashboard title {:?} is also the name of the folder {folder:?}; Grafana refuses a dashboard named like a folder of its organisation", d.title))
+                    .with_hint("rename the dashboard's title or the folder directory"),
+            );
+        }
         if let Some(first) = uids.get(d.uid.as_str()).copied().or_else(|| {
             uids.insert(d.uid.as_str(), d);
             None
