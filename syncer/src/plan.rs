@@ -86,12 +86,18 @@ pub fn diff(base: Option<&Desired>, head: &Desired) -> Plan {
                 title: r.title.clone(),
                 details: Vec::new(),
             }),
-            Some(o) if o.body != r.body => changes.push(Change {
-                action: Action::Update,
-                id: id.clone(),
-                title: r.title.clone(),
-                details: details(o, r),
-            }),
+            Some(o) if o.body != r.body => {
+                // Bodies that differ only in key order or formatting are the same
+                // object to the server: no change.
+                if let Some(details) = details(o, r) {
+                    changes.push(Change {
+                        action: Action::Update,
+                        id: id.clone(),
+                        title: r.title.clone(),
+                        details,
+                    });
+                }
+            }
             Some(_) => {}
         }
     }
@@ -118,17 +124,22 @@ fn apply_key(c: &Change) -> (Target, bool, u8, &Option<String>, &str) {
     (c.id.target, delete, rank, &c.id.tenant, &c.id.name)
 }
 
-fn details(old: &Resource, new: &Resource) -> Vec<Detail> {
+/// What differs between two bodies; `None` when they are the same JSON value
+/// (object keys compare regardless of order).
+fn details(old: &Resource, new: &Resource) -> Option<Vec<Detail>> {
     let (Ok(a), Ok(b)) = (
         serde_json::from_str::<Value>(&old.body),
         serde_json::from_str::<Value>(&new.body),
     ) else {
-        return vec![Detail {
+        return Some(vec![Detail {
             path: String::new(),
             old: Some(old.body.to_string()),
             new: Some(new.body.to_string()),
-        }];
+        }]);
     };
+    if a == b {
+        return None;
+    }
     let mut out = Vec::new();
     if new.id.kind == Kind::Dashboard {
         dashboard_details(&a, &b, &mut out);
@@ -137,7 +148,27 @@ fn details(old: &Resource, new: &Resource) -> Vec<Detail> {
     } else {
         value_diff("", &a, &b, &mut out);
     }
-    out
+    Some(out)
+}
+
+/// The marker `new` value of a [`Detail`] whose list kept its members but not
+/// their order.
+pub const REORDERED: &str = "reordered";
+
+/// A "reordered" detail when the members of both lists (by key) that are in both
+/// come in a different order.
+fn reordered(path: &str, a: &[String], b: &[String], out: &mut Vec<Detail>) {
+    let in_b: std::collections::HashSet<&String> = b.iter().collect();
+    let in_a: std::collections::HashSet<&String> = a.iter().collect();
+    let kept_a = a.iter().filter(|k| in_b.contains(k));
+    let kept_b = b.iter().filter(|k| in_a.contains(k));
+    if !kept_a.eq(kept_b) {
+        out.push(Detail {
+            path: path.to_string(),
+            old: None,
+            new: Some(REORDERED.into()),
+        });
+    }
 }
 
 fn show(v: &Value) -> String {
@@ -229,7 +260,7 @@ fn rule_group_details(a: &Value, b: &Value, out: &mut Vec<Detail>) {
         g
     };
     value_diff("", &strip(a), &strip(b), out);
-    let rules = |g: &Value| -> BTreeMap<String, Value> {
+    let rules = |g: &Value| -> Vec<(String, Value)> {
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         g["rules"]
             .as_array()
@@ -252,7 +283,13 @@ fn rule_group_details(a: &Value, b: &Value, out: &mut Vec<Detail>) {
             })
             .collect()
     };
-    let (ra, rb) = (rules(a), rules(b));
+    let (la, lb) = (rules(a), rules(b));
+    // Rules of a group are evaluated in order, so a new order is a change.
+    let keys =
+        |l: &[(String, Value)]| -> Vec<String> { l.iter().map(|(k, _)| k.clone()).collect() };
+    reordered("rules", &keys(&la), &keys(&lb), out);
+    let ra: BTreeMap<String, Value> = la.into_iter().collect();
+    let rb: BTreeMap<String, Value> = lb.into_iter().collect();
     for (k, x) in &ra {
         match rb.get(k) {
             Some(y) => value_diff(k, x, y, out),
@@ -340,6 +377,15 @@ fn dashboard_details(a: &Value, b: &Value, out: &mut Vec<Detail>) {
             .collect()
     };
     let (va, vb) = (index(da), index(db));
+    let var_order = |d: &Value| -> Vec<String> {
+        d["templating"]["list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| v["name"].as_str().unwrap_or("?").to_string())
+            .collect()
+    };
+    reordered("variables", &var_order(da), &var_order(db), out);
     for (name, x) in &va {
         match vb.get(name) {
             Some(y) => value_diff(&format!("variable ${name}"), x, y, out),
@@ -361,6 +407,8 @@ fn dashboard_details(a: &Value, b: &Value, out: &mut Vec<Detail>) {
     let pa: BTreeMap<String, &Value> = panels(da).into_iter().map(|p| (panel_key(p), p)).collect();
     let pb: Vec<&Value> = panels(db);
     let pb_keys: BTreeMap<String, &Value> = pb.iter().map(|p| (panel_key(p), *p)).collect();
+    let order = |ps: &[&Value]| -> Vec<String> { ps.iter().map(|p| panel_key(p)).collect() };
+    reordered("panels", &order(&panels(da)), &order(&pb), out);
     for p in &pb {
         let key = panel_key(p);
         let label = panel_label(p);
@@ -399,6 +447,25 @@ fn dashboard_details(a: &Value, b: &Value, out: &mut Vec<Detail>) {
         };
         value_diff(&label, &strip_panel(old), &strip_panel(p), out);
         let (ta, tb) = (targets(old), targets(p));
+        let ref_order = |v: &Value| -> Vec<String> {
+            v["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, t)| {
+                    t["refId"]
+                        .as_str()
+                        .map_or_else(|| i.to_string(), str::to_string)
+                })
+                .collect()
+        };
+        reordered(
+            &format!("{label} queries"),
+            &ref_order(old),
+            &ref_order(p),
+            out,
+        );
         for (r, x) in &ta {
             match tb.get(r) {
                 Some(y) => value_diff(&format!("{label} query {r}"), x, y, out),
@@ -492,6 +559,7 @@ fn detail_lines(d: &Detail) -> Vec<String> {
         }
         (None, Some(n)) if n == "added" => lines.push(format!("{}: added", d.path)),
         (Some(o), None) if o == "removed" => lines.push(format!("{}: removed", d.path)),
+        (None, Some(n)) if n == REORDERED => lines.push(format!("{}: {REORDERED}", d.path)),
         _ => {
             lines.push(format!("{}:", d.path));
             let (o, n) = (
@@ -573,65 +641,42 @@ pub fn format_text(plan: &Plan, meta: &Meta, color: bool) -> String {
     out
 }
 
-/// The plan as a pull-request comment (GitHub/GitLab Markdown).
+/// GitHub refuses issue and pull-request comment bodies longer than this many
+/// characters ("Body is too long (maximum is 65536 characters)").
+pub const MARKDOWN_LIMIT: usize = 65_536;
+
+/// The plan as a pull-request comment (GitHub/GitLab Markdown), at most
+/// [`MARKDOWN_LIMIT`] bytes (so characters) long.
 pub fn format_markdown(plan: &Plan, meta: &Meta) -> String {
-    let mut out = String::new();
-    let c = plan.counts();
-    let _ = writeln!(
-        out,
-        "### MOP plan: `{}` → `{}`\n",
-        short(&meta.base),
-        short(&meta.head)
-    );
-    if meta.base_invalid {
-        let _ = writeln!(
-            out,
-            "> [!WARNING]\n> The base revision does not validate; everything is shown as created.\n"
-        );
-    }
-    if plan.is_empty() {
-        let _ = writeln!(out, "**No changes.** The desired state is up to date.");
-        return out;
-    }
-    let _ = writeln!(out, "**{}**\n", summary(c));
-    let _ = writeln!(
-        out,
-        "| target | tenant | create | update | delete |\n|---|---|---:|---:|---:|"
-    );
-    let mut groups: BTreeMap<(Target, Option<String>), Counts> = BTreeMap::new();
-    for ch in &plan.changes {
-        let g = groups.entry(group_key(ch)).or_default();
-        match ch.action {
-            Action::Create => g.create += 1,
-            Action::Update => g.update += 1,
-            Action::Delete => g.delete += 1,
-        }
-    }
-    for ((t, tenant), n) in &groups {
-        let _ = writeln!(
-            out,
-            "| {t} | {} | {} | {} | {} |",
-            tenant.as_deref().unwrap_or("(platform-wide)"),
-            n.create,
-            n.update,
-            n.delete
-        );
-    }
+    format_markdown_within(plan, meta, MARKDOWN_LIMIT)
+}
+
+/// One `<details>` section of the Markdown plan: a target and tenant.
+struct MdGroup {
+    heading: String,
+    counts: Counts,
+    /// Per change: its header line and its detail lines (each with `\n`).
+    changes: Vec<(String, String)>,
+}
+
+fn md_groups(plan: &Plan) -> Vec<MdGroup> {
+    let mut groups: Vec<MdGroup> = Vec::new();
     let mut last = None;
-    let mut open = false;
     for ch in display_order(plan) {
         let key = group_key(ch);
         if last.as_ref() != Some(&key) {
-            if open {
-                let _ = writeln!(out, "```\n\n</details>");
-            }
-            let _ = writeln!(
-                out,
-                "\n<details open><summary><b>{}</b></summary>\n\n```diff",
-                heading(key.0, &key.1)
-            );
-            open = true;
+            groups.push(MdGroup {
+                heading: heading(key.0, &key.1),
+                counts: Counts::default(),
+                changes: Vec::new(),
+            });
             last = Some(key);
+        }
+        let Some(g) = groups.last_mut() else { continue };
+        match ch.action {
+            Action::Create => g.counts.create += 1,
+            Action::Update => g.counts.update += 1,
+            Action::Delete => g.counts.delete += 1,
         }
         // `diff` highlighting colours lines by their first character.
         let lead = match ch.action {
@@ -639,26 +684,249 @@ pub fn format_markdown(plan: &Plan, meta: &Meta) -> String {
             Action::Delete => '-',
             Action::Update => '!',
         };
-        let _ = writeln!(out, "{lead} {}", headline(ch));
+        let header = format!("{lead} {}\n", headline(ch).replace("```", "ʼʼʼ"));
+        let mut details = String::new();
         for d in &ch.details {
             for l in detail_lines(d) {
                 let l = l.replace("```", "ʼʼʼ");
                 // Old and new values lead with -/+ so the diff highlighter colours them.
-                let line = match l
+                match l
                     .strip_prefix("  - ")
                     .map(|r| ('-', r))
                     .or_else(|| l.strip_prefix("  + ").map(|r| ('+', r)))
                 {
-                    Some((sign, rest)) => format!("{sign}       {rest}"),
-                    None => format!("#     {l}"),
-                };
-                let _ = writeln!(out, "{line}");
+                    Some((sign, rest)) => {
+                        let _ = writeln!(details, "{sign}       {rest}");
+                    }
+                    None => {
+                        let _ = writeln!(details, "#     {l}");
+                    }
+                }
             }
         }
+        g.changes.push((header, details));
     }
+    groups
+}
+
+fn md_group_open(g: &MdGroup, open: bool) -> String {
     if open {
-        let _ = writeln!(out, "```\n\n</details>");
+        format!(
+            "\n<details open><summary><b>{}</b></summary>\n\n```diff\n",
+            g.heading
+        )
+    } else {
+        let c = g.counts;
+        format!(
+            "\n<details><summary><b>{}</b>: {} to create, {} to update, {} to delete</summary>\n\n```diff\n",
+            g.heading, c.create, c.update, c.delete
+        )
     }
+}
+
+const MD_GROUP_CLOSE: &str = "```\n\n</details>\n";
+
+/// The line that says how many detail lines of a change were left out.
+fn md_more_lines(n: usize) -> String {
+    format!("#     … {n} more detail lines not shown\n")
+}
+
+/// The longest [`md_more_lines`] can be.
+const MD_MORE_LINES_MAX: usize = 64;
+
+/// `n thing` or `n things`.
+fn count_of(n: usize, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
+/// What was left out of a plan cut to fit.
+#[derive(Default)]
+struct Cut {
+    rows: usize,
+    details: usize,
+    changes: usize,
+}
+
+fn md_cut_note(cut: &Cut, limit: usize) -> String {
+    let mut parts = Vec::new();
+    if cut.details > 0 {
+        parts.push(format!("details of {}", count_of(cut.details, "change")));
+    }
+    if cut.changes > 0 {
+        parts.push(count_of(cut.changes, "further change"));
+    }
+    if cut.rows > 0 {
+        parts.push(count_of(cut.rows, "table row"));
+    }
+    format!(
+        "\n> [!NOTE]\n> This plan is longer than a pull-request comment can be ({limit} characters), so it leaves out: {}. Run `mop plan --format text` (or `--format json`) to see all of it.\n",
+        parts.join(", ")
+    )
+}
+
+/// [`format_markdown`] within `limit` bytes. A plan that fits is printed whole,
+/// each section open. One that does not keeps the summary, then as much of the
+/// table and of the per-object headers as fits, with sections collapsed; the
+/// details of changes go in while there is room left after every header, and a
+/// note says what was cut and how to see all.
+pub fn format_markdown_within(plan: &Plan, meta: &Meta, limit: usize) -> String {
+    let mut head = String::new();
+    let _ = writeln!(
+        head,
+        "### MOP plan: `{}` → `{}`\n",
+        short(&meta.base),
+        short(&meta.head)
+    );
+    if meta.base_invalid {
+        let _ = writeln!(
+            head,
+            "> [!WARNING]\n> The base revision does not validate; everything is shown as created.\n"
+        );
+    }
+    if plan.is_empty() {
+        let _ = writeln!(head, "**No changes.** The desired state is up to date.");
+        return head;
+    }
+    let _ = writeln!(head, "**{}**\n", summary(plan.counts()));
+    let table_head = "| target | tenant | create | update | delete |\n|---|---|---:|---:|---:|\n";
+    let groups = md_groups(plan);
+    let rows: Vec<String> = groups
+        .iter()
+        .map(|g| {
+            // The heading is "target · tenant t" or "target · platform-wide".
+            let (t, rest) = g.heading.split_once(" · ").unwrap_or((&g.heading, ""));
+            let tenant = rest.strip_prefix("tenant ").unwrap_or("(platform-wide)");
+            format!(
+                "| {t} | {tenant} | {} | {} | {} |\n",
+                g.counts.create, g.counts.update, g.counts.delete
+            )
+        })
+        .collect();
+
+    let mut full = head.clone();
+    full.push_str(table_head);
+    rows.iter().for_each(|r| full.push_str(r));
+    for g in &groups {
+        full.push_str(&md_group_open(g, true));
+        for (h, d) in &g.changes {
+            full.push_str(h);
+            full.push_str(d);
+        }
+        full.push_str(MD_GROUP_CLOSE);
+    }
+    if full.len() <= limit {
+        return full;
+    }
+
+    // Room for the note with the largest numbers it can hold.
+    let worst = Cut {
+        rows: usize::MAX,
+        details: usize::MAX,
+        changes: usize::MAX,
+    };
+    let reserve = md_cut_note(&worst, limit).len();
+    let mut out = head;
+    let mut cut = Cut::default();
+    let mut room = limit.saturating_sub(out.len() + reserve);
+    // The table gets at most a third of the room; the headers need the rest more.
+    let mut table = String::from(table_head);
+    for r in &rows {
+        if cut.rows > 0 || table.len() + r.len() > room / 3 {
+            cut.rows += 1;
+        } else {
+            table.push_str(r);
+        }
+    }
+    if table.len() <= room {
+        out.push_str(&table);
+        room -= table.len();
+    } else {
+        cut.rows = rows.len();
+    }
+    let headers: usize = groups
+        .iter()
+        .map(|g| {
+            md_group_open(g, false).len()
+                + MD_GROUP_CLOSE.len()
+                + g.changes.iter().map(|(h, _)| h.len()).sum::<usize>()
+        })
+        .sum();
+    // Details only when every header fits; then as many as the rest of the room holds.
+    let mut detail_room = room.saturating_sub(headers);
+    let with_details = headers <= room;
+    // Smallest details first, so one huge change does not crowd out the rest; the
+    // room left over shows the start of the others.
+    let mut whole = vec![false; groups.iter().map(|g| g.changes.len()).sum()];
+    let mut sizes: Vec<(usize, usize)> = groups
+        .iter()
+        .flat_map(|g| &g.changes)
+        .map(|(_, d)| d.len())
+        .enumerate()
+        .collect();
+    sizes.sort_by_key(|&(i, len)| (len, i));
+    for (i, len) in sizes {
+        if !with_details || len > detail_room {
+            break;
+        }
+        whole[i] = true;
+        detail_room -= len;
+    }
+    let mut index = 0;
+    for g in &groups {
+        let open = md_group_open(g, false);
+        let first = g.changes.first().map_or(0, |(h, _)| h.len());
+        if open.len() + first + MD_GROUP_CLOSE.len() > room {
+            cut.changes += g.changes.len();
+            index += g.changes.len();
+            continue;
+        }
+        out.push_str(&open);
+        room -= open.len() + MD_GROUP_CLOSE.len();
+        for (h, d) in &g.changes {
+            let is_whole = whole.get(index).copied().unwrap_or(false);
+            index += 1;
+            if h.len() > room {
+                cut.changes += 1;
+                continue;
+            }
+            out.push_str(h);
+            room -= h.len();
+            if d.is_empty() {
+                continue;
+            }
+            if !with_details {
+                cut.details += 1;
+                continue;
+            }
+            if is_whole {
+                out.push_str(d);
+                continue;
+            }
+            // As many whole lines as fit, then how many were left out.
+            cut.details += 1;
+            let total = d.lines().count();
+            let mut shown = 0;
+            for line in d.split_inclusive('\n') {
+                if line.len() + MD_MORE_LINES_MAX > detail_room {
+                    break;
+                }
+                out.push_str(line);
+                detail_room -= line.len();
+                shown += 1;
+            }
+            let more = md_more_lines(total - shown);
+            if more.len() <= detail_room {
+                out.push_str(&more);
+                detail_room -= more.len();
+            }
+        }
+        out.push_str(MD_GROUP_CLOSE);
+    }
+    out.push_str(&md_cut_note(&cut, limit));
     out
 }
 
@@ -674,3 +942,6 @@ pub fn format_json(plan: &Plan, meta: &Meta) -> Result<String, serde_json::Error
     s.push('\n');
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests;

@@ -49,14 +49,25 @@ impl Tenant {
 }
 
 /// A dashboard: Grafana's JSON model with the instance-specific fields (`id`,
-/// `version`) removed.
+/// `version`) and the import-only ones (`__inputs`, `__requires`, `__elements`)
+/// removed, `${…}` of `__inputs` replaced by the tenant's datasources.
 #[derive(Debug, Clone)]
 pub struct Dashboard {
     pub path: String,
     /// Folder directory name under `dashboards/`.
     pub folder: String,
+    /// The file's `uid`, or one derived from the path when it has none
+    /// ([`crate::uid::derived_dashboard_uid`]).
     pub uid: String,
+    /// Line and column of the `uid` key; `None` when the uid is derived.
+    pub uid_at: Option<(u32, u32)>,
+    /// Trimmed, as Grafana stores it.
     pub title: String,
+    /// Line and column of the `title` key.
+    pub title_at: (u32, u32),
+    /// Where the dashboard first uses the tenant's Pyroscope datasource, which
+    /// exists only when `mop.yaml` configures a Pyroscope backend.
+    pub pyroscope_at: Option<(u32, u32)>,
     /// What `POST /api/dashboards/db` takes: `{"dashboard": …, "folderUid": …}`,
     /// compact JSON with sorted keys. Shared: the same dashboard in two commits of a
     /// plan, and in the repository and its desired state, is held once.

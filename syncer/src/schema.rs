@@ -76,8 +76,8 @@ pub fn reference_markdown() -> String {
          are in [`docs/schema/`](schema/): point your YAML language server at them, e.g.\n\
          `# yaml-language-server: $schema=../../docs/schema/tenant.schema.json`.\n\n\
          Dashboards (`tenants/<tenant>/dashboards/<folder>/<name>.json`) are Grafana's own\n\
-         JSON model, unchanged; MOP requires a `uid` (at most 40 characters of letters,\n\
-         digits, `-`, `_`) and a `title`, and removes `id` and `version`.\n",
+         JSON model, unchanged; what MOP does with them is in\n\
+         [Importing existing dashboards and rules](#importing-existing-dashboards-and-rules).\n",
     );
     out.push_str(
         "\n## Importing existing dashboards and rules\n\n\
@@ -86,6 +86,8 @@ pub fn reference_markdown() -> String {
          refuse; each check names the server rule it mirrors.\n\n",
     );
     // Each part is kept beside the validation it describes.
+    out.push_str(include_str!("validate/importing_dashboards.md"));
+    out.push('\n');
     out.push_str(include_str!("validate/rules.md"));
     for (file, schema) in all() {
         let title = schema["title"].as_str().unwrap_or(file);

@@ -119,6 +119,59 @@ fn no_change_exits_zero() {
     assert!(out.contains("No changes."), "{out}");
 }
 
+/// JSON text with every object's keys in reverse order and tabs for indentation.
+fn reordered_json(v: &serde_json::Value, depth: usize, out: &mut String) {
+    let pad = |n: usize| "\t".repeat(n);
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            keys.reverse();
+            out.push_str("{\n");
+            for (i, k) in keys.iter().enumerate() {
+                out.push_str(&pad(depth + 1));
+                out.push_str(&serde_json::to_string(k).unwrap());
+                out.push_str(" : ");
+                reordered_json(&m[*k], depth + 1, out);
+                if i + 1 < keys.len() {
+                    out.push(',');
+                }
+                out.push('\n');
+            }
+            out.push_str(&pad(depth));
+            out.push('}');
+        }
+        serde_json::Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                reordered_json(x, depth, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+#[test]
+fn reordered_keys_and_reindented_dashboards_plan_no_change() {
+    let mut repo = GitRepo::new();
+    repo.copy_template();
+    let base = repo.commit("template");
+    let red = "tenants/checkout/dashboards/services/red.json";
+    let before = repo.read(red);
+    let mut after = String::new();
+    reordered_json(&serde_json::from_str(&before).unwrap(), 0, &mut after);
+    assert_ne!(before, after);
+    repo.write(red, &after);
+    let head = repo.commit("reformat a dashboard");
+    let (code, out, err) = plan(&repo, &base, &head, "text");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("No changes."), "{out}");
+}
+
 #[test]
 fn invalid_head_prints_errors_not_a_plan() {
     let mut repo = GitRepo::new();

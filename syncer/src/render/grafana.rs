@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::{Builder, Kind, ResourceId, Result, Target};
 use crate::repo::{Repo, Tenant};
-use crate::uid::{folder_uid, short_uid};
+use crate::uid::{datasource_uid, folder_uid};
 
 /// Datasource uids of one organisation, so correlations can point at each other.
 struct DsUids {
@@ -21,15 +21,15 @@ struct DsUids {
 impl DsUids {
     fn for_scope(scope: &str, repo: &Repo) -> Self {
         Self {
-            mimir: short_uid(&["mop", scope, "mimir"]),
-            loki: short_uid(&["mop", scope, "loki"]),
-            tempo: short_uid(&["mop", scope, "tempo"]),
+            mimir: datasource_uid(scope, "mimir"),
+            loki: datasource_uid(scope, "loki"),
+            tempo: datasource_uid(scope, "tempo"),
             pyroscope: repo
                 .platform
                 .backends
                 .pyroscope
                 .as_ref()
-                .map(|_| short_uid(&["mop", scope, "pyroscope"])),
+                .map(|_| datasource_uid(scope, "pyroscope")),
         }
     }
 }

@@ -1,10 +1,321 @@
 //! Grafana dashboards: the JSON model checks and the canonical body render posts.
+//!
+//! Files go in as Grafana wrote them, including "Export for sharing externally"
+//! (`__inputs`, `${DS_…}`), dashboards without a `uid`, and old ones with `rows`.
+//! What Grafana's own import would do, MOP does to the body it renders; the file
+//! stays unchanged.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::diag::{self, Diagnostic};
 use crate::repo::Dashboard;
-use crate::uid::MAX_UID_LEN;
+use crate::uid::{self, MAX_UID_LEN};
+
+/// Backends MOP gives each tenant a datasource for: the `pluginId` Grafana exports
+/// in `__inputs`, the datasource name MOP gives it, and the uid scope name.
+const BACKENDS: [(&str, &str, &str); 4] = [
+    ("prometheus", "Mimir", "mimir"),
+    ("loki", "Loki", "loki"),
+    ("tempo", "Tempo", "tempo"),
+    ("grafana-pyroscope-datasource", "Pyroscope", "pyroscope"),
+];
+
+/// Datasource names and uids every Grafana org has without MOP creating them:
+/// the built-in Grafana datasource (`pkg/tsdb/grafanads`, uid `grafana`, shown as
+/// `-- Grafana --`), server-side expressions (`pkg/services/expr`, `__expr__`),
+/// and the frontend's pseudo datasources `-- Mixed --` and `-- Dashboard --`.
+const BUILT_IN: [&str; 6] = [
+    "grafana",
+    "-- Grafana --",
+    "-- Mixed --",
+    "-- Dashboard --",
+    "__expr__",
+    "Expression",
+];
+
+/// One entry of `__inputs`, as "Export for sharing externally" writes it.
+#[derive(Deserialize)]
+struct Input {
+    #[serde(default)]
+    name: String,
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default, rename = "pluginId")]
+    plugin_id: String,
+    #[serde(default)]
+    value: Option<serde_json::Value>,
+}
+
+/// What a `${NAME}` of `__inputs` turns into.
+enum InputValue {
+    /// Replaced by this JSON-string-safe text in the rendered body.
+    Replace(String),
+    /// A datasource input of a type the tenant has no datasource for.
+    NoDatasource { plugin: String },
+}
+
+/// The parts of a panel the checks read; the rest is skipped without building it.
+/// `T` is how its queries are read: in the same pass ([`PanelFast`], the common
+/// case: one scan of the panel text) or kept raw ([`Panel`], the fallback for a
+/// panel whose `targets` is not a list of objects).
+#[derive(Deserialize)]
+struct PanelOf<'a, T> {
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    title: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    datasource: Option<&'a RawValue>,
+    #[serde(default = "none")]
+    targets: Option<T>,
+    #[serde(default, borrow)]
+    panels: Option<&'a RawValue>,
+    #[serde(default, borrow, rename = "libraryPanel")]
+    library_panel: Option<&'a RawValue>,
+}
+
+fn none<T>() -> Option<T> {
+    None
+}
+
+type PanelFast<'a> = PanelOf<'a, Vec<HasDatasource<'a>>>;
+type Panel<'a> = PanelOf<'a, &'a RawValue>;
+
+#[derive(Deserialize)]
+struct HasDatasource<'a> {
+    #[serde(default, borrow)]
+    datasource: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct List<'a> {
+    #[serde(default, borrow)]
+    list: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Row<'a> {
+    #[serde(default, borrow)]
+    panels: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct LibraryPanel<'a> {
+    #[serde(default, borrow)]
+    uid: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+}
+
+/// A datasource reference: a name or uid string (schemaVersion < 33), or
+/// `{"type": …, "uid": …}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DsRef<'a> {
+    Name(#[serde(borrow)] Cow<'a, str>),
+    Ref {
+        #[serde(default, borrow)]
+        uid: Option<Cow<'a, str>>,
+    },
+}
+
+/// Everything the checks of one dashboard need, borrowed from its text.
+struct Ctx<'a> {
+    path: &'a str,
+    text: &'a str,
+    inputs: &'a HashMap<String, InputValue>,
+    variables: HashSet<Cow<'a, str>>,
+    /// Names and uids of the tenant's datasources.
+    own: HashSet<String>,
+    pyroscope_uid: String,
+    pyroscope_at: Option<(u32, u32)>,
+    diags: &'a mut Vec<Diagnostic>,
+    ok: bool,
+}
+
+/// Byte offset of a borrowed piece of `text` (serde_json's `RawValue` borrows from
+/// the input, so its slice lies inside it).
+fn offset_in(text: &str, piece: &str) -> usize {
+    (piece.as_ptr() as usize)
+        .checked_sub(text.as_ptr() as usize)
+        .filter(|o| *o <= text.len())
+        .unwrap_or(0)
+}
+
+/// Where the key of a value is: `"key": value` with the value at `value_at`.
+fn key_offset(text: &str, value_at: usize) -> usize {
+    let before = text[..value_at].trim_end();
+    let Some(before) = before.strip_suffix(':') else {
+        return value_at;
+    };
+    let before = before.trim_end();
+    // The key is a JSON string; its opening quote is the last unescaped `"`
+    // before its closing one.
+    let Some(body) = before.strip_suffix('"') else {
+        return value_at;
+    };
+    let b = body.as_bytes();
+    let mut i = b.len();
+    while i > 0 {
+        i -= 1;
+        if b[i] == b'"' && (i == 0 || b[i - 1] != b'\\') {
+            return i;
+        }
+    }
+    value_at
+}
+
+impl<'a> Ctx<'a> {
+    fn at(&self, raw: &RawValue) -> (u32, u32) {
+        let o = offset_in(self.text, raw.get());
+        diag::line_col(self.text, key_offset(self.text, o))
+    }
+
+    /// `$name`, `${name}`, `${name:format}` or `[[name]]` as a whole string.
+    fn variable_name(s: &str) -> Option<&str> {
+        if let Some(r) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+            return Some(r.split(':').next().unwrap_or(r));
+        }
+        if let Some(r) = s.strip_prefix("[[").and_then(|r| r.strip_suffix("]]")) {
+            return Some(r.split(':').next().unwrap_or(r));
+        }
+        s.strip_prefix('$')
+            .filter(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    }
+
+    /// Checks one `datasource` field of `what` (a panel, query, variable or annotation).
+    fn datasource(&mut self, raw: Option<&RawValue>, what: &dyn Fn() -> String) {
+        let Some(raw) = raw else { return };
+        let Ok(r) = serde_json::from_str::<DsRef>(raw.get()) else {
+            return;
+        };
+        let value = match r {
+            DsRef::Name(n) => n,
+            DsRef::Ref { uid: Some(u) } => u,
+            // `{"type": "prometheus"}` alone is the org's default of that type.
+            DsRef::Ref { uid: None } => return,
+        };
+        if value.is_empty() || BUILT_IN.contains(&value.as_ref()) {
+            return;
+        }
+        if let Some(name) = Self::variable_name(&value) {
+            // What `__inputs` resolves (grafana/grafana
+            // `pkg/services/dashboardimport/utils/dash_template_evaluator.go`
+            // replaces `${NAME}` of each input in every string).
+            let braced = value.starts_with("${") && !value.contains(':');
+            match self.inputs.get(name).filter(|_| braced) {
+                Some(InputValue::Replace(v)) => {
+                    if *v == self.pyroscope_uid && self.pyroscope_at.is_none() {
+                        self.pyroscope_at = Some(self.at(raw));
+                    }
+                    return;
+                }
+                Some(InputValue::NoDatasource { plugin }) => {
+                    let (l, c) = self.at(raw);
+                    self.diags.push(
+                        Diagnostic::error(self.path, l, c, format!("{}: datasource {value} is an `__inputs` entry of type {plugin:?}, and this tenant has no {plugin} datasource", what()))
+                            .with_hint("MOP gives each tenant Mimir (prometheus), Loki, Tempo and Pyroscope datasources; point the panel at one of them or remove it"),
+                    );
+                    self.ok = false;
+                    return;
+                }
+                None => {}
+            }
+            if self.variables.contains(name) {
+                return;
+            }
+            let (l, c) = self.at(raw);
+            self.diags.push(
+                Diagnostic::error(self.path, l, c, format!("{}: datasource {value} is neither an `__inputs` entry nor a dashboard variable", what()))
+                    .with_hint(format!("add a variable named {name} of type datasource to `templating.list`, or an `__inputs` entry {{\"name\": \"{name}\", \"type\": \"datasource\", \"pluginId\": \"prometheus\"}}")),
+            );
+            self.ok = false;
+            return;
+        }
+        if self.own.contains(value.as_ref()) {
+            if (value == "Pyroscope" || *value == self.pyroscope_uid) && self.pyroscope_at.is_none()
+            {
+                self.pyroscope_at = Some(self.at(raw));
+            }
+            return;
+        }
+        // Grafana stores the dashboard either way; the panel shows "datasource not
+        // found" (`public/app/features/dashboard/state/DashboardMigrator.ts` keeps an
+        // unknown name as `{uid: name}`).
+        let (l, c) = self.at(raw);
+        self.diags.push(
+            Diagnostic::warning(self.path, l, c, format!("{}: datasource {value:?} is not one of this tenant's datasources", what()))
+                .with_hint("the tenant's organisation has the datasources Mimir, Loki, Tempo (and Pyroscope) that MOP creates; use a datasource variable or `__inputs` so the panel follows the tenant"),
+        );
+    }
+
+    fn panels(&mut self, raw: Option<&'a RawValue>) {
+        let Some(raw) = raw else { return };
+        if let Ok(list) = serde_json::from_str::<Vec<PanelFast>>(raw.get()) {
+            for mut p in list {
+                let targets = p.targets.take().unwrap_or_default();
+                self.panel(&p, &targets);
+            }
+            return;
+        }
+        // Some panel is unusual (`targets` not a list of objects…): panel by panel,
+        // skipping what does not have the expected shape, as Grafana ignores it.
+        let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else {
+            return;
+        };
+        for p in list {
+            let Ok(p) = serde_json::from_str::<Panel>(p.get()) else {
+                continue;
+            };
+            let targets: Vec<HasDatasource> = p
+                .targets
+                .and_then(|t| serde_json::from_str(t.get()).ok())
+                .unwrap_or_default();
+            self.panel(&p, &targets);
+        }
+    }
+
+    /// One panel and its queries (`p.targets` is not read: the caller passes them).
+    fn panel<T>(&mut self, p: &PanelOf<'a, T>, targets: &[HasDatasource<'a>]) {
+        let (id, title, datasource, panels, library_panel) =
+            (p.id, p.title, p.datasource, p.panels, p.library_panel);
+        let title = title
+            .and_then(|t| serde_json::from_str::<String>(t.get()).ok())
+            .unwrap_or_default();
+        let id = id.map(|i| i.get().to_string());
+        let label = move || match &id {
+            Some(id) => format!("panel {title:?} (id {id})"),
+            None => format!("panel {title:?}"),
+        };
+        self.datasource(datasource, &label);
+        for t in targets {
+            self.datasource(t.datasource, &label);
+        }
+        if let Some(lp) = library_panel {
+            let l = serde_json::from_str::<LibraryPanel>(lp.get()).ok();
+            let (uid, name) = l
+                .map(|l| (l.uid.unwrap_or_default(), l.name.unwrap_or_default()))
+                .unwrap_or_default();
+            let (line, col) = self.at(lp);
+            // Grafana's import creates library panels from `__elements`
+            // (`pkg/services/dashboardimport/service/service.go`,
+            // `ImportLibraryPanelsForDashboard`); `POST /api/dashboards/db`, which
+            // MOP uses, does not, so the panel shows only if the org has it.
+            self.diags.push(
+                Diagnostic::warning(self.path, line, col, format!("{}: library panel {name:?} (uid {uid:?}) is not created by MOP; the tenant's organisation shows it only if someone created it there", label()))
+                    .with_hint("unlink the library panel in Grafana (its JSON then lives in the dashboard) and export again"),
+            );
+        }
+        // Collapsed rows hold their panels inside the row panel.
+        self.panels(panels);
+    }
+}
 
 pub(super) fn parse_dashboard(
     path: &str,
@@ -25,7 +336,8 @@ pub(super) fn parse_dashboard(
         ));
         return None;
     }
-    let mut obj: BTreeMap<String, &serde_json::value::RawValue> = match serde_json::from_str(text) {
+    let derived;
+    let mut obj: BTreeMap<String, &RawValue> = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             let msg = e.to_string();
@@ -43,40 +355,109 @@ pub(super) fn parse_dashboard(
             return None;
         }
     };
-    let at = |key: &str| {
-        diag::json_top_level_key(text, key)
-            .map(|o| diag::line_col(text, o))
-            .unwrap_or((1, 1))
-    };
+    let pos = |raw: &RawValue| diag::line_col(text, key_offset(text, offset_in(text, raw.get())));
     let mut ok = true;
-    if obj.contains_key("__inputs") {
-        let (l, c) = at("__inputs");
-        diags.push(
-            Diagnostic::error(path, l, c, "dashboard was exported 'for sharing externally': its ${DS_…} datasource inputs will not resolve")
-                .with_hint("export again with 'Export for sharing externally' off, or replace the inputs with a datasource variable"),
-        );
-        ok = false;
+
+    // `__inputs`: Grafana's import asks for a datasource of each input's type and
+    // replaces `${NAME}` in every string of the dashboard
+    // (`pkg/services/dashboardimport/utils/dash_template_evaluator.go`). MOP
+    // answers for the user: the tenant's datasource of that type.
+    let own_uid = |backend: &str| uid::datasource_uid(tenant, backend);
+    let mut inputs: HashMap<String, InputValue> = HashMap::new();
+    if let Some(list) = obj
+        .get("__inputs")
+        .and_then(|r| serde_json::from_str::<Vec<Input>>(r.get()).ok())
+    {
+        for i in list.into_iter().filter(|i| !i.name.is_empty()) {
+            let v = match i.kind.as_str() {
+                // Expressions are forced to `__expr__` by the evaluator.
+                _ if i.plugin_id == "__expr__" => InputValue::Replace("__expr__".into()),
+                "datasource" => match BACKENDS.iter().find(|(p, ..)| *p == i.plugin_id) {
+                    Some((_, _, backend)) => InputValue::Replace(own_uid(backend)),
+                    None => InputValue::NoDatasource {
+                        plugin: i.plugin_id.clone(),
+                    },
+                },
+                // A constant input: Grafana's import form offers its `value`.
+                _ => {
+                    let s = match &i.value {
+                        Some(serde_json::Value::String(s)) => s.clone(),
+                        Some(v) => v.to_string(),
+                        None => String::new(),
+                    };
+                    let quoted = serde_json::Value::from(s).to_string();
+                    InputValue::Replace(quoted[1..quoted.len() - 1].to_string())
+                }
+            };
+            inputs.insert(i.name, v);
+        }
     }
-    let as_string = |k: &str| {
-        obj.get(k)
-            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+
+    // Variables by name: a `${DS_X}` that a dashboard variable resolves is fine.
+    let templating: Vec<HasDatasource> = obj
+        .get("templating")
+        .and_then(|r| serde_json::from_str::<List>(r.get()).ok())
+        .and_then(|l| l.list)
+        .and_then(|l| serde_json::from_str(l.get()).ok())
+        .unwrap_or_default();
+    let mut own: HashSet<String> = HashSet::new();
+    for (_, name, backend) in BACKENDS {
+        own.insert(name.to_string());
+        own.insert(own_uid(backend));
+    }
+    let mut ctx = Ctx {
+        path,
+        text,
+        inputs: &inputs,
+        variables: templating.iter().filter_map(|v| v.name.clone()).collect(),
+        own,
+        pyroscope_uid: own_uid("pyroscope"),
+        pyroscope_at: None,
+        diags,
+        ok: true,
     };
-    let uid = match as_string("uid") {
-        Some(u) => {
-            let (l, c) = at("uid");
-            if u.is_empty() {
-                diags.push(
-                    Diagnostic::error(path, l, c, "dashboard uid is empty")
-                        .with_hint("set a stable uid such as \"checkout-red\""),
-                );
-                ok = false;
-            } else if u.chars().count() > MAX_UID_LEN {
-                diags.push(
-                    Diagnostic::error(path, l, c, format!("dashboard uid {u:?} is {} characters; Grafana allows at most {MAX_UID_LEN}", u.chars().count()))
-                        .with_hint("shorten the uid; links to the dashboard use it, so pick one and keep it"),
-                );
-                ok = false;
-            } else if !u
+    for v in &templating {
+        let name = v.name.clone().unwrap_or_default();
+        ctx.datasource(v.datasource, &|| format!("variable {name:?}"));
+    }
+    if let Some(list) = obj
+        .get("annotations")
+        .and_then(|r| serde_json::from_str::<List>(r.get()).ok())
+        .and_then(|l| l.list)
+        .and_then(|l| serde_json::from_str::<Vec<HasDatasource>>(l.get()).ok())
+    {
+        for a in list {
+            let name = a.name.clone().unwrap_or_default();
+            ctx.datasource(a.datasource, &|| format!("annotation {name:?}"));
+        }
+    }
+    ctx.panels(obj.get("panels").copied());
+    // schemaVersion < 16 keeps panels in `rows`; Grafana migrates them on load
+    // (`apps/dashboard/pkg/migration/schemaversion/v16.go`), so they are accepted.
+    if let Some(rows) = obj
+        .get("rows")
+        .and_then(|r| serde_json::from_str::<Vec<Row>>(r.get()).ok())
+    {
+        for r in rows {
+            ctx.panels(r.panels);
+        }
+    }
+    ok &= ctx.ok;
+    let pyroscope_at = ctx.pyroscope_at;
+    let diags = ctx.diags;
+
+    // Grafana trims the uid, and an empty or non-string one (`MustString()`) makes
+    // it generate a random uid (`pkg/services/dashboards/service/dashboard_service.go`,
+    // `BuildSaveDashboardCommand`): MOP derives a stable one from the path instead.
+    let uid_raw = obj.get("uid").copied();
+    let given = uid_raw
+        .and_then(|r| serde_json::from_str::<String>(r.get()).ok())
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty());
+    let (uid, uid_at) = match (given, uid_raw) {
+        (Some(u), Some(raw)) => {
+            let (l, c) = pos(raw);
+            if !u
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             {
@@ -87,32 +468,32 @@ pub(super) fn parse_dashboard(
                         c,
                         format!("dashboard uid {u:?} has characters Grafana does not accept"),
                     )
-                    .with_hint("use letters, digits, '-' and '_'"),
+                    .with_hint("use letters, digits, '-' and '_' (Grafana's `IsValidShortUID`)"),
+                );
+                ok = false;
+            } else if u.len() > MAX_UID_LEN {
+                diags.push(
+                    Diagnostic::error(path, l, c, format!("dashboard uid {u:?} is {} characters; Grafana allows at most {MAX_UID_LEN}", u.len()))
+                        .with_hint("shorten the uid; links to the dashboard use it, so pick one and keep it"),
                 );
                 ok = false;
             }
-            u
+            (u, Some((l, c)))
         }
         _ => {
-            let (l, c) = if obj.contains_key("uid") {
-                at("uid")
-            } else {
-                (1, 1)
-            };
-            diags.push(
-                Diagnostic::error(path, l, c, "dashboard has no string `uid`")
-                    .with_hint("set a stable uid such as \"checkout-red\": without one, Grafana makes a new dashboard on every sync"),
-            );
-            ok = false;
-            String::new()
+            let file = path.rsplit('/').next().unwrap_or(path);
+            (uid::derived_dashboard_uid(folder, file), None)
         }
     };
-    let title = match as_string("title") {
-        Some(t) if !t.trim().is_empty() => t,
+    // Grafana trims the title and refuses an empty one (`ErrDashboardTitleEmpty`).
+    let title_raw = obj.get("title").copied();
+    let title_at = title_raw.map_or((1, 1), pos);
+    let title = match title_raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok()) {
+        Some(t) if !t.trim().is_empty() => t.trim().to_string(),
         _ => {
             diags.push(
-                Diagnostic::error(path, 1, 1, "dashboard has no `title`")
-                    .with_hint("add \"title\": \"…\""),
+                Diagnostic::error(path, title_at.0, title_at.1, "dashboard has no `title`")
+                    .with_hint("add \"title\": \"…\"; Grafana refuses a dashboard without one"),
             );
             ok = false;
             String::new()
@@ -124,7 +505,25 @@ pub(super) fn parse_dashboard(
     // Instance-specific fields: Grafana assigns them, and they differ per org.
     obj.remove("id");
     obj.remove("version");
-    let folder_uid = crate::uid::folder_uid(tenant, folder);
+    // What Grafana's import drops before it stores the dashboard
+    // (`pkg/services/dashboardimport/service/service.go`).
+    obj.remove("__inputs");
+    obj.remove("__requires");
+    obj.remove("__elements");
+    if uid_at.is_none() {
+        derived = serde_json::value::to_raw_value(&uid).ok();
+        if let Some(d) = &derived {
+            obj.insert("uid".into(), d);
+        }
+    }
+    let folder_uid = uid::folder_uid(tenant, folder);
+    let substitutions: HashMap<&str, &str> = inputs
+        .iter()
+        .filter_map(|(k, v)| match v {
+            InputValue::Replace(r) => Some((k.as_str(), r.as_str())),
+            InputValue::NoDatasource { .. } => None,
+        })
+        .collect();
     // The body Grafana takes, built once per file content and shared from here on.
     let mut body = String::with_capacity(text.len());
     body.push_str(r#"{"dashboard":{"#);
@@ -134,7 +533,11 @@ pub(super) fn parse_dashboard(
         }
         body.push_str(&serde_json::Value::from(k.as_str()).to_string());
         body.push(':');
-        minify_json_into(v.get(), &mut body);
+        if substitutions.is_empty() {
+            minify_json_into(v.get(), &mut body);
+        } else {
+            minify_substituting_into(v.get(), &substitutions, &mut body);
+        }
     }
     body.push_str(r#"},"folderUid":"#);
     body.push_str(&serde_json::Value::from(folder_uid).to_string());
@@ -143,7 +546,10 @@ pub(super) fn parse_dashboard(
         path: path.to_string(),
         folder: folder.to_string(),
         uid,
+        uid_at,
         title,
+        title_at,
+        pyroscope_at,
         body: body.into(),
     })
 }
@@ -172,4 +578,174 @@ pub(super) fn minify_json_into(json: &str, out: &mut String) {
         }
     }
     out.push_str(&json[run.min(json.len())..]);
+}
+
+/// [`minify_json_into`] that also replaces `${NAME}` of `__inputs` in string values
+/// (not keys), as Grafana's import does: each match of `\$\{.+?\}` whose text is an
+/// input is replaced, any other is kept.
+pub(super) fn minify_substituting_into(json: &str, vars: &HashMap<&str, &str>, out: &mut String) {
+    let b = json.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i = (i + 1).min(b.len());
+                let s = &json[start..i];
+                let is_key = json[i..].trim_start().starts_with(':');
+                if is_key || !s.contains("${") {
+                    out.push_str(s);
+                } else {
+                    substitute(s, vars, out);
+                }
+            }
+            b' ' | b'\n' | b'\r' | b'\t' => i += 1,
+            _ => {
+                let start = i;
+                while i < b.len() && !matches!(b[i], b'"' | b' ' | b'\n' | b'\r' | b'\t') {
+                    i += 1;
+                }
+                out.push_str(&json[start..i]);
+            }
+        }
+    }
+}
+
+fn substitute(s: &str, vars: &HashMap<&str, &str>, out: &mut String) {
+    let mut rest = s;
+    while let Some(p) = rest.find("${") {
+        // `.+?`: at least one character before the closing brace.
+        let Some(close) = rest
+            .get(p + 3..)
+            .and_then(|r| r.find('}'))
+            .map(|c| p + 3 + c)
+        else {
+            break;
+        };
+        out.push_str(&rest[..p]);
+        let name = &rest[p + 2..close];
+        match vars.get(name) {
+            Some(v) => out.push_str(v),
+            None => out.push_str(&rest[p..=close]),
+        }
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+}
+
+/// The slug Grafana compares titles by (`pkg/infra/slugify/slugify.go`): lower
+/// case, a space becomes `-`, `, " ' ? . ( )` and line breaks are dropped, `&` and
+/// `@` become `and` and `at`, other characters become the hex of their UTF-8
+/// bytes. (Grafana maps some accented letters to plain ones first; MOP keeps them
+/// as hex, so two titles that differ only there are not reported.) An empty slug
+/// or one over 50 bytes is a hash of the title, so distinct titles stay distinct.
+fn title_slug(title: &str) -> Option<String> {
+    let mut s = String::with_capacity(title.len());
+    for c in title.trim().to_lowercase().chars() {
+        match c {
+            'a'..='z' | '0'..='9' | '_' | '-' => s.push(c),
+            ' ' => s.push('-'),
+            ',' | '"' | '\'' | '\n' | '\r' | '\0' | '?' | '.' | '(' | ')' => {}
+            '&' => s.push_str("and"),
+            '@' => s.push_str("at"),
+            _ => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    s.push_str(&format!("{b:x}"));
+                }
+            }
+        }
+    }
+    (!s.is_empty() && s.len() <= 50).then_some(s)
+}
+
+/// Checks across one tenant's dashboards: each tenant is its own Grafana
+/// organisation, so uids and titles need only be unique within it.
+pub(super) fn check_tenant_dashboards(dashboards: &[Dashboard], diags: &mut Vec<Diagnostic>) {
+    let mut sorted: Vec<&Dashboard> = dashboards.iter().collect();
+    sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    // A uid names one dashboard per organisation
+    // (`pkg/services/dashboards/database/database.go`, `ErrDashboardWithSameUIDExists`);
+    // MOP posts with `overwrite: true`, so the second would replace the first.
+    let mut uids: HashMap<&str, &Dashboard> = HashMap::new();
+    // Grafana looks dashboards up by title slug within a folder
+    // (`getExistingDashboardByTitleAndFolder`): without overwrite the second is
+    // refused (`ErrDashboardWithSameNameInFolderExists`), with it the second takes
+    // the first's place.
+    let mut titles: HashMap<(&str, String), &Dashboard> = HashMap::new();
+    // The same lookup matches folders of the whole organisation (`is_folder`), and
+    // a dashboard named like one is refused even with overwrite
+    // (`ErrDashboardWithSameNameAsFolder`, "Dashboard name cannot be the same as
+    // folder"). MOP's folders are the folder directories.
+    let folders: HashMap<String, &str> = sorted
+        .iter()
+        .filter_map(|d| title_slug(&d.folder).map(|s| (s, d.folder.as_str())))
+        .collect();
+    for d in sorted {
+        if let Some(folder) = title_slug(&d.title).and_then(|s| folders.get(&s)) {
+            let (l, c) = d.title_at;
+            diags.push(
+                Diagnostic::error(&d.path, l, c, format!("dashboard title {:?} is also the name of the folder {folder:?}; Grafana refuses a dashboard named like a folder of its organisation", d.title))
+                    .with_hint("rename the dashboard's title or the folder directory"),
+            );
+        }
+        if let Some(first) = uids.get(d.uid.as_str()).copied().or_else(|| {
+            uids.insert(d.uid.as_str(), d);
+            None
+        }) {
+            let (l, c) = d.uid_at.unwrap_or((1, 1));
+            let first_at = match first.uid_at {
+                Some((fl, _)) => format!("{}:{fl}", first.path),
+                None => format!("{} (derived from its path)", first.path),
+            };
+            let what = if d.uid_at.is_some() {
+                format!("dashboard uid {:?} is also used by {first_at}", d.uid)
+            } else {
+                format!(
+                    "this dashboard's uid {:?}, derived from its path, is also used by {first_at}",
+                    d.uid
+                )
+            };
+            diags.push(
+                Diagnostic::error(&d.path, l, c, what)
+                    .with_hint("give each dashboard of a tenant its own uid; in one Grafana organisation one would overwrite the other"),
+            );
+        }
+        if let Some(slug) = title_slug(&d.title)
+            && let Some(first) = match titles.entry((d.folder.as_str(), slug)) {
+                std::collections::hash_map::Entry::Occupied(o) => Some(*o.get()),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(d);
+                    None
+                }
+            }
+        {
+            let (l, c) = d.title_at;
+            diags.push(
+                Diagnostic::error(&d.path, l, c, format!("dashboard title {:?} is also used in folder {:?} by {}:{}", d.title, d.folder, first.path, first.title_at.0))
+                    .with_hint("Grafana keeps one dashboard per title in a folder and would replace one with the other; rename one or move it to another folder"),
+            );
+        }
+    }
+}
+
+/// Without a Pyroscope backend in `mop.yaml`, tenants get no Pyroscope datasource,
+/// so panels that use it (directly or through an `__inputs` entry of type
+/// `grafana-pyroscope-datasource`) show an error. Grafana still stores them.
+pub(super) fn check_no_pyroscope<'a>(
+    dashboards: impl Iterator<Item = &'a Dashboard>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    for d in dashboards {
+        if let Some((l, c)) = d.pyroscope_at {
+            diags.push(
+                Diagnostic::warning(&d.path, l, c, "this dashboard uses the tenant's Pyroscope datasource, but mop.yaml configures no Pyroscope backend")
+                    .with_hint("add backends.pyroscope to mop.yaml, or remove the profile panels"),
+            );
+        }
+    }
 }

@@ -384,6 +384,12 @@ pub fn validate_cached(snapshot: &Snapshot, cache: &mut ParseCache) -> Outcome {
     if let Some(p) = &platform {
         check_default_tenant(p, &tenants, &mut diags);
         rules::check_ruler_limits(p, &tenants, &mut diags);
+        if p.backends.pyroscope.is_none() {
+            dashboards::check_no_pyroscope(
+                tenants.values().flat_map(|t| &t.dashboards),
+                &mut diags,
+            );
+        }
     }
 
     diags.sort();
@@ -493,5 +499,7 @@ fn scan_credentials(path: &str, text: &str, diags: &mut Vec<Diagnostic>) {
     }
 }
 
+#[cfg(test)]
+mod dashboard_tests;
 #[cfg(test)]
 mod tests;

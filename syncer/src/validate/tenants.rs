@@ -32,19 +32,9 @@ pub(super) fn check_tenants(tenants: &BTreeMap<String, TenantParts>, diags: &mut
     let mut orgs: HashMap<String, (&str, &str)> = HashMap::new();
     // (namespace or pattern, tenant key, file, location)
     let mut owned: Vec<(&str, &str, &str, &Loc<String>)> = Vec::new();
-    let mut uids: HashMap<&str, &str> = HashMap::new();
 
     for (key, t) in tenants {
-        // Dashboard uids are unique across the platform so links are never ambiguous.
-        for d in &t.dashboards {
-            if let Some(first) = uids.insert(d.uid.as_str(), d.path.as_str()) {
-                let text_pos = (1, 1);
-                diags.push(
-                    Diagnostic::error(&d.path, text_pos.0, text_pos.1, format!("dashboard uid {:?} is also used by {first}", d.uid))
-                        .with_hint("give each dashboard its own uid; Grafana would overwrite one with the other"),
-                );
-            }
-        }
+        super::dashboards::check_tenant_dashboards(&t.dashboards, diags);
         let Some(spec) = &t.spec else { continue };
         let path = t.spec_path.as_str();
         if !is_valid_tenant_id(&spec.id.value) {
