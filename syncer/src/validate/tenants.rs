@@ -19,6 +19,21 @@ pub(super) fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// Grafana's slug of a title (gosimple/slug of the lower-cased title): runs of
+/// other characters become one `-`. Transliteration of non-ASCII letters is not
+/// reproduced.
+fn title_slug(title: &str) -> String {
+    let mut out = String::new();
+    for c in title.chars() {
+        if c.is_alphanumeric() {
+            out.extend(c.to_lowercase());
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').to_string()
+}
+
 pub(super) fn is_namespace_pattern(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -42,6 +57,19 @@ pub(super) fn check_tenants(tenants: &BTreeMap<String, TenantParts>, diags: &mut
                 diags.push(
                     Diagnostic::error(&d.path, text_pos.0, text_pos.1, format!("dashboard uid {:?} is also used by {first}", d.uid))
                         .with_hint("give each dashboard its own uid; Grafana would overwrite one with the other"),
+                );
+            }
+        }
+        // One title per folder: Grafana's dashboard store (≤ 11) refuses a second
+        // dashboard whose title has the same slug in a folder (412 name-exists),
+        // and with `overwrite`, which the applier sends, saves over the first.
+        let mut titles: HashMap<(&str, String), &str> = HashMap::new();
+        for d in &t.dashboards {
+            let key = (d.folder.as_str(), title_slug(&d.title));
+            if let Some(first) = titles.insert(key, d.path.as_str()) {
+                diags.push(
+                    Diagnostic::error(&d.path, 1, 1, format!("dashboard title {:?} is also used in folder {:?} by {first}", d.title, d.folder))
+                        .with_hint("give each dashboard of a folder its own title; Grafana compares titles ignoring case and punctuation, refuses the second, or replaces the first when overwriting"),
                 );
             }
         }

@@ -221,6 +221,34 @@ fn dashboard_uid_collision() {
 }
 
 #[test]
+fn dashboard_title_twice_in_one_folder() {
+    let mut files = base();
+    files.insert(
+        "tenants/a/dashboards/main/two.json".into(),
+        "{\n  \"uid\": \"a-two\",\n  \"title\": \"dash A-ONE!\",\n  \"panels\": []\n}\n".into(),
+    );
+    // The same title in another folder or tenant is fine.
+    files.insert(
+        "tenants/a/dashboards/other/one.json".into(),
+        dashboard("x").replace("Dash x", "Dash a-one"),
+    );
+    files.insert(
+        "tenants/b/dashboards/main/one.json".into(),
+        dashboard("y").replace("Dash y", "Dash a-one"),
+    );
+    let d: Vec<String> = run(files)
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert!(
+        d[0].starts_with("tenants/a/dashboards/main/two.json:1:1: error: dashboard title \"dash A-ONE!\" is also used in folder \"main\" by tenants/a/dashboards/main/one.json"),
+        "{d:#?}"
+    );
+}
+
+#[test]
 fn dashboard_uid_over_40_characters() {
     let uid = "u".repeat(41);
     let d = errors_with("tenants/a/dashboards/main/one.json", &dashboard(&uid));
