@@ -1,6 +1,8 @@
 //! `mop serve` never fetches over ssh without checking the server's host key
 //! unless told to in so many words (issue 12: unsafe defaults).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! The Grafana fake refuses what Grafana refuses (issue 12 item 3); each test
 //! names the Grafana source the behaviour follows (see `tests/README.md`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
 use mop_fakes::grafana::FakeGrafana;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -208,7 +208,7 @@ async fn repo_template_rules_apply_under_the_rendered_limits() {
         max_backoff: Duration::from_millis(10),
     };
     let appliers: Vec<Box<dyn Applier>> = vec![
-        Box::new(RulerApplier::new(Target::MimirRuler, &fake.url(), retry.clone()).unwrap()),
+        Box::new(RulerApplier::new(Target::MimirRuler, &fake.url(), retry).unwrap()),
         Box::new(RulerApplier::new(Target::LokiRuler, &fake.url(), retry).unwrap()),
     ];
     let report = engine::reconcile(

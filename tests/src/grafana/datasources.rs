@@ -495,7 +495,7 @@ mod tests {
             "http://host/\nx",
             "http://host/a%2",
         ] {
-            assert!(!go_url_parses("prometheus", &bad), "{bad:?}");
+            assert!(!go_url_parses("prometheus", bad), "{bad:?}");
         }
         // An empty URL is fine for a type that needs none.
         assert!(go_url_parses("grafana-testdata-datasource", ""));

@@ -304,10 +304,8 @@ fn actions_closed(text: &str) -> Result<(), &'static str> {
                         Some(_) => {}
                     }
                 },
-                '`' => {
-                    if !chars.by_ref().any(|(_, q)| q == '`') {
-                        return Err("unterminated raw quoted string");
-                    }
+                '`' if !chars.by_ref().any(|(_, q)| q == '`') => {
+                    return Err("unterminated raw quoted string");
                 }
                 '}' if rest[i..].starts_with("}}") => {
                     close = Some(i);
@@ -345,10 +343,8 @@ fn logql_shape(expr: &str) -> Result<(), String> {
                     return Err(format!("unterminated string at {i}"));
                 }
             }
-            '`' => {
-                if !chars.by_ref().any(|(_, c)| c == '`') {
-                    return Err(format!("unterminated raw string at {i}"));
-                }
+            '`' if !chars.by_ref().any(|(_, c)| c == '`') => {
+                return Err(format!("unterminated raw string at {i}"));
             }
             '(' | '[' | '{' => stack.push((c, i)),
             ')' | ']' | '}' => {
