@@ -32,6 +32,8 @@ pub enum Error {
     },
     #[error("disk queue is over its budget of {0} bytes")]
     Full(u64),
+    #[error("a record of {0} bytes does not fit the disk queue's 4 GiB record limit")]
+    RecordTooLarge(usize),
     #[error("disk queue lock poisoned")]
     Poisoned,
 }
@@ -236,9 +238,14 @@ impl DiskQueue {
     /// Appends one record, or fails with [`Error::Full`] when the budget would be
     /// exceeded (the caller waits with [`DiskQueue::space_freed`]).
     pub fn append(&self, payload: &[u8]) -> Result<(), Error> {
+        // The length prefix is a u32; a longer payload would be written with a
+        // wrapped length and read back as garbage.
+        let Ok(prefix) = u32::try_from(payload.len()) else {
+            return Err(Error::RecordTooLarge(payload.len()));
+        };
         let mut g = self.inner.lock().map_err(|_| Error::Poisoned)?;
         let inner = &mut *g;
-        let len = HEADER + payload.len() as u64;
+        let len = HEADER + u64::from(prefix);
         // A record larger than the whole budget is still taken when the queue is
         // empty, or it could never be written at all.
         if inner.total > 0 && inner.total + len > self.opts.max_bytes {
@@ -258,7 +265,7 @@ impl DiskQueue {
             inner.segments.insert(inner.writer_id, 0);
         }
         let mut rec = Vec::with_capacity(len as usize);
-        rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        rec.extend_from_slice(&prefix.to_le_bytes());
         rec.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
         rec.extend_from_slice(payload);
         let p = seg_path(&self.opts.dir, inner.writer_id);
@@ -321,13 +328,22 @@ impl DiskQueue {
             f.seek(SeekFrom::Start(pos.offset)).map_err(io(&p))?;
             let mut header = [0u8; HEADER as usize];
             f.read_exact(&mut header).map_err(io(&p))?;
-            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
+            let len = u64::from(u32::from_le_bytes([
+                header[0], header[1], header[2], header[3],
+            ]));
             let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-            let mut payload = vec![0u8; len as usize];
-            let ok = pos.offset + HEADER + len <= size
-                && f.read_exact(&mut payload).is_ok()
-                && crc32fast::hash(&payload) == crc;
-            if !ok {
+            // The length prefix is checked against the bytes the segment really
+            // holds before anything is allocated: a corrupted prefix (up to 4 GiB)
+            // must not make the gateway allocate it.
+            let fits = pos.offset + HEADER + len <= size;
+            let payload = if fits {
+                let mut payload = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+                (f.read_exact(&mut payload).is_ok() && crc32fast::hash(&payload) == crc)
+                    .then_some(payload)
+            } else {
+                None
+            };
+            let Some(payload) = payload else {
                 tracing::error!(segment = %p.display(), offset = pos.offset, "corrupt disk-queue record; skipping the rest of the segment");
                 g.corrupt += 1;
                 g.total = g.total.saturating_sub(size - pos.offset);
@@ -336,7 +352,7 @@ impl DiskQueue {
                     return Ok(None);
                 }
                 continue;
-            }
+            };
             return Ok(Some((
                 payload,
                 Position {
@@ -465,6 +481,58 @@ mod tests {
         let got = drain(&q);
         assert_eq!(got[0], b"good".to_vec());
         assert!(!got.contains(&b"flip".to_vec()));
+        assert_eq!(q.corrupt_records(), 1);
+    }
+
+    /// Regression: a corrupted length prefix of up to 4 GiB was allocated before
+    /// it was checked against the segment. The check runs in a child process
+    /// limited to 1 GiB of address space, where such an allocation aborts.
+    #[test]
+    fn corrupted_length_prefix_is_not_allocated() {
+        const CHILD: &str = "MOP_DISK_QUEUE_LENGTH_CHILD";
+        let Some(dir) = std::env::var_os(CHILD) else {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let (q, _) = DiskQueue::open(opts(dir.path(), 16, 1 << 20)).unwrap();
+                q.append(b"first").unwrap();
+                // A second segment, so the damaged one is not the last (which
+                // recovery would truncate before any read).
+                q.append(b"second").unwrap();
+            }
+            let seg = seg_path(dir.path(), 0);
+            let mut data = std::fs::read(&seg).unwrap();
+            data[..4].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+            std::fs::write(&seg, &data).unwrap();
+            let exe = std::env::current_exe().unwrap();
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg("ulimit -v 1048576 && exec \"$0\" \"$@\"")
+                .arg(exe)
+                .args([
+                    "--exact",
+                    "disk_queue::tests::corrupted_length_prefix_is_not_allocated",
+                    "--test-threads=1",
+                    "--nocapture",
+                ])
+                .env(CHILD, dir.path())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "child failed: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // The child ran the check (not zero tests).
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+                "{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            return;
+        };
+        let (q, _) = DiskQueue::open(opts(Path::new(&dir), 16, 1 << 20)).unwrap();
+        assert_eq!(drain(&q), vec![b"second".to_vec()]);
         assert_eq!(q.corrupt_records(), 1);
     }
 

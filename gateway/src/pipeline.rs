@@ -143,6 +143,12 @@ impl<R: ResourceItems> QueueReceiver<R> {
             .dec();
         Some(b)
     }
+
+    /// Refuses further batches (senders get [`EnqueueError::Closed`]); those
+    /// already queued can still be received.
+    pub fn close(&mut self) {
+        self.rx.close();
+    }
 }
 
 fn queued_items<R: ResourceItems>(

@@ -32,8 +32,8 @@ use tokio::sync::watch;
 
 use crate::pipeline::{Batch, QueueReceiver, QueueSender};
 use crate::routing::RouteTable;
-use crate::signal::{any_value_to_string, count_items, string_attr};
-use crate::telemetry::{Metrics, TenantLabel, TenantPolicy};
+use crate::signal::{Signal, any_value_to_string, count_items, string_attr};
+use crate::telemetry::{DropReason, Metrics, TenantLabel, TenantPolicy};
 
 pub type TraceId = [u8; 16];
 
@@ -430,13 +430,32 @@ pub async fn run(
             }
         }
         if emit(out, &tx, &metrics).await.is_err() {
-            return;
+            // The exporter is gone. Batches still queued here are lost: refuse
+            // new ones (clients are told to retry elsewhere) and count the rest;
+            // what the sampler holds is flushed below, fails the same way and is
+            // counted too.
+            rx.close();
+            while let Some(batch) = rx.recv().await {
+                let n = count_items(&batch.items);
+                metrics.dropped(
+                    &batch.tenant,
+                    Signal::Traces,
+                    DropReason::Shutdown,
+                    n,
+                    "queued for the sampler after the exporter stopped",
+                );
+            }
+            break;
         }
     }
     let table = routes.borrow().clone();
     let mut out = Output::default();
     sampler.flush(|t| table.sampling(t), &mut out);
-    let _ = emit(out, &tx, &metrics).await;
+    if emit(out, &tx, &metrics).await.is_err() {
+        tracing::warn!(
+            "traces kept by the sampler were lost at shutdown: the exporter had stopped (counted in mop_gateway_dropped_items_total{{reason=\"Shutdown\"}})"
+        );
+    }
 }
 
 async fn emit(
@@ -482,10 +501,129 @@ async fn emit(
             })
             .inc();
     }
-    for (tenant, items) in out.kept {
-        if count_items(&items) > 0 {
-            tx.enqueue(Batch { tenant, items }).await?;
+    let mut kept = out.kept.into_iter();
+    while let Some((tenant, items)) = kept.next() {
+        let n = count_items(&items);
+        if n == 0 {
+            continue;
+        }
+        if let Err(e) = tx
+            .enqueue(Batch {
+                tenant: Arc::clone(&tenant),
+                items,
+            })
+            .await
+        {
+            // The exporter queue is closed (shutdown): this batch and every one
+            // after it are lost; count them, never drop them silently.
+            let why = "kept by the sampler after the exporter stopped";
+            metrics.dropped(&tenant, Signal::Traces, DropReason::Shutdown, n, why);
+            for (tenant, items) in kept {
+                let n = count_items(&items);
+                if n > 0 {
+                    metrics.dropped(&tenant, Signal::Traces, DropReason::Shutdown, n, why);
+                }
+            }
+            return Err(e);
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline;
+    use crate::telemetry::DropLabels;
+    use mop_gateway_config::{FORMAT_VERSION, GatewayConfig};
+    use opentelemetry_proto::tonic::trace::v1::Span;
+
+    fn spans(n: usize) -> ResourceSpans {
+        ResourceSpans {
+            resource: None,
+            scope_spans: vec![ScopeSpans {
+                scope: None,
+                spans: (0..n)
+                    .map(|i| Span {
+                        trace_id: vec![1; 16],
+                        span_id: vec![u8::try_from(i).unwrap(); 8],
+                        ..Span::default()
+                    })
+                    .collect(),
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }
+    }
+
+    fn lost(metrics: &Metrics, tenant: &str) -> u64 {
+        metrics
+            .dropped
+            .get_or_create(&DropLabels {
+                tenant: tenant.into(),
+                signal: Signal::Traces,
+                reason: DropReason::Shutdown,
+            })
+            .get()
+    }
+
+    /// Regression: spans the sampler kept were dropped with `let _ =` when the
+    /// exporter queue had already closed at shutdown.
+    #[tokio::test]
+    async fn kept_spans_lost_at_shutdown_are_counted() {
+        let metrics = Metrics::default();
+        let (in_tx, in_rx) = pipeline::queue(8, Signal::Traces, metrics.clone());
+        let (out_tx, out_rx) = pipeline::queue(8, Signal::Traces, metrics.clone());
+        // The exporter has stopped.
+        drop(out_rx);
+        // No tenant in the table: the batches pass the sampler unsampled (kept).
+        let table = RouteTable::build(&GatewayConfig {
+            version: FORMAT_VERSION,
+            revision: None,
+            default_tenant: None,
+            tenants: vec![],
+        })
+        .unwrap();
+        let (_routes_tx, routes) = watch::channel(Arc::new(table));
+        for (tenant, n) in [("team-a", 3), ("team-b", 2), ("team-a", 4)] {
+            in_tx
+                .enqueue(Batch {
+                    tenant: Arc::from(tenant),
+                    items: vec![spans(n)],
+                })
+                .await
+                .unwrap();
+        }
+        drop(in_tx);
+        run(
+            in_rx,
+            out_tx,
+            routes,
+            Duration::from_secs(3600),
+            metrics.clone(),
+        )
+        .await;
+        // The first batch fails; it and the two still queued are counted:
+        // nothing accepted vanishes.
+        assert_eq!(lost(&metrics, "team-a"), 7);
+        assert_eq!(lost(&metrics, "team-b"), 2);
+    }
+
+    #[tokio::test]
+    async fn emit_counts_every_batch_after_the_failed_one() {
+        let metrics = Metrics::default();
+        let (tx, rx) = pipeline::queue(8, Signal::Traces, metrics.clone());
+        drop(rx);
+        let out = Output {
+            kept: vec![
+                (Arc::from("team-a"), vec![spans(3)]),
+                (Arc::from("team-b"), vec![spans(2)]),
+                (Arc::from("team-a"), vec![spans(4)]),
+            ],
+            ..Output::default()
+        };
+        assert!(emit(out, &tx, &metrics).await.is_err());
+        assert_eq!(lost(&metrics, "team-a"), 7);
+        assert_eq!(lost(&metrics, "team-b"), 2);
+    }
 }

@@ -153,9 +153,15 @@ struct ServeArgs {
     /// Private key for ssh:// URLs (re-read on every fetch).
     #[arg(long)]
     ssh_key_file: Option<PathBuf>,
-    /// known_hosts file checked for ssh:// URLs.
+    /// known_hosts file the server's ssh host key must be listed in. Required
+    /// for ssh URLs (ssh://, user@host:path) unless
+    /// --insecure-accept-any-host-key is given.
     #[arg(long)]
     ssh_known_hosts_file: Option<PathBuf>,
+    /// Development only: fetch over ssh without checking the host key (a
+    /// man-in-the-middle could serve a forged repository).
+    #[arg(long, conflicts_with = "ssh_known_hosts_file")]
+    insecure_accept_any_host_key: bool,
     /// A local directory to sync instead of a remote (development).
     #[arg(long)]
     repo: Option<PathBuf>,
@@ -745,6 +751,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
                         private_key: k.clone(),
                         passphrase_file: None,
                         known_hosts: a.ssh_known_hosts_file.clone(),
+                        insecure_accept_any_host_key: a.insecure_accept_any_host_key,
                         username: a.git_username.clone(),
                     },
                     (None, None) => Auth::None,

@@ -14,11 +14,23 @@
 //!   dskit's tenant middleware (401 `no org id` without `X-Scope-OrgID`).
 //!
 //! Strictness: one bare rule group per POST (a `groups:` wrapper has no `name`,
-//! so it is rejected like Mimir rejects it); rule validation as Prometheus'
-//! `rulefmt` does it (name, rules, record xor alert, expr, recording-rule fields);
-//! durations re-formatted the way Mimir returns them (`300s` comes back as `5m`,
-//! zero durations are omitted). Not checked: PromQL/LogQL syntax of `expr`
-//! (the syncer validates expressions itself), per-tenant rule limits.
+//! so it is rejected like Mimir rejects it); a duration that does not parse is
+//! a decode error (400 `unable to decoded rule group`), as Mimir's YAML decoding
+//! of `model.Duration` fails; the group and its rules are validated per API as
+//! [`validate`] describes (PromQL parsed for Mimir, Go templates of alerting
+//! rules parsed, label names checked; Mimir refuses empty groups, Loki does not);
+//! then the per-tenant limits are enforced as `CreateRuleGroup` in Mimir's
+//! `pkg/ruler/api.go` (and Loki's `pkg/ruler/base/api.go`) does: more rules than
+//! `ruler_max_rules_per_rule_group` is 400 `per-user rules per rule group limit
+//! (limit: N actual: M) exceeded`; when `ruler_max_rule_groups_per_tenant` is
+//! set, the tenant's groups in all namespaces **plus one** (even when the POST
+//! replaces an existing group) over the limit is 400 `per-user rule groups limit
+//! (limit: N actual: M) exceeded` (`AssertMaxRuleGroups` in `pkg/ruler/ruler.go`).
+//! Defaults: Mimir 20 rules per group and 70 groups per tenant
+//! (`pkg/util/validation/limits.go`), Loki none (`pkg/validation/limits.go`);
+//! per tenant they come from the runtime-overrides file the syncer renders
+//! ([`FakeRuler::load_runtime_overrides`]). Durations are re-formatted the way
+//! Mimir returns them (`300s` comes back as `5m`, zero durations are omitted).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -33,6 +45,8 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{self, Error, Recorder, lock};
+
+mod validate;
 
 /// Which ruler API a request went to. Mimir and Loki are separate services, so
 /// their rules never mix even for the same tenant.
@@ -144,6 +158,48 @@ pub type Namespaces = BTreeMap<String, BTreeMap<String, RuleGroup>>;
 pub struct RulerState {
     /// Rules per API and tenant.
     pub tenants: BTreeMap<(Api, String), Namespaces>,
+    /// Per-tenant limits from the runtime overrides, per API.
+    pub limits: BTreeMap<(Api, String), RulerLimits>,
+    /// Mimir's `-tenant-federation.enabled` (default false): federated groups
+    /// (`source_tenants`) are refused unless it is on.
+    pub federation_enabled: bool,
+}
+
+/// The ruler limits of one tenant (0 = unlimited, as in Mimir and Loki).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RulerLimits {
+    /// `ruler_max_rule_groups_per_tenant`
+    pub max_rule_groups_per_tenant: u64,
+    /// `ruler_max_rules_per_rule_group`
+    pub max_rules_per_rule_group: u64,
+}
+
+impl RulerLimits {
+    /// The server's defaults: Mimir's `-ruler.max-rule-groups-per-tenant=70` and
+    /// `-ruler.max-rules-per-rule-group=20` (`pkg/util/validation/limits.go`);
+    /// Loki's are 0, no limit (`pkg/validation/limits.go`).
+    pub fn defaults(api: Api) -> Self {
+        match api {
+            Api::Mimir => Self {
+                max_rule_groups_per_tenant: 70,
+                max_rules_per_rule_group: 20,
+            },
+            Api::Loki => Self {
+                max_rule_groups_per_tenant: 0,
+                max_rules_per_rule_group: 0,
+            },
+        }
+    }
+}
+
+impl RulerState {
+    /// The limits that apply to `tenant` on `api`.
+    pub fn limits_of(&self, api: Api, tenant: &str) -> RulerLimits {
+        self.limits
+            .get(&(api, tenant.to_string()))
+            .copied()
+            .unwrap_or_else(|| RulerLimits::defaults(api))
+    }
 }
 
 #[derive(Debug)]
@@ -204,6 +260,52 @@ impl FakeRuler {
                 .and_then(|g| g.get(group))
                 .cloned()
         })
+    }
+
+    /// Loads a runtime-overrides file (`overrides: {<tenant>: {…}}`, what Mimir
+    /// and Loki read from `-runtime-config.file`) for `api`, replacing the
+    /// per-tenant limits loaded before. A tenant's block is a whole limits
+    /// struct over the defaults, so a key it omits keeps the server's default.
+    /// Other keys are ignored; a limit that is not a non-negative integer is an
+    /// error, as the server would refuse to load the file.
+    pub fn load_runtime_overrides(&self, api: Api, yaml: &str) -> Result<(), String> {
+        let doc: serde_json::Value =
+            serde_saphyr::from_str(yaml).map_err(|e| format!("runtime overrides: {e}"))?;
+        let mut limits = BTreeMap::new();
+        let tenants = match doc.get("overrides") {
+            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
+            Some(serde_json::Value::Object(m)) => m.clone(),
+            Some(other) => {
+                return Err(format!(
+                    "runtime overrides: `overrides` is {other}, not a map"
+                ));
+            }
+        };
+        for (tenant, block) in tenants {
+            let mut l = RulerLimits::defaults(api);
+            for (key, slot) in [
+                (
+                    "ruler_max_rule_groups_per_tenant",
+                    &mut l.max_rule_groups_per_tenant,
+                ),
+                (
+                    "ruler_max_rules_per_rule_group",
+                    &mut l.max_rules_per_rule_group,
+                ),
+            ] {
+                if let Some(v) = block.get(key) {
+                    *slot = v.as_u64().ok_or_else(|| {
+                        format!("runtime overrides: {tenant}.{key} is {v}, not a count")
+                    })?;
+                }
+            }
+            limits.insert((api, tenant), l);
+        }
+        self.with_state(|s| {
+            s.limits.retain(|(a, _), _| *a != api);
+            s.limits.extend(limits);
+        });
+        Ok(())
     }
 
     /// Number of groups stored for one tenant of one API.
@@ -383,15 +485,47 @@ async fn set_group(
     let Ok(body) = std::str::from_utf8(&body) else {
         return text(StatusCode::BAD_REQUEST, "unable to decoded rule group");
     };
-    let group: RuleGroup = match serde_saphyr::from_str(body) {
-        Ok(g) => g,
-        Err(_) => return text(StatusCode::BAD_REQUEST, "unable to decoded rule group"),
+    // `ErrBadRuleGroup` in `pkg/ruler/api.go` (sic).
+    let decode_error = || text(StatusCode::BAD_REQUEST, "unable to decoded rule group");
+    let Ok(group) = serde_saphyr::from_str::<RuleGroup>(body) else {
+        return decode_error();
     };
-    let group = match normalise(group) {
-        Ok(g) => g,
-        Err(errs) => return text(StatusCode::BAD_REQUEST, &errs.join(", ")),
+    let Some(group) = normalise(group) else {
+        return decode_error();
     };
     let mut s = lock(&c.shared.state);
+    let errs = validate::problems(c.api, &group, s.federation_enabled);
+    if !errs.is_empty() {
+        return text(StatusCode::BAD_REQUEST, &errs.join(", "));
+    }
+    let limits = s.limits_of(c.api, &t);
+    let rules = group.rules.len() as u64;
+    if limits.max_rules_per_rule_group > 0 && rules > limits.max_rules_per_rule_group {
+        return text(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "per-user rules per rule group limit (limit: {} actual: {rules}) exceeded",
+                limits.max_rules_per_rule_group
+            ),
+        );
+    }
+    if limits.max_rule_groups_per_tenant > 0 {
+        let existing: usize = s
+            .tenants
+            .get(&(c.api, t.clone()))
+            .map_or(0, |n| n.values().map(BTreeMap::len).sum());
+        // Mimir counts the posted group as a new one even when it replaces one.
+        let actual = existing as u64 + 1;
+        if actual > limits.max_rule_groups_per_tenant {
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "per-user rule groups limit (limit: {} actual: {actual}) exceeded",
+                    limits.max_rule_groups_per_tenant
+                ),
+            );
+        }
+    }
     s.tenants
         .entry((c.api, t))
         .or_default()
@@ -441,76 +575,28 @@ async fn delete_group(
     accepted()
 }
 
-/// Validates like Mimir's `ValidateRuleGroup` and Prometheus' `Rule.Validate`,
-/// and re-formats durations as Mimir returns them after its proto round trip.
-fn normalise(mut g: RuleGroup) -> Result<RuleGroup, Vec<String>> {
-    let mut errs = Vec::new();
-    if g.name.is_empty() {
-        errs.push("invalid rules configuration: rule group name must not be empty".to_string());
-    }
-    if g.rules.is_empty() {
-        errs.push(format!(
-            "invalid rules configuration: rule group '{}' has no rules",
-            g.name
-        ));
-    }
-    let dur = |v: &mut Option<String>, what: &str, errs: &mut Vec<String>| {
+/// Re-formats durations as Mimir returns them after its proto round trip;
+/// `None` when one does not parse (a YAML decode error in Mimir and Loki).
+fn normalise(mut g: RuleGroup) -> Option<RuleGroup> {
+    fn dur(v: &mut Option<String>) -> Option<()> {
         if let Some(s) = v.as_deref() {
-            match parse_duration(s) {
-                Some(0) => *v = None,
-                Some(ms) => *v = Some(format_duration(ms)),
-                None => errs.push(format!("invalid {what} duration {s:?}")),
+            match parse_duration(s)? {
+                0 => *v = None,
+                ms => *v = Some(format_duration(ms)),
             }
         }
-    };
-    dur(&mut g.interval, "interval", &mut errs);
-    dur(&mut g.query_offset, "query_offset", &mut errs);
+        Some(())
+    }
+    dur(&mut g.interval)?;
+    dur(&mut g.query_offset)?;
     if g.limit == Some(0) {
         g.limit = None;
     }
-    let name = g.name.clone();
-    for (i, r) in g.rules.iter_mut().enumerate() {
-        let mut rule_errs = Vec::new();
-        match (&r.record, &r.alert) {
-            (Some(_), Some(_)) => {
-                rule_errs.push("only one of 'record' and 'alert' must be set".to_string());
-            }
-            (None, None) => rule_errs.push("one of 'record' or 'alert' must be set".to_string()),
-            (Some(rec), None) => {
-                if !valid_metric_name(rec) {
-                    rule_errs.push(format!("invalid recording rule name: {rec}"));
-                }
-                if r.annotations.as_ref().is_some_and(|a| !a.is_empty()) {
-                    rule_errs.push("invalid field 'annotations' in recording rule".to_string());
-                }
-                if r.for_.is_some() {
-                    rule_errs.push("invalid field 'for' in recording rule".to_string());
-                }
-                if r.keep_firing_for.is_some() {
-                    rule_errs.push("invalid field 'keep_firing_for' in recording rule".to_string());
-                }
-            }
-            (None, Some(_)) => {}
-        }
-        if r.expr.trim().is_empty() {
-            rule_errs.push("field 'expr' must be set in rule".to_string());
-        }
-        dur(&mut r.for_, "for", &mut rule_errs);
-        dur(&mut r.keep_firing_for, "keep_firing_for", &mut rule_errs);
-        let what = r.record.as_deref().or(r.alert.as_deref()).unwrap_or("");
-        for e in rule_errs {
-            errs.push(format!("group '{name}', rule {}, {what:?}: {e}", i + 1));
-        }
+    for r in &mut g.rules {
+        dur(&mut r.for_)?;
+        dur(&mut r.keep_firing_for)?;
     }
-    if errs.is_empty() { Ok(g) } else { Err(errs) }
-}
-
-fn valid_metric_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    Some(g)
 }
 
 const UNITS: [(&str, u64); 7] = [

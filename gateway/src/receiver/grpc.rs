@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
-use super::{Error, Ingest, OtlpRequest};
+use super::{Error, HeaderText, Ingest, OtlpRequest};
 
 #[derive(Debug, Clone)]
 pub struct GrpcReceiver {
@@ -115,22 +115,23 @@ impl GrpcReceiver {
         request: Request<Req>,
     ) -> Result<Response<Req::Response>, Status> {
         let md = request.metadata();
-        let auth = md
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let org = md
-            .get("x-scope-orgid")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let text = |name| match md.get(name).map(|v| v.to_str()) {
+            None => Ok(None),
+            Some(Ok(s)) => Ok(Some(s.to_string())),
+            Some(Err(e)) => Err(e),
+        };
+        let auth = text("authorization");
+        let org = text("x-scope-orgid");
         let items = request.into_inner().into_items();
+        fn header<E>(h: &Result<Option<String>, E>) -> HeaderText<'_> {
+            match h {
+                Ok(None) => HeaderText::Absent,
+                Ok(Some(s)) => HeaderText::Text(s.as_str()),
+                Err(_) => HeaderText::NotAscii,
+            }
+        }
         self.ingest
-            .ingest(
-                Req::queue(&self.ingest),
-                auth.as_deref(),
-                org.as_deref(),
-                items,
-            )
+            .ingest_headers(Req::queue(&self.ingest), header(&auth), header(&org), items)
             .map(|a| Response::new(Req::response(&a)))
             .map_err(|e| to_status(e, self.ingest.retry_after_s))
     }

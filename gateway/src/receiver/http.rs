@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
-use super::{Error, Ingest, OtlpRequest};
+use super::{Error, HeaderText, Ingest, OtlpRequest};
 use crate::telemetry::RejectReason;
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -172,14 +172,12 @@ async fn handle<Req: OtlpRequest>(
             );
         }
     };
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let org = headers.get("x-scope-orgid").and_then(|v| v.to_str().ok());
+    let auth = HeaderText::of(headers.get(header::AUTHORIZATION).map(|v| v.to_str()));
+    let org = HeaderText::of(headers.get("x-scope-orgid").map(|v| v.to_str()));
     let retry = state.ingest.retry_after_s;
     match state
         .ingest
-        .ingest(Req::queue(&state.ingest), auth, org, request.into_items())
+        .ingest_headers(Req::queue(&state.ingest), auth, org, request.into_items())
     {
         Ok(accepted) => {
             let resp = Req::response(&accepted);

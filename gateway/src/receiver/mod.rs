@@ -60,7 +60,71 @@ pub struct Ingest {
     pub retry_after_s: u64,
 }
 
+/// A request header as the receivers read it: absent, text, or present but not
+/// visible ASCII (which HTTP/2 and gRPC metadata allow as raw bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderText<'a> {
+    Absent,
+    Text(&'a str),
+    NotAscii,
+}
+
+impl<'a> HeaderText<'a> {
+    pub fn of<E>(value: Option<Result<&'a str, E>>) -> Self {
+        match value {
+            None => Self::Absent,
+            Some(Ok(s)) => Self::Text(s),
+            Some(Err(_)) => Self::NotAscii,
+        }
+    }
+}
+
 impl Ingest {
+    /// [`Ingest::ingest`] for the raw `authorization` and `X-Scope-OrgID`
+    /// headers. A header that is present but unreadable is refused, never taken
+    /// as absent: an unreadable token would otherwise make the caller anonymous
+    /// (routed by namespace), and an unreadable tenant name would skip the check
+    /// that a client names only its own tenant.
+    pub fn ingest_headers<R: ResourceItems>(
+        &self,
+        queue: Option<&QueueSender<R>>,
+        authorization: HeaderText<'_>,
+        org_id: HeaderText<'_>,
+        items: Vec<R>,
+    ) -> Result<Accepted, Error> {
+        let refuse = |reason, err| {
+            self.telemetry
+                .rejected(R::SIGNAL, reason, count_items(&items));
+            Err(err)
+        };
+        let authorization = match authorization {
+            HeaderText::Absent => None,
+            HeaderText::Text(s) => Some(s),
+            HeaderText::NotAscii => {
+                return refuse(
+                    RejectReason::Unauthenticated,
+                    Error::Unauthenticated(
+                        "authorization header is not visible ASCII; it must be `Bearer <token>`"
+                            .into(),
+                    ),
+                );
+            }
+        };
+        let org_id = match org_id {
+            HeaderText::Absent => None,
+            HeaderText::Text(s) => Some(s),
+            HeaderText::NotAscii => {
+                return refuse(
+                    RejectReason::Malformed,
+                    Error::Rejected(
+                        "X-Scope-OrgID header is not visible ASCII; tenant ids are ASCII".into(),
+                    ),
+                );
+            }
+        };
+        self.ingest(queue, authorization, org_id, items)
+    }
+
     /// The whole ingest step for one request.
     pub fn ingest<R: ResourceItems>(
         &self,

@@ -46,9 +46,13 @@ pub enum Auth {
         /// File holding the key's passphrase, when it has one.
         passphrase_file: Option<PathBuf>,
         /// OpenSSH `known_hosts` file the server's host key must be listed in.
-        /// Without it host keys are NOT checked (a warning is logged on every
-        /// fetch).
+        /// Without it [`GitSource::open`] refuses an ssh URL unless
+        /// `insecure_accept_any_host_key` is set.
         known_hosts: Option<PathBuf>,
+        /// Development only: accept any host key when no `known_hosts` file is
+        /// given (a warning is logged on every fetch). A man-in-the-middle
+        /// could then read the repository and serve a forged one.
+        insecure_accept_any_host_key: bool,
         /// The ssh user when the URL names none; [`DEFAULT_SSH_USERNAME`] when `None`.
         username: Option<String>,
     },
@@ -131,6 +135,10 @@ pub enum GitError {
         problem: String,
     },
     #[error(
+        "refusing to fetch {url} over ssh without checking the server's host key: give --ssh-known-hosts-file (an OpenSSH known_hosts file, e.g. made with `ssh-keyscan <host>` and checked against the key your git host publishes), or --insecure-accept-any-host-key for development only"
+    )]
+    NoKnownHosts { url: String },
+    #[error(
         "branch `{branch}` does not exist in {url} (branches there: {available}); check the configured branch"
     )]
     MissingBranch {
@@ -159,7 +167,26 @@ pub struct GitSource {
 impl GitSource {
     /// Opens the mirror in `config.mirror_dir`, initialising a bare repository there
     /// when there is none. Nothing is fetched yet.
+    ///
+    /// An ssh URL without a `known_hosts` file is refused (unless host-key
+    /// checking is explicitly turned off), so a missing mount of the file can
+    /// never silently disable the check.
     pub fn open(config: GitSourceConfig) -> Result<Self, GitError> {
+        let host_keys_checked = matches!(
+            config.auth,
+            Auth::SshKey {
+                known_hosts: Some(_),
+                ..
+            } | Auth::SshKey {
+                insecure_accept_any_host_key: true,
+                ..
+            }
+        );
+        if is_ssh_url(&config.url) && !host_keys_checked {
+            return Err(GitError::NoKnownHosts {
+                url: redact_url(&config.url),
+            });
+        }
         let mirror = |source| GitError::Mirror {
             dir: config.mirror_dir.clone(),
             source,
@@ -544,7 +571,8 @@ impl<'a> Credentials<'a> {
     }
 
     /// Checks an ssh host key (the raw key blob) against the configured
-    /// `known_hosts`, read afresh. Without one, accepts any key with a warning.
+    /// `known_hosts`, read afresh. Without one, accepts any key (with a
+    /// warning) only when `insecure_accept_any_host_key` is set.
     pub fn check_host_key(
         &self,
         host: &str,
@@ -556,9 +584,17 @@ impl<'a> Credentials<'a> {
                 known_hosts: Some(path),
                 ..
             } => path,
-            _ => {
-                tracing::warn!(url = %self.display_url, %host, "ssh host key NOT checked: no known_hosts file is configured, so a man-in-the-middle cannot be detected");
+            Auth::SshKey {
+                insecure_accept_any_host_key: true,
+                ..
+            } => {
+                tracing::warn!(url = %self.display_url, %host, "ssh host key NOT checked (--insecure-accept-any-host-key): a man-in-the-middle cannot be detected");
                 return Ok(());
+            }
+            _ => {
+                return Err(GitError::NoKnownHosts {
+                    url: self.display_url.to_string(),
+                });
             }
         };
         let host_key_err = |problem: String| GitError::HostKey {
@@ -657,6 +693,17 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// Whether `url` is fetched over ssh: `ssh://`, `git+ssh://`, `ssh+git://`, or
+/// scp-like `[user@]host:path` (what git itself treats as ssh).
+pub fn is_ssh_url(url: &str) -> bool {
+    if let Some((scheme, _)) = url.split_once("://") {
+        return matches!(scheme, "ssh" | "git+ssh" | "ssh+git");
+    }
+    // git's rule: a colon before the first slash makes it scp-like.
+    url.split_once(':')
+        .is_some_and(|(before, _)| !before.is_empty() && !before.contains('/'))
 }
 
 fn host_of(url: &str) -> Option<String> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State as Extract;
+use axum::extract::{DefaultBodyLimit, State as Extract};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -31,6 +31,13 @@ pub type TriggerSink = Arc<dyn Fn(Trigger) + Send + Sync>;
 pub type WebhookCheck =
     dyn Fn(&HeaderMap, &[u8]) -> Result<Option<Trigger>, (StatusCode, String)> + Send + Sync;
 
+/// The largest webhook body accepted: GitHub caps its payloads at 25 MB
+/// (<https://docs.github.com/en/webhooks/webhook-events-and-payloads#payload-cap>)
+/// and GitLab's and Gitea's pushes are smaller. axum's implicit default (2 MB)
+/// would refuse a big but genuine push; larger bodies are answered 413 before
+/// they are read into memory.
+pub const WEBHOOK_BODY_LIMIT: usize = 25 * 1024 * 1024;
+
 #[derive(Clone)]
 struct App {
     state: State,
@@ -45,7 +52,10 @@ pub fn router(state: State, triggers: TriggerSink, webhook: Option<Arc<WebhookCh
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/drift", get(drift))
-        .route("/webhook", post(webhook_handler))
+        .route(
+            "/webhook",
+            post(webhook_handler).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
+        )
         .with_state(App {
             state,
             triggers,
@@ -119,5 +129,54 @@ async fn webhook_handler(Extract(app): Extract<App>, headers: HeaderMap, body: B
         }
         Ok(None) => (StatusCode::OK, "ignored\n").into_response(),
         Err((code, msg)) => (code, format!("{msg}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn serve(router: Router) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/webhook", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn webhook_bodies_up_to_githubs_cap_are_read_larger_are_413() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen_in = Arc::clone(&seen);
+        let check: Arc<WebhookCheck> = Arc::new(move |_h: &HeaderMap, body: &[u8]| {
+            seen_in.lock().unwrap().push(body.len());
+            Ok(None)
+        });
+        let router = router(State::default(), Arc::new(|_t| {}), Some(check));
+        let (url, task) = serve(router).await;
+        let client = reqwest::Client::new();
+
+        // Bigger than axum's implicit 2 MB, within GitHub's 25 MB: read whole.
+        let below = WEBHOOK_BODY_LIMIT - 1024;
+        let r = client
+            .post(&url)
+            .body(vec![b'x'; below])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(*seen.lock().unwrap(), vec![below]);
+
+        let r = client
+            .post(&url)
+            .body(vec![b'x'; WEBHOOK_BODY_LIMIT + 1])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        // Never handed to the signature check.
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        task.abort();
     }
 }

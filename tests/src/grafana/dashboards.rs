@@ -25,8 +25,17 @@
 //! `pkg/api/dashboard.go`: version mismatch 412, folder not found 400, uid too long
 //! 400, empty title 400, not found 404).
 //!
+//! - a second dashboard whose title (as a slug) is taken in the same folder is 412
+//!   `{"status": "name-exists"}` without `overwrite`; with it, the save lands on
+//!   the other dashboard (see `save`);
+//! - uids outside `^[a-zA-Z0-9_-]*$` are 400 "uid contains illegal characters"
+//!   (checked before the length), surrounding whitespace trimmed first
+//!   (`ValidateBasicDashboardProperties` / `BuildSaveDashboardCommand` in
+//!   `pkg/services/dashboards/service/dashboard_service.go`, `IsValidShortUID` in
+//!   `pkg/util/shortid_generator.go`).
+//!
 //! Not covered: dashboard versions history, permissions, provisioning, library
-//! panels, the title-uniqueness check of older Grafana versions.
+//! panels, the title-versus-folder-name clash of Grafana ≤ 10.
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -81,8 +90,8 @@ async fn save(State(st): State<St>, h: HeaderMap, body: Bytes) -> ApiResult {
     }
     let uid = match model.get("uid") {
         None | Some(Value::Null) => None,
-        Some(Value::String(u)) if u.is_empty() => None,
-        Some(Value::String(u)) => Some(u.clone()),
+        Some(Value::String(u)) if u.trim().is_empty() => None,
+        Some(Value::String(u)) => Some(u.trim().to_string()),
         Some(_) => return Err(bad("bad request data")),
     };
     if let Some(u) = &uid {
@@ -109,7 +118,7 @@ async fn save(State(st): State<St>, h: HeaderMap, body: Bytes) -> ApiResult {
             .find(|((o, _), d)| *o == org && d.id == id)
             .map(|(_, d)| d.uid.clone())
     });
-    let existing = uid
+    let mut existing = uid
         .as_ref()
         .and_then(|u| s.dashboards.get(&(org, u.clone())))
         .cloned();
@@ -136,6 +145,36 @@ async fn save(State(st): State<St>, h: HeaderMap, body: Bytes) -> ApiResult {
             json!({ "message": "The dashboard has been changed by someone else", "status": "version-mismatch" }),
         ));
     }
+    // One title per folder (compared as slugs): Grafana's legacy dashboard store
+    // (`getExistingDashboardByTitleAndFolder` in
+    // `pkg/services/dashboards/database/database.go`, Grafana ≤ 11) refuses a
+    // second dashboard with 412 `name-exists` (`ErrDashboardWithSameNameInFolderExists`
+    // in `pkg/services/dashboards/errors.go`, mapped by `pkg/api/dashboard.go`);
+    // with `overwrite` it saves over the other dashboard instead, taking its id
+    // and uid. Grafana 12's unified storage dropped the check; MOP must work on
+    // both, so the fake keeps the stricter one.
+    let slug = slugify(&title);
+    let clash = s
+        .dashboards
+        .iter()
+        .find(|((o, _), d)| {
+            *o == org
+                && d.folder_uid == folder_uid
+                && slugify(&title_of(&d.model)) == slug
+                && existing.as_ref().is_none_or(|e| e.id != d.id)
+        })
+        .map(|(_, d)| d.clone());
+    let mut uid = uid;
+    if let Some(other) = clash {
+        if !b.overwrite {
+            return Err(ApiError(
+                StatusCode::PRECONDITION_FAILED,
+                json!({ "message": "A dashboard with the same name in the folder already exists", "status": "name-exists" }),
+            ));
+        }
+        uid = Some(other.uid.clone());
+        existing = Some(other);
+    }
     let uid = match uid {
         Some(u) => u,
         None => s.next_uid(),
@@ -161,7 +200,6 @@ async fn save(State(st): State<St>, h: HeaderMap, body: Bytes) -> ApiResult {
             updated: now,
         },
     );
-    let slug = slugify(&title);
     Ok(Json(json!({
         "id": id,
         "uid": uid,

@@ -16,6 +16,13 @@
 //! `withCredentials`, `jsonData: {}`, `readOnly`, …), so clients must normalise.
 //! Uids are not validated: Grafana only logs invalid datasource uids unless the
 //! `failWrongDSUID` feature flag is on.
+//!
+//! URLs are validated as Grafana does (`validateURL` in `pkg/api/datasources.go`,
+//! `ValidateURL` in `pkg/api/datasource/validation.go`): on create only when a URL
+//! is given, on update always; an empty URL is refused for the types that need
+//! one (Prometheus, Loki, Tempo, …), a URL without `scheme://` gets `http://`
+//! prepended, and the result must parse as Go's `net/url.Parse` parses. A
+//! failure is 400 `{"message": "Validation error, invalid URL"}`.
 
 use std::collections::BTreeMap;
 
@@ -217,6 +224,9 @@ async fn create(State(st): State<St>, h: HeaderMap, body: Bytes) -> ApiResult {
     let org = org_ctx(&st, &h, "datasources:create")?;
     let b: Body = parse(&body)?;
     b.validate()?;
+    if !b.url.is_empty() {
+        validate_url(&b.type_, &b.url)?;
+    }
     let mut s = lock(&st.state);
     if name_taken(&s, org, &b.name, None) {
         return Err(ApiError::msg(
@@ -263,6 +273,7 @@ async fn update(
     let org = org_ctx(&st, &h, "datasources:write")?;
     let b: Body = parse(&body)?;
     b.validate()?;
+    validate_url(&b.type_, &b.url)?;
     let mut s = lock(&st.state);
     let id = find(&s, org, &uid).ok_or_else(not_found)?;
     if name_taken(&s, org, &b.name, Some(id)) {
@@ -299,4 +310,194 @@ async fn remove(State(st): State<St>, h: HeaderMap, Path(uid): Path<String>) -> 
     let id = find(&s, org, &uid).ok_or_else(not_found)?;
     s.datasources.remove(&id);
     Ok(Json(json!({ "message": "Data source deleted", "id": id })))
+}
+
+/// Types whose datasources need a URL (`requiredURL` in
+/// `pkg/api/datasource/validation.go`).
+const URL_REQUIRED: [&str; 14] = [
+    "graphite",
+    "influxdb",
+    "influxdb_08",
+    "elasticsearch",
+    "prometheus",
+    "alertmanager",
+    "jaeger",
+    "loki",
+    "opentsdb",
+    "tempo",
+    "zipkin",
+    "mysql",
+    "grafana-postgresql-datasource",
+    "mssql",
+];
+
+fn validate_url(type_: &str, url: &str) -> ApiResult<()> {
+    if go_url_parses(type_, url) {
+        Ok(())
+    } else {
+        Err(ApiError::msg(
+            StatusCode::BAD_REQUEST,
+            "Validation error, invalid URL",
+        ))
+    }
+}
+
+/// Grafana's `ValidateURL`: Go's `url.Parse` of the URL, with `http://`
+/// prepended when it has no `…://`. `mssql` (parsed by its own driver) is
+/// taken as is.
+fn go_url_parses(type_: &str, url: &str) -> bool {
+    if URL_REQUIRED.contains(&type_) && url.trim().is_empty() {
+        return false;
+    }
+    if type_.eq_ignore_ascii_case("mssql") {
+        return true;
+    }
+    // reURL = `^[^:]*://`
+    let has_scheme_sep = url.find("://").is_some_and(|i| !url[..i].contains(':'));
+    let url = if has_scheme_sep {
+        url.to_string()
+    } else {
+        format!("http://{url}")
+    };
+    go_parse(&url)
+}
+
+/// The checks of Go's `net/url.Parse` that can fail (`net/url/url.go`).
+fn go_parse(raw: &str) -> bool {
+    // "net/url: invalid control character in URL"
+    if raw.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return false;
+    }
+    let (rest, fragment) = raw.split_once('#').unwrap_or((raw, ""));
+    if !valid_escapes(fragment) {
+        return false;
+    }
+    // getScheme: letters, then letters/digits/+-. up to ':'.
+    let mut scheme_end = None;
+    for (i, c) in rest.char_indices() {
+        match c {
+            'a'..='z' | 'A'..='Z' => {}
+            '0'..='9' | '+' | '-' | '.' if i > 0 => {}
+            // "missing protocol scheme"
+            ':' if i == 0 => return false,
+            ':' => {
+                scheme_end = Some(i);
+                break;
+            }
+            _ => break,
+        }
+    }
+    let Some(end) = scheme_end else {
+        // No scheme: a colon in the first path segment is an error ("first
+        // path segment in URL cannot contain colon").
+        let first = rest.split(['/', '?']).next().unwrap_or("");
+        return !first.contains(':') && valid_escapes(rest.split('?').next().unwrap_or(""));
+    };
+    let after = &rest[end + 1..];
+    let (after, _query) = after.split_once('?').unwrap_or((after, ""));
+    let Some(hier) = after.strip_prefix("//") else {
+        return valid_escapes(after);
+    };
+    let (authority, path) = match hier.find('/') {
+        Some(i) => (&hier[..i], &hier[i..]),
+        None => (hier, ""),
+    };
+    if !valid_escapes(path) {
+        return false;
+    }
+    let host = match authority.rfind('@') {
+        Some(i) => {
+            let userinfo = &authority[..i];
+            // validUserinfo
+            if !userinfo
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._:~!$&'()*+,;=%@".contains(c))
+                || !valid_escapes(userinfo)
+            {
+                return false;
+            }
+            &authority[i + 1..]
+        }
+        None => authority,
+    };
+    valid_host(host)
+}
+
+fn valid_host(host: &str) -> bool {
+    let (name, port) = if let Some(v6) = host.strip_prefix('[') {
+        // "missing ']' in host"
+        let Some(close) = v6.find(']') else {
+            return false;
+        };
+        (&v6[..close], &v6[close + 1..])
+    } else {
+        match host.rfind(':') {
+            Some(i) => (&host[..i], &host[i..]),
+            None => (host, ""),
+        }
+    };
+    // validOptionalPort: empty, or ':' and digits ("invalid port … after host").
+    if !(port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())))
+    {
+        return false;
+    }
+    // shouldEscape(c, encodeHost): what may appear in a host name.
+    valid_escapes(name)
+        && name.chars().all(|c| {
+            !c.is_ascii() || c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:[]<>\"%".contains(c)
+        })
+}
+
+/// Every `%` starts a two-digit hex escape ("invalid URL escape").
+fn valid_escapes(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if i + 2 >= b.len() || !(b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit()) {
+                return false;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_judged_like_go_net_url() {
+        for ok in [
+            "http://mimir.mimir.svc:8080/prometheus",
+            "https://loki.example/loki",
+            "tempo.tempo:3200",
+            "http://[::1]:9090",
+            "http://user:p%40ss@host/x?q=a b",
+            "http://host:/path",
+        ] {
+            assert!(go_url_parses("prometheus", ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "  ",
+            "http://host:port/x",
+            "http://ho st/x",
+            "http://host/%zz",
+            "http://[::1/x",
+            "://host",
+            "http://host/\nx",
+            "http://host/a%2",
+        ] {
+            assert!(!go_url_parses("prometheus", bad), "{bad:?}");
+        }
+        // An empty URL is fine for a type that needs none.
+        assert!(go_url_parses("grafana-testdata-datasource", ""));
+    }
 }

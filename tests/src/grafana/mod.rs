@@ -148,6 +148,8 @@ pub struct GrafanaState {
     pub folders: BTreeMap<(i64, String), Folder>,
     /// (org id, uid) → dashboard.
     pub dashboards: BTreeMap<(i64, String), Dashboard>,
+    /// Service-account token → (org id, org role).
+    pub service_account_tokens: BTreeMap<String, (i64, String)>,
     next_id: i64,
 }
 
@@ -282,6 +284,18 @@ impl FakeGrafana {
         })
     }
 
+    /// Creates a service account with `role` (`Viewer`, `Editor`, `Admin`) in
+    /// `org_id` and returns a token for it, as `POST /api/serviceaccounts` and
+    /// `…/{id}/tokens` would (those routes are not part of the fake).
+    pub fn add_service_account_token(&self, org_id: i64, role: &str) -> String {
+        self.with_state(|s| {
+            let token = format!("glsa_fake{:020}_{org_id}", s.next_id());
+            s.service_account_tokens
+                .insert(token.clone(), (org_id, role.to_string()));
+            token
+        })
+    }
+
     /// The id of the org with this name.
     pub fn org_id(&self, name: &str) -> Option<i64> {
         self.with_state(|s| s.org_by_name(name).map(|o| o.id))
@@ -349,15 +363,42 @@ pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
         .map_err(|_| ApiError::msg(StatusCode::BAD_REQUEST, "bad request data"))
 }
 
-/// Checks basic auth of the server admin; Grafana answers 401 without it.
-pub(crate) fn authenticate(shared: &Shared, h: &HeaderMap) -> ApiResult<()> {
+/// Who a request is from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Identity {
+    /// The server admin, over basic auth.
+    ServerAdmin,
+    /// A service-account token: one org, one org role, never a server admin.
+    ServiceAccount { org: i64, role: String },
+}
+
+fn unauthorized(message: &str, message_id: &str) -> ApiError {
+    // errutil's public error body (`pkg/apimachinery/errutil`).
+    ApiError(
+        StatusCode::UNAUTHORIZED,
+        json!({ "message": message, "messageId": message_id, "statusCode": 401 }),
+    )
+}
+
+/// Identifies the caller: basic auth of the server admin, or a service-account
+/// token (`Authorization: Bearer glsa_…`, see [`FakeGrafana::add_service_account_token`]).
+/// Grafana answers 401 without credentials, with wrong ones, and with an unknown
+/// token (`pkg/services/authn/clients/api_key.go`: `api-key.invalid`
+/// "Invalid API key").
+pub(crate) fn authenticate(shared: &Shared, h: &HeaderMap) -> ApiResult<Identity> {
     let Some(v) = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return Err(ApiError::msg(StatusCode::UNAUTHORIZED, "Unauthorized"));
     };
-    if v.starts_with("Bearer ") {
-        // Service-account tokens are not part of this fake: the syncer talks to
-        // Grafana as the server admin, since tokens cannot call admin APIs.
-        return Err(ApiError::msg(StatusCode::UNAUTHORIZED, "Invalid API key"));
+    if let Some(token) = v.strip_prefix("Bearer ") {
+        let s = lock(&shared.state);
+        return s
+            .service_account_tokens
+            .get(token.trim())
+            .map(|(org, role)| Identity::ServiceAccount {
+                org: *org,
+                role: role.clone(),
+            })
+            .ok_or_else(|| unauthorized("Invalid API key", "api-key.invalid"));
     }
     let creds = v
         .strip_prefix("Basic ")
@@ -368,27 +409,80 @@ pub(crate) fn authenticate(shared: &Shared, h: &HeaderMap) -> ApiResult<()> {
         .and_then(|c| c.split_once(':'))
         .is_some_and(|(u, p)| u == shared.admin_user && p == shared.admin_password);
     if ok {
-        Ok(())
+        Ok(Identity::ServerAdmin)
     } else {
-        Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            json!({ "message": "Invalid username or password", "messageId": "password-auth.failed", "statusCode": 401 }),
+        Err(unauthorized(
+            "Invalid username or password",
+            "password-auth.failed",
         ))
+    }
+}
+
+/// For the server-admin APIs (`/api/orgs…`, `/api/users/lookup`): a
+/// service-account token is authenticated but lacks the global permission, so
+/// Grafana answers **403**, not 401. The routes are registered in
+/// `pkg/api/api.go` with `authorizeInOrg(ac.UseGlobalOrg, ac.EvalPermission(ac.ActionOrgsCreate))`
+/// and the like; permissions such as `orgs:create` belong only to the Grafana
+/// Admin role (`pkg/services/accesscontrol/roles.go`), never to a service
+/// account, which has an org role only. The denial body comes from
+/// `pkg/middleware/authorization/access_control.go`'s `deny`.
+pub(crate) fn server_admin(shared: &Shared, h: &HeaderMap, permission: &str) -> ApiResult<()> {
+    match authenticate(shared, h)? {
+        Identity::ServerAdmin => Ok(()),
+        Identity::ServiceAccount { .. } => Err(forbidden(permission)),
+    }
+}
+
+/// The lowest org role holding `permission` among those the fake serves:
+/// Viewers read dashboards and folders, Editors also write them, everything
+/// else (datasources, teams, org users) is the org Admin's (Grafana's basic
+/// roles, `pkg/services/accesscontrol/roles.go` and the fixed roles each
+/// service registers). Conservative where Grafana is configurable.
+fn min_role(permission: &str) -> u8 {
+    match permission {
+        "dashboards:read" | "folders:read" | "orgs:read" => 1,
+        "dashboards:write" | "dashboards:create" | "dashboards:delete" | "folders:create"
+        | "folders:write" | "folders:delete" => 2,
+        _ => 3,
+    }
+}
+
+fn role_rank(role: &str) -> u8 {
+    match role {
+        "Viewer" => 1,
+        "Editor" => 2,
+        "Admin" => 3,
+        _ => 0,
     }
 }
 
 /// The org a request acts in: `X-Grafana-Org-Id`, else the admin's current org
 /// (1). `permission` names the action for the 403 message when the admin has no
-/// role in that org (see the module docs).
+/// role in that org (see the module docs). A service-account token acts in its
+/// own org: another org in the header is 401 `api-key.organization-mismatch`
+/// (`pkg/services/authn/clients/api_key.go`), and a role too low for the action
+/// is 403.
 pub(crate) fn org_ctx(shared: &Shared, h: &HeaderMap, permission: &str) -> ApiResult<i64> {
-    authenticate(shared, h)?;
+    let identity = authenticate(shared, h)?;
     // Grafana ignores a header that does not parse as an integer.
-    let org = h
+    let header_org = h
         .get("X-Grafana-Org-Id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok())
-        .filter(|&id| id > 0)
-        .unwrap_or(1);
+        .filter(|&id| id > 0);
+    if let Identity::ServiceAccount { org, role } = identity {
+        if header_org.is_some_and(|h| h != org) {
+            return Err(unauthorized(
+                "API key does not belong to the requested organization",
+                "api-key.organization-mismatch",
+            ));
+        }
+        if role_rank(&role) < min_role(permission) {
+            return Err(forbidden(permission));
+        }
+        return Ok(org);
+    }
+    let org = header_org.unwrap_or(1);
     let s = lock(&shared.state);
     let admin = s
         .users
@@ -425,15 +519,13 @@ pub(crate) fn current_org(h: &HeaderMap) -> i64 {
         .unwrap_or(1)
 }
 
-/// Grafana's uid rule for dashboards and folders (`util.ValidateUID`): at most 40
-/// characters of `[a-zA-Z0-9_-]`.
+/// Grafana's uid rule for dashboards and folders: characters first
+/// (`util.IsValidShortUID`, `^[a-zA-Z0-9\-\_]*$`), then at most 40 of them
+/// (`util.IsShortUIDTooLong`), both in `pkg/util/shortid_generator.go`; the
+/// errors are `ErrDashboardInvalidUid` / `ErrDashboardUidTooLong` of
+/// `pkg/services/dashboards/errors.go` (400), which the folder service returns
+/// too (`pkg/services/folder/folderimpl`).
 pub(crate) fn check_uid(uid: &str) -> ApiResult<()> {
-    if uid.len() > 40 {
-        return Err(ApiError::msg(
-            StatusCode::BAD_REQUEST,
-            "uid too long, max 40 characters",
-        ));
-    }
     if !uid
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -441,6 +533,12 @@ pub(crate) fn check_uid(uid: &str) -> ApiResult<()> {
         return Err(ApiError::msg(
             StatusCode::BAD_REQUEST,
             "uid contains illegal characters",
+        ));
+    }
+    if uid.len() > 40 {
+        return Err(ApiError::msg(
+            StatusCode::BAD_REQUEST,
+            "uid too long, max 40 characters",
         ));
     }
     Ok(())

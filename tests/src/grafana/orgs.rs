@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    ApiError, ApiResult, GrafanaState, Org, St, authenticate, current_org, org_ctx, parse,
+    ApiError, ApiResult, GrafanaState, Org, St, current_org, org_ctx, parse, server_admin,
 };
 use crate::common::lock;
 
@@ -72,7 +72,7 @@ struct OrgBody {
 }
 
 async fn list_orgs(State(st): State<St>, h: HeaderMap) -> ApiResult {
-    authenticate(&st, &h)?;
+    server_admin(&st, &h, "orgs:read")?;
     let s = lock(&st.state);
     let list: Vec<Value> = s
         .orgs
@@ -83,7 +83,7 @@ async fn list_orgs(State(st): State<St>, h: HeaderMap) -> ApiResult {
 }
 
 async fn create_org(State(st): State<St>, h: HeaderMap, body: Bytes) -> ApiResult {
-    authenticate(&st, &h)?;
+    server_admin(&st, &h, "orgs:create")?;
     let b: OrgBody = parse(&body)?;
     if b.name.is_empty() {
         return Err(ApiError::msg(StatusCode::BAD_REQUEST, "bad request data"));
@@ -111,7 +111,7 @@ async fn create_org(State(st): State<St>, h: HeaderMap, body: Bytes) -> ApiResul
 }
 
 async fn get_org(State(st): State<St>, h: HeaderMap, Path(id): Path<i64>) -> ApiResult {
-    authenticate(&st, &h)?;
+    server_admin(&st, &h, "orgs:read")?;
     let s = lock(&st.state);
     s.orgs
         .get(&id)
@@ -125,7 +125,7 @@ async fn get_org_by_name(
     h: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult {
-    authenticate(&st, &h)?;
+    server_admin(&st, &h, "orgs:read")?;
     let s = lock(&st.state);
     s.org_by_name(&name)
         .map(org_json)
@@ -139,7 +139,7 @@ async fn update_org(
     Path(id): Path<i64>,
     body: Bytes,
 ) -> ApiResult {
-    authenticate(&st, &h)?;
+    server_admin(&st, &h, "orgs:write")?;
     let b: OrgBody = parse(&body)?;
     if b.name.is_empty() {
         return Err(ApiError::msg(StatusCode::BAD_REQUEST, "bad request data"));
@@ -157,7 +157,7 @@ async fn update_org(
 }
 
 async fn delete_org(State(st): State<St>, h: HeaderMap, Path(id): Path<i64>) -> ApiResult {
-    authenticate(&st, &h)?;
+    server_admin(&st, &h, "orgs:delete")?;
     if id == current_org(&h) {
         return Err(ApiError::msg(
             StatusCode::BAD_REQUEST,
@@ -313,7 +313,7 @@ fn remove_user(st: &St, org: i64, user: i64) -> ApiResult {
 }
 
 async fn list_org_users(State(st): State<St>, h: HeaderMap, Path(id): Path<i64>) -> ApiResult {
-    authenticate(&st, &h)?;
+    server_admin(&st, &h, "org.users:read")?;
     let s = lock(&st.state);
     Ok(Json(org_users(&s, id)))
 }
@@ -324,7 +324,7 @@ async fn add_org_user(
     Path(id): Path<i64>,
     body: Bytes,
 ) -> ApiResult {
-    authenticate(&st, &h)?;
+    server_admin(&st, &h, "org.users:add")?;
     add_user(&st, id, &body)
 }
 
@@ -334,7 +334,7 @@ async fn update_org_user(
     Path((id, user)): Path<(i64, i64)>,
     body: Bytes,
 ) -> ApiResult {
-    authenticate(&st, &h)?;
+    server_admin(&st, &h, "org.users:write")?;
     update_user(&st, id, user, &body)
 }
 
@@ -343,7 +343,7 @@ async fn remove_org_user(
     h: HeaderMap,
     Path((id, user)): Path<(i64, i64)>,
 ) -> ApiResult {
-    authenticate(&st, &h)?;
+    server_admin(&st, &h, "org.users:remove")?;
     remove_user(&st, id, user)
 }
 
@@ -389,7 +389,7 @@ async fn lookup_user(
     h: HeaderMap,
     Query(q): Query<LookupQuery>,
 ) -> ApiResult {
-    authenticate(&st, &h)?;
+    server_admin(&st, &h, "users:read")?;
     let s = lock(&st.state);
     let u = s
         .user_by_login_or_email(&q.login_or_email)

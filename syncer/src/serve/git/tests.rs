@@ -103,6 +103,7 @@ fn ssh_key_path_and_url_user_are_passed() {
         private_key: key.clone(),
         passphrase_file: Some(dir.path().join("pass")),
         known_hosts: None,
+        insecure_accept_any_host_key: false,
         username: Some("deploy".into()),
     };
     let creds = Credentials::new(&auth, "git@git.example:org/config.git");
@@ -133,6 +134,7 @@ fn ssh_user_defaults_to_git() {
         private_key: key,
         passphrase_file: None,
         known_hosts: None,
+        insecure_accept_any_host_key: false,
         username: None,
     };
     let req = Credentials::new(&auth, "ssh://git.example/config.git")
@@ -158,6 +160,7 @@ fn missing_ssh_key_file_is_an_error_naming_it() {
         private_key: key.clone(),
         passphrase_file: None,
         known_hosts: None,
+        insecure_accept_any_host_key: false,
         username: None,
     };
     let err = Credentials::new(&auth, "ssh://git.example/config.git")
@@ -206,6 +209,7 @@ fn ssh_auth_with_known_hosts(known_hosts: PathBuf) -> Auth {
         private_key: PathBuf::from("/nonexistent"),
         passphrase_file: None,
         known_hosts: Some(known_hosts),
+        insecure_accept_any_host_key: false,
         username: None,
     }
 }
@@ -278,18 +282,85 @@ fn unreadable_known_hosts_is_a_credential_file_error() {
     );
 }
 
-#[test]
-fn without_known_hosts_any_host_key_is_accepted() {
-    let dir = tempfile::tempdir().unwrap();
-    let auth = Auth::SshKey {
-        private_key: dir.path().join("k"),
+fn ssh_auth_without_known_hosts(dir: &Path, insecure: bool) -> Auth {
+    Auth::SshKey {
+        private_key: dir.join("k"),
         passphrase_file: None,
         known_hosts: None,
+        insecure_accept_any_host_key: insecure,
         username: None,
-    };
-    Credentials::new(&auth, "ssh://git.example/config.git")
+    }
+}
+
+#[test]
+fn without_known_hosts_a_host_key_is_refused_unless_insecure_is_explicit() {
+    let dir = tempfile::tempdir().unwrap();
+    let strict = ssh_auth_without_known_hosts(dir.path(), false);
+    let err = Credentials::new(&strict, "ssh://git.example/config.git")
+        .check_host_key("git.example", 22, Some(&blob(OTHER_KEY)))
+        .unwrap_err();
+    assert!(matches!(err, GitError::NoKnownHosts { .. }), "{err:?}");
+
+    let insecure = ssh_auth_without_known_hosts(dir.path(), true);
+    Credentials::new(&insecure, "ssh://git.example/config.git")
         .check_host_key("git.example", 22, Some(&blob(OTHER_KEY)))
         .unwrap();
+}
+
+#[test]
+fn ssh_url_without_known_hosts_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in [
+        "ssh://git.example/config.git",
+        "git@git.example:org/config.git",
+        "git+ssh://git.example/config.git",
+    ] {
+        for auth in [Auth::None, ssh_auth_without_known_hosts(dir.path(), false)] {
+            let err = GitSource::open(GitSourceConfig {
+                url: url.into(),
+                branch: "main".into(),
+                mirror_dir: dir.path().join("mirror"),
+                auth,
+            })
+            .unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(err, GitError::NoKnownHosts { .. }),
+                "{url}: {err:?}"
+            );
+            assert!(msg.contains("--ssh-known-hosts-file"), "{msg}");
+            assert!(msg.contains("--insecure-accept-any-host-key"), "{msg}");
+        }
+    }
+    // Nothing was created for a refused source.
+    assert!(!dir.path().join("mirror").exists());
+    // Explicitly insecure, or with a known_hosts file: opened.
+    GitSource::open(GitSourceConfig {
+        url: "ssh://git.example/config.git".into(),
+        branch: "main".into(),
+        mirror_dir: dir.path().join("m1"),
+        auth: ssh_auth_without_known_hosts(dir.path(), true),
+    })
+    .unwrap();
+    GitSource::open(GitSourceConfig {
+        url: "git@git.example:org/config.git".into(),
+        branch: "main".into(),
+        mirror_dir: dir.path().join("m2"),
+        auth: ssh_auth_with_known_hosts(dir.path().join("known_hosts")),
+    })
+    .unwrap();
+}
+
+#[test]
+fn ssh_urls_are_recognised() {
+    assert!(is_ssh_url("ssh://git@github.com/o/r.git"));
+    assert!(is_ssh_url("git@github.com:o/r.git"));
+    assert!(is_ssh_url("github.com:o/r.git"));
+    assert!(!is_ssh_url("https://github.com/o/r.git"));
+    assert!(!is_ssh_url("file:///srv/git/r.git"));
+    assert!(!is_ssh_url("/srv/git/r.git"));
+    assert!(!is_ssh_url("./a:b"));
+    assert!(!is_ssh_url("git://git.example/r.git"));
 }
 
 #[test]
