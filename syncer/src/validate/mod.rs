@@ -25,6 +25,7 @@ mod dashboards;
 pub mod gotemplate;
 pub mod logql;
 mod platform;
+mod promql;
 mod rules;
 mod sampling;
 mod tenants;
