@@ -63,14 +63,16 @@ pub(super) fn parse_dashboard(
     };
     let uid = match as_string("uid") {
         Some(u) => {
-            let (l, c) = at("uid");
+            // Positions only for errors: finding a key's line costs a scan of the file.
             if u.is_empty() {
+                let (l, c) = at("uid");
                 diags.push(
                     Diagnostic::error(path, l, c, "dashboard uid is empty")
                         .with_hint("set a stable uid such as \"checkout-red\""),
                 );
                 ok = false;
             } else if u.chars().count() > MAX_UID_LEN {
+                let (l, c) = at("uid");
                 diags.push(
                     Diagnostic::error(path, l, c, format!("dashboard uid {u:?} is {} characters; Grafana allows at most {MAX_UID_LEN}", u.chars().count()))
                         .with_hint("shorten the uid; links to the dashboard use it, so pick one and keep it"),
@@ -80,6 +82,7 @@ pub(super) fn parse_dashboard(
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             {
+                let (l, c) = at("uid");
                 diags.push(
                     Diagnostic::error(
                         path,
