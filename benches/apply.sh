@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Apply benchmark: `mop sync` of the synthetic 1,000-tenant repository
+# Apply benchmark: `mop sync` of the synthetic 1,000-tenant repository (legacy shape)
 # (benches/gen-synthetic-repo.py) against the strict fakes of Grafana, the rulers
 # and Kubernetes (tests/examples/fake-platform.rs), then a second, no-op sync.
 # Prints wall time, CPU and peak RSS of each `mop sync` and the requests and
@@ -14,7 +14,7 @@ cargo build --release -q -p mop-fakes --example fake-platform
 mop=$PWD/target/release/mop
 work=$(mktemp -d)
 trap 'rm -rf "$work"; kill %1 2>/dev/null || true' EXIT
-python3 benches/gen-synthetic-repo.py --out "$work/repo" >/dev/null
+python3 benches/gen-synthetic-repo.py --legacy --out "$work/repo" >/dev/null
 echo "machine: $(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "repo: $($mop validate "$work/repo" | tail -1)"
 

@@ -80,5 +80,6 @@ pub struct RuleNamespace {
     pub path: String,
     /// The ruler namespace: the file name without `.yaml`.
     pub namespace: String,
-    pub file: RuleFile,
+    /// Shared: the same file in both commits of a plan is parsed and held once.
+    pub file: std::sync::Arc<RuleFile>,
 }

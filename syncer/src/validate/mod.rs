@@ -25,6 +25,7 @@ mod dashboards;
 pub mod gotemplate;
 pub mod logql;
 mod platform;
+mod promql;
 mod rules;
 mod sampling;
 mod tenants;
@@ -226,7 +227,7 @@ fn parse_one(path: &str, bytes: &[u8], diags: &mut Vec<Diagnostic>) -> Parsed {
                     let ns = RuleNamespace {
                         path: path.to_string(),
                         namespace: rule_namespace(path),
-                        file,
+                        file: Arc::new(file),
                     };
                     Parsed::Rules { tenant, logs, ns }
                 }
@@ -249,11 +250,16 @@ type FileResult = Arc<(Parsed, Vec<Diagnostic>)>;
 
 /// Validates a snapshot.
 pub fn validate(snapshot: &Snapshot) -> Outcome {
-    validate_cached(snapshot, &mut ParseCache::default())
+    validate_with(snapshot, None)
 }
 
 /// Validates a snapshot, reusing and filling `cache` for files with a blob id.
 pub fn validate_cached(snapshot: &Snapshot, cache: &mut ParseCache) -> Outcome {
+    validate_with(snapshot, Some(cache))
+}
+
+/// Without a cache, each file's result is moved into the model, not copied.
+fn validate_with(snapshot: &Snapshot, mut cache: Option<&mut ParseCache>) -> Outcome {
     use rayon::prelude::*;
 
     let mut diags = Vec::new();
@@ -261,7 +267,8 @@ pub fn validate_cached(snapshot: &Snapshot, cache: &mut ParseCache) -> Outcome {
     let mut versions: Option<VersionsFile> = None;
     let mut tenants: BTreeMap<String, TenantParts> = BTreeMap::new();
 
-    let shared = &*cache;
+    let empty = ParseCache::default();
+    let shared = cache.as_deref().unwrap_or(&empty);
     type Item = (
         String,
         Arc<(Parsed, Vec<Diagnostic>)>,
@@ -297,11 +304,16 @@ pub fn validate_cached(snapshot: &Snapshot, cache: &mut ParseCache) -> Outcome {
         )
         .collect();
     for (path, result, key) in parsed {
-        if let Some(k) = key {
+        if let (Some(k), Some(cache)) = (key, cache.as_deref_mut()) {
             cache.entries.insert(k, Arc::clone(&result));
         }
-        let (p, d) = (result.0.clone(), &result.1);
-        diags.extend(d.iter().cloned());
+        // Dashboard bodies and rule files are shared (`Arc`), so even the copy out
+        // of a cached result is shallow.
+        let (p, d) = match Arc::try_unwrap(result) {
+            Ok((p, d)) => (p, d),
+            Err(shared) => (shared.0.clone(), shared.1.clone()),
+        };
+        diags.extend(d);
         match p {
             Parsed::Nothing => {}
             Parsed::Platform(p) => platform = Some(*p),

@@ -329,7 +329,7 @@ fn check_rule(path: &str, text: &str, r: &Rule, logs: bool, diags: &mut Vec<Diag
                 );
             }
         }
-    } else if let Err(e) = promql_parser::parser::parse(&r.expr.value) {
+    } else if let Err(e) = super::promql::check(&r.expr.value) {
         let e = e.trim().replace('\n', " ");
         diags.push(
             err_at(path, &r.expr, format!("invalid PromQL: {e}"))

@@ -1,0 +1,215 @@
+//! PromQL checks with each distinct regular expression compiled once per thread.
+//!
+//! `promql-parser` builds a `regex::Regex` for every `=~`/`!~` label matcher it
+//! parses (`Matcher::new_matcher`), so checking 100,000 rule expressions compiled
+//! the same few patterns (`5..`, `tmpfs|overlay`, …) over and over: a quarter of
+//! the CPU time of a large `mop validate` (with the SipHash of the regex crate's
+//! DFA construction), profiled on the realistic synthetic repository. We only need the verdict, so [`check`] gives exactly
+//! `promql_parser::parser::parse(expr)`'s verdict and message while compiling each
+//! distinct pattern once:
+//!
+//! 1. Find each regex matcher inside braces, skipping string literals and
+//!    comments the way promql-parser's lexer does (`lex.rs`: `"`/`'` strings with
+//!    backslash escapes, raw backtick strings, `#` line comments).
+//! 2. Decide its pattern with promql-parser's own `unquote_string` and
+//!    `Matcher::new_matcher` (cached by operator and pattern): whether it is
+//!    accepted, and whether the matcher matches the empty string — the only
+//!    property of its value the parser's checks read (a selector whose matchers all
+//!    match "" is refused, `check_ast_for_vector_selector` in `ast.rs`).
+//! 3. Parse a copy in which each such matcher is an equality matcher with the same
+//!    empty-string behaviour (`=""` matches "", `!=""` does not), which compiles
+//!    nothing.
+//!
+//! Anything else — a refused string or pattern, or a copy that does not parse —
+//! takes the plain `parse` of the original, so every error message is
+//! promql-parser's own, byte for byte. A differential test holds both paths to the
+//! same verdicts.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use promql_parser::label::Matcher;
+use promql_parser::parser::token::{T_EQL_REGEX, T_NEQ_REGEX, TokenId};
+
+/// Distinct patterns kept per thread before the cache starts over: `mop serve`
+/// validates revision after revision, so the cache must not grow without bound.
+const MAX_CACHED_PATTERNS: usize = 16_384;
+
+thread_local! {
+    /// (operator, pattern) → `Some(matches "")` when promql-parser accepts the
+    /// pattern, `None` when it refuses it.
+    static PATTERNS: RefCell<HashMap<(TokenId, String), Option<bool>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// `promql_parser::parser::parse(expr)`'s verdict, with its message on error.
+pub(crate) fn check(expr: &str) -> Result<(), String> {
+    if let Some(copy) = without_regexes(expr)
+        && promql_parser::parser::parse(&copy).is_ok()
+    {
+        return Ok(());
+    }
+    promql_parser::parser::parse(expr).map(|_| ())
+}
+
+/// The expression with every regex matcher replaced by an equality matcher of the
+/// same empty-string behaviour; `None` when the plain parse must decide.
+fn without_regexes(expr: &str) -> Option<Cow<'_, str>> {
+    let b = expr.as_bytes();
+    let mut out = String::new();
+    let (mut copied, mut depth, mut i) = (0usize, 0i32, 0usize);
+    while i < b.len() {
+        match b[i] {
+            q @ (b'"' | b'\'' | b'`') => i = string_end(b, i, q)?,
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'{' => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' => {
+                depth -= 1;
+                i += 1;
+            }
+            op @ (b'=' | b'!') if depth > 0 && b.get(i + 1) == Some(&b'~') => {
+                let mut s = i + 2;
+                while s < b.len() && matches!(b[s], b' ' | b'\t' | b'\n' | b'\r') {
+                    s += 1;
+                }
+                let Some(&q @ (b'"' | b'\'' | b'`')) = b.get(s) else {
+                    // Not a matcher the parser accepts; let it say so.
+                    return None;
+                };
+                let end = string_end(b, s, q)?;
+                let literal = expr.get(s..end)?;
+                // The lexer refuses unknown escapes in every kind of string, raw
+                // backtick strings too; the copy drops the literal, so ask it here.
+                if literal.contains('\\') && promql_parser::parser::lexer(literal).is_err() {
+                    return None;
+                }
+                let pattern = promql_parser::util::unquote_string(literal).ok()?;
+                let op = if op == b'=' { T_EQL_REGEX } else { T_NEQ_REGEX };
+                let matches_empty = decide(op, pattern)?;
+                out.push_str(expr.get(copied..i)?);
+                out.push_str(if matches_empty { r#"="""# } else { r#"!="""# });
+                copied = end;
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    if copied == 0 {
+        return Some(Cow::Borrowed(expr));
+    }
+    out.push_str(expr.get(copied..)?);
+    Some(Cow::Owned(out))
+}
+
+/// The byte after the string literal opening at `start` with quote `q`; `None`
+/// when it is not terminated.
+fn string_end(b: &[u8], start: usize, q: u8) -> Option<usize> {
+    let mut i = start + 1;
+    while i < b.len() {
+        match b[i] {
+            c if c == q => return Some(i + 1),
+            b'\\' if q != b'`' => i += 2,
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Whether the matcher `op pattern` matches the empty string, as promql-parser
+/// builds it; `None` when promql-parser refuses the pattern.
+fn decide(op: TokenId, pattern: String) -> Option<bool> {
+    PATTERNS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let key = (op, pattern);
+        if let Some(v) = cache.get(&key) {
+            return *v;
+        }
+        let verdict = Matcher::new_matcher(op, String::new(), key.1.clone())
+            .ok()
+            .map(|m| m.is_match(""));
+        if cache.len() >= MAX_CACHED_PATTERNS {
+            cache.clear();
+        }
+        cache.insert(key, verdict);
+        verdict
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both paths give the same verdict and message on expressions that exercise
+    /// every branch: valid and refused patterns, empty-matching selectors, quoted
+    /// label names, escapes, backticks, regexes outside braces, lexer errors.
+    #[test]
+    fn same_verdict_and_message_as_promql_parser() {
+        let cases = [
+            r#"up"#,
+            r#"sum(rate(http_requests_total{job=~"api|web", code=~"5.."}[5m]))"#,
+            r#"rate(x{job=~"$job", namespace=~"$namespace", pod=~"${pod:regex}"}[$__rate_interval])"#,
+            r#"x{a!~"b"}"#,
+            r#"{job=~".*"}"#,
+            r#"{job=~".+"}"#,
+            r#"{job!~".*"}"#,
+            r#"{job!~""}"#,
+            r#"{job=~""}"#,
+            r#"{job=~".*", env="prod"}"#,
+            r#"{__name__=~"http_.*"}"#,
+            r#"foo{__name__=~"bar"}"#,
+            r#"x{a=~"("}"#,
+            r#"x{a=~"a{1,2"}"#,
+            r#"x{a=~"aaa{bbb}ccc"}"#,
+            r#"x{a=~"\\d+"}"#,
+            r#"x{a=~"\d+"}"#,
+            r#"x{a=~'single'}"#,
+            r#"x{a=~`back\d`}"#,
+            r#"x{a=~`back\\d`}"#,
+            r#"x{a=~`back\.d`}"#,
+            r#"x{a=~"\.d"}"#,
+            r#"x{a=~'\x41'}"#,
+            r#"x{a=~"\u00e9"}"#,
+            r#"x{"quoted.name"=~"v.*"}"#,
+            r#"{"some.metric", a=~"x"}"#,
+            r#"x{a=~"v" or b=~".*"}"#,
+            r#"x{a=~}"#,
+            r#"x{a=~"unterminated}"#,
+            r#"x =~ "y""#,
+            r#"x{a=~"[[:alpha:]]"}"#,
+            r#"x{a=~"(?i)abc"}"#,
+            r#"x{a=~"\p{Greek}+"}"#,
+            r#"x{a=~"é+"} / y{b=~"ü|ö"}"#,
+            r#"sum by (le) (rate(h_bucket{a=~"x"}[5m])) > bool 1"#,
+            r#"label_replace(up{job=~"api"}, "dst", "$1", "src", "(.*)")"#,
+            r#"max_over_time(sum(rate(x{a=~"b"}[5m]))[1h:1m] offset 1d)"#,
+            r#"x{a=~"b"} # trailing comment"#,
+            r#"x{a=~ # comment
+                "b"}"#,
+            r#"x{a=~"a{1000}{1000}{1000}"}"#,
+            r#"sum(x{a=~"b"}"#,
+            r#""#,
+        ];
+        for expr in cases {
+            let slow = promql_parser::parser::parse(expr).map(|_| ());
+            assert_eq!(check(expr), slow, "{expr}");
+            // Again, now answered from the cache.
+            assert_eq!(check(expr), slow, "{expr} (cached)");
+        }
+    }
+
+    #[test]
+    fn regex_matchers_become_equality_matchers_of_the_same_emptiness() {
+        let copy = without_regexes(r#"x{a=~".*", b!~".*", c=~".+", d="e"}"#);
+        assert_eq!(copy.as_deref(), Some(r#"x{a="", b!="", c!="", d="e"}"#));
+        assert_eq!(without_regexes(r#"x{a=~"("}"#), None);
+        assert!(matches!(without_regexes("up"), Some(Cow::Borrowed("up"))));
+    }
+}
