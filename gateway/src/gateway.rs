@@ -276,6 +276,7 @@ impl Gateway {
                     routes_rx.clone(),
                     Duration::from_millis(settings.sampler_tick_ms.max(1)),
                     metrics.clone(),
+                    Some(wiring.handoff),
                 )));
                 Some(wiring.input)
             }

@@ -267,6 +267,87 @@ impl Dispatch {
     }
 }
 
+/// Hands a sampler's open traces to their new owner when membership changes.
+///
+/// Holds the dispatch weakly: the dispatch owns a sender of the sampler's own
+/// input queue, and the sampler (which owns this) must see that queue close once
+/// the router and the forwarders are done, or shutdown would never end.
+pub struct Handoff {
+    view: watch::Receiver<Arc<View>>,
+    dispatch: std::sync::Weak<Dispatch>,
+}
+
+impl Handoff {
+    pub fn new(dispatch: &Arc<Dispatch>) -> Self {
+        Self {
+            view: dispatch.view.clone(),
+            dispatch: Arc::downgrade(dispatch),
+        }
+    }
+
+    /// Resolves when the view changed; never for `None` or a closed channel.
+    pub async fn changed_opt(h: &mut Option<Self>) -> Option<&Self> {
+        let Some(me) = h else {
+            return std::future::pending().await;
+        };
+        if me.view.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        Some(me)
+    }
+
+    /// Whether this replica owns a trace under the current view (everything,
+    /// when the ring is off or empty: nothing is handed off then).
+    pub fn owns(&self) -> impl Fn(&crate::sampling::TraceId) -> bool + use<> {
+        let view = self.view.borrow().clone();
+        let d = self.dispatch.upgrade();
+        let ring = d
+            .as_ref()
+            .and_then(|d| d.ring(&view))
+            .unwrap_or_else(|| view.ring.clone());
+        let me: Arc<str> = d.map_or_else(|| Arc::from(""), |d| d.self_addr.clone());
+        // Shutting down (dispatch gone) or ring off: keep everything here.
+        let active = view.enabled && !ring.is_empty() && !me.is_empty();
+        move |id| !active || ring.owner(id).is_none_or(|m| *m.addr() == *me)
+    }
+
+    /// Queues `frags` for their owners without waiting (the sampler must not
+    /// block on a forwarder); returns what could not be queued, which stays here.
+    pub fn send(&self, tenant: &Arc<str>, frags: Vec<ResourceSpans>) -> Vec<ResourceSpans> {
+        let Some(dispatch) = self.dispatch.upgrade() else {
+            return frags;
+        };
+        let Split { mut local, remote } = dispatch.split(frags);
+        for (addr, items) in remote {
+            let n = count_items(&items);
+            let batch = Batch {
+                tenant: tenant.clone(),
+                items,
+            };
+            let Some(tx) = dispatch.forwarder(&addr) else {
+                local.extend(batch.items);
+                continue;
+            };
+            match tx.try_send(batch) {
+                Ok(()) => {
+                    dispatch
+                        .metrics
+                        .ring
+                        .handed_off
+                        .get_or_create(&TenantLabel {
+                            tenant: tenant.to_string(),
+                        })
+                        .inc_by(n as u64);
+                }
+                Err(mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b)) => {
+                    local.extend(b.items)
+                }
+            }
+        }
+        local
+    }
+}
+
 /// The router stage between the receivers and the sampler.
 pub async fn run_router(mut rx: QueueReceiver<ResourceSpans>, dispatch: Arc<Dispatch>) {
     while let Some(batch) = rx.recv().await {

@@ -28,6 +28,8 @@ pub struct Wiring {
     pub peer_server: JoinHandle<()>,
     pub router: JoinHandle<()>,
     pub membership: JoinHandle<()>,
+    /// For the sampler: hands open traces to their new owner on a change.
+    pub handoff: super::forward::Handoff,
 }
 
 /// `sampler`: the sampler's input queue. `deadline`: shutdown deadline (stop
@@ -93,6 +95,7 @@ pub async fn start(
     .map_err(Error::Ring)?;
     let (input, input_rx) =
         queue::<ResourceSpans>(settings.queue_capacity, Signal::Traces, metrics.clone());
+    let handoff = super::forward::Handoff::new(&dispatch);
     let router = tokio::spawn(run_router(input_rx, dispatch));
 
     let peer = PeerReceiver {
@@ -126,5 +129,6 @@ pub async fn start(
         peer_server,
         router,
         membership,
+        handoff,
     })
 }
