@@ -266,7 +266,7 @@ impl Gateway {
                     stop_admin.clone(),
                 )
                 .await?;
-                ring_addr = Some(wiring.addr);
+                ring_addr = wiring.addr;
                 receivers.push(wiring.peer_server);
                 stages.pipelines.push(wiring.router);
                 ring_membership = Some(wiring.membership);

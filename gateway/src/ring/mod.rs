@@ -51,9 +51,11 @@ pub const SECRET_HEADER: &str = "x-mop-ring-secret";
 /// `gateway.json`, rendered by the syncer).
 #[derive(Debug, Clone, clap::Args)]
 pub struct RingSettings {
-    /// Listen address for spans forwarded by peers (the ring port).
-    #[arg(long, env = "MOP_GATEWAY_RING_LISTEN", default_value = "0.0.0.0:4319")]
-    pub ring_listen: SocketAddr,
+    /// Listen address for spans forwarded by peers (the ring port), e.g.
+    /// `0.0.0.0:4319`. Without it this replica takes no part in a ring, whatever
+    /// `gateway.json` says (and logs so): it samples what it receives.
+    #[arg(long, env = "MOP_GATEWAY_RING_LISTEN")]
+    pub ring_listen: Option<SocketAddr>,
     /// This replica's address as its peers name it (`host:port` of the ring
     /// port). In Kubernetes `$(POD_IP):4319`, which is how the EndpointSlices name
     /// it. Default: the bound ring listen address.
@@ -92,7 +94,7 @@ pub struct RingSettings {
 impl Default for RingSettings {
     fn default() -> Self {
         Self {
-            ring_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ring_listen: None,
             ring_advertise: None,
             peers: Vec::new(),
             peers_file: None,
