@@ -211,7 +211,7 @@ pub struct GatewaySettings {
 }
 
 /// The gateway ring (`gateway.ring` in `mop.yaml`).
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RingSettings {
     /// Forward spans to their trace's owner replica before tail sampling.
@@ -222,15 +222,6 @@ pub struct RingSettings {
     /// Ready.
     #[serde(default)]
     pub service: Option<Loc<String>>,
-}
-
-impl Default for RingSettings {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            service: None,
-        }
-    }
 }
 
 impl RingSettings {
