@@ -620,7 +620,6 @@ mod tests {
             revision: None,
             default_tenant: None,
             tenants: vec![],
-            ring: None,
         })
         .unwrap();
         let (_routes_tx, routes) = watch::channel(Arc::new(table));
@@ -640,7 +639,6 @@ mod tests {
             routes,
             Duration::from_secs(3600),
             metrics.clone(),
-            None,
         )
         .await;
         // The first batch fails; it and the two still queued are counted:
