@@ -140,7 +140,6 @@ fn config(sampled: bool) -> GatewayConfig {
         version: FORMAT_VERSION,
         revision: None,
         default_tenant: None,
-        ring: None,
         tenants: NAMESPACES
             .iter()
             .map(|ns| TenantRoute {

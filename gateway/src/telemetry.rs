@@ -97,7 +97,6 @@ pub struct Metrics {
     pub sampler_traces: Family<TenantLabel, Gauge>,
     pub sampler_evictions: Family<TenantLabel, Counter>,
     pub config_reloads: Family<ResultLabel, Counter>,
-    pub ring: crate::ring::RingMetrics,
 }
 
 impl Metrics {
@@ -178,7 +177,6 @@ impl Metrics {
             "Config reload attempts by result",
             self.config_reloads.clone(),
         );
-        self.ring.register(&mut r);
         r
     }
 

@@ -110,7 +110,6 @@ pub fn write_config(
         revision: Some("test".into()),
         default_tenant: default_tenant.map(String::from),
         tenants,
-        ring: None,
     }
 }
 
