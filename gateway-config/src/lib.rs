@@ -36,6 +36,23 @@ pub struct GatewayConfig {
     pub default_tenant: Option<String>,
     /// Every tenant, ordered by id.
     pub tenants: Vec<TenantRoute>,
+    /// Trace-complete tail sampling across replicas: when present, the replicas
+    /// form a consistent-hash ring by trace id and forward spans to the trace's
+    /// owner before sampling. Absent: every replica samples what it receives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring: Option<RingConfig>,
+}
+
+/// Where the gateway finds its ring peers in Kubernetes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RingConfig {
+    /// Headless Service (in the gateway's own namespace) whose EndpointSlices list
+    /// the replicas; only Ready endpoints are ring members. Ignored when the
+    /// gateway is given a static peer list (`--peers`, `--peers-file`).
+    pub service: String,
+    /// Name of the Service port peers forward spans to.
+    pub port_name: String,
 }
 
 /// Where one tenant's data comes from and how its traces are sampled.
@@ -133,6 +150,12 @@ pub enum ConfigError {
     },
     #[error("tenant {tenant}: max_traces must be at least 1")]
     MaxTraces { tenant: String },
+    #[error(
+        "ring.service {0:?} is not a Service name (an RFC 1035 label: 1-63 of [a-z0-9-], starting with a letter)"
+    )]
+    RingService(String),
+    #[error("ring.port_name must not be empty")]
+    RingPortName,
 }
 
 impl GatewayConfig {
@@ -180,6 +203,14 @@ impl GatewayConfig {
         {
             errors.push(ConfigError::UnknownDefaultTenant(d.clone()));
         }
+        if let Some(r) = &self.ring {
+            if !is_rfc1035_label(&r.service) {
+                errors.push(ConfigError::RingService(r.service.clone()));
+            }
+            if r.port_name.is_empty() {
+                errors.push(ConfigError::RingPortName);
+            }
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -199,6 +230,18 @@ pub fn is_valid_tenant_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!-_.*'()".contains(&b))
+}
+
+/// Service names are RFC 1035 labels (Kubernetes `ValidateServiceName`,
+/// pkg/apis/core/validation/validation.go).
+fn is_rfc1035_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_lowercase()
+        && (b[b.len() - 1].is_ascii_lowercase() || b[b.len() - 1].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 /// Matches a namespace against a pattern with `*` and `?` wildcards.
@@ -258,6 +301,10 @@ mod tests {
                     service_overrides: BTreeMap::new(),
                 },
             }],
+            ring: Some(RingConfig {
+                service: "mop-gateway-peers".into(),
+                port_name: "ring".into(),
+            }),
         }
     }
 
@@ -278,8 +325,13 @@ mod tests {
         c.default_tenant = Some("nobody".into());
         c.tenants.push(c.tenants[0].clone());
         c.tenants[1].sampling.policies[1].rule = PolicyRule::Probabilistic { percentage: 101.0 };
+        c.ring = Some(RingConfig {
+            service: "Peers_1".into(),
+            port_name: String::new(),
+        });
         let errs = c.validate().unwrap_err();
-        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert_eq!(errs.len(), 6, "{errs:?}");
+        assert!(errs.contains(&ConfigError::RingService("Peers_1".into())));
         assert!(errs.contains(&ConfigError::DuplicateTenant("platform".into())));
     }
 

@@ -140,6 +140,7 @@ fn config(sampled: bool) -> GatewayConfig {
         version: FORMAT_VERSION,
         revision: None,
         default_tenant: None,
+        ring: None,
         tenants: NAMESPACES
             .iter()
             .map(|ns| TenantRoute {

@@ -33,7 +33,7 @@ use crate::receiver::http::{HttpState, router};
 use crate::settings::Settings;
 use crate::signal::{ResourceItems, Signal};
 use crate::telemetry::Metrics;
-use crate::{reload, sampling};
+use crate::{reload, ring, sampling};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -49,6 +49,8 @@ pub enum Error {
     TwoMetricsBackends,
     #[error(transparent)]
     DiskQueue(#[from] crate::disk_queue::Error),
+    #[error("ring: {0}")]
+    Ring(String),
     #[error("cannot build HTTP client for {url}: {source}")]
     Client {
         url: String,
@@ -63,12 +65,14 @@ pub struct Gateway {
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
     admin_addr: SocketAddr,
+    ring_addr: Option<SocketAddr>,
     stop_receivers: CancellationToken,
     stop_admin: CancellationToken,
     receivers: Vec<JoinHandle<()>>,
     pipelines: Vec<JoinHandle<()>>,
     admin: JoinHandle<()>,
     reloader: JoinHandle<()>,
+    ring_membership: Option<JoinHandle<()>>,
     drainers: Vec<JoinHandle<()>>,
     /// Pipelines are done: drainers finish once their disk queue is empty.
     closing: CancellationToken,
@@ -238,7 +242,13 @@ impl Gateway {
             &metrics,
             &mut stages,
         )?;
-        // Traces pass through the tail sampler on their way to Tempo.
+        let stop_receivers = CancellationToken::new();
+        let stop_admin = CancellationToken::new();
+        let mut receivers = Vec::new();
+        let mut ring_addr = None;
+        let mut ring_membership = None;
+        // Traces pass through the ring router (forwarding to each trace's owner
+        // replica) and the tail sampler on their way to Tempo.
         let traces_in = match tempo_q {
             Some(out) => {
                 let (tx, rx) = queue::<ResourceSpans>(
@@ -246,14 +256,29 @@ impl Gateway {
                     Signal::Traces,
                     metrics.clone(),
                 );
+                let wiring = ring::wiring::start(
+                    &settings,
+                    tx,
+                    routes_rx.clone(),
+                    &metrics,
+                    stages.deadline.clone(),
+                    stop_receivers.clone(),
+                    stop_admin.clone(),
+                )
+                .await?;
+                ring_addr = wiring.addr;
+                receivers.push(wiring.peer_server);
+                stages.pipelines.push(wiring.router);
+                ring_membership = Some(wiring.membership);
                 stages.pipelines.push(tokio::spawn(sampling::run(
                     rx,
                     out,
                     routes_rx.clone(),
                     Duration::from_millis(settings.sampler_tick_ms.max(1)),
                     metrics.clone(),
+                    Some(wiring.handoff),
                 )));
-                Some(tx)
+                Some(wiring.input)
             }
             None => None,
         };
@@ -299,10 +324,6 @@ impl Gateway {
         let grpc_addr = local(&grpc_l, settings.grpc_listen)?;
         let http_addr = local(&http_l, settings.http_listen)?;
         let admin_addr = local(&admin_l, settings.admin_listen)?;
-
-        let stop_receivers = CancellationToken::new();
-        let stop_admin = CancellationToken::new();
-        let mut receivers = Vec::new();
 
         // One budget for both receivers: a request holds a permit while its body
         // is read and decoded.
@@ -374,6 +395,7 @@ impl Gateway {
             grpc_addr,
             http_addr,
             admin_addr,
+            ring_addr,
             stop_receivers,
             stop_admin,
             receivers,
@@ -384,6 +406,7 @@ impl Gateway {
             shutdown_timeout: Duration::from_millis(settings.shutdown_timeout_ms),
             admin,
             reloader,
+            ring_membership,
             ready,
             metrics,
         })
@@ -397,6 +420,10 @@ impl Gateway {
     }
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+    /// The ring port (spans forwarded by peers); `None` without a traces backend.
+    pub fn ring_addr(&self) -> Option<SocketAddr> {
+        self.ring_addr
     }
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -447,5 +474,8 @@ impl Gateway {
         self.stop_admin.cancel();
         let _ = self.admin.await;
         let _ = self.reloader.await;
+        if let Some(m) = self.ring_membership {
+            let _ = m.await;
+        }
     }
 }

@@ -8,9 +8,11 @@
 pub mod disk_queue;
 pub mod export;
 pub mod gateway;
+pub mod kube;
 pub mod pipeline;
 pub mod receiver;
 pub mod reload;
+pub mod ring;
 pub mod routing;
 pub mod sampling;
 pub mod settings;

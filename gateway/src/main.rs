@@ -16,6 +16,7 @@ async fn main() -> anyhow::Result<()> {
         grpc = %gateway.grpc_addr(),
         http = %gateway.http_addr(),
         admin = %gateway.admin_addr(),
+        ring = %gateway.ring_addr().map(|a| a.to_string()).unwrap_or_default(),
         "mop-gateway started"
     );
     shutdown_signal().await;

@@ -70,6 +70,7 @@ pub struct RouteTable {
     tokens: HashMap<String, Arc<str>>,
     sampling: HashMap<Arc<str>, Sampling>,
     revision: Option<String>,
+    ring: Option<mop_gateway_config::RingConfig>,
 }
 
 /// One request's resources, grouped by tenant.
@@ -131,11 +132,17 @@ impl RouteTable {
             tokens,
             sampling,
             revision: config.revision.clone(),
+            ring: config.ring.clone(),
         })
     }
 
     pub fn revision(&self) -> Option<&str> {
         self.revision.as_deref()
+    }
+
+    /// The ring section: `None` when replicas do not forward to each other.
+    pub fn ring(&self) -> Option<&mop_gateway_config::RingConfig> {
+        self.ring.as_ref()
     }
 
     pub fn sampling(&self, tenant: &str) -> Option<&Sampling> {
@@ -269,6 +276,7 @@ mod tests {
             version: FORMAT_VERSION,
             revision: None,
             default_tenant: default.map(String::from),
+            ring: None,
             tenants: vec![
                 TenantRoute {
                     id: "team-a".into(),

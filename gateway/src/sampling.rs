@@ -229,6 +229,28 @@ impl Sampler {
         }
     }
 
+    /// Removes the open traces `owns` says belong elsewhere (the ring's owner
+    /// changed), for handing them to their new owner undecided.
+    pub fn take_not_owned(
+        &mut self,
+        owns: impl Fn(&TraceId) -> bool,
+    ) -> Vec<(Arc<str>, Vec<ResourceSpans>)> {
+        let mut out = Vec::new();
+        for (tenant, buf) in &mut self.tenants {
+            let moving: Vec<TraceId> = buf.open.keys().filter(|id| !owns(id)).copied().collect();
+            let mut frags = Vec::new();
+            for id in moving {
+                if let Some(t) = buf.open.remove(&id) {
+                    frags.extend(t.fragments);
+                }
+            }
+            if !frags.is_empty() {
+                out.push((tenant.clone(), frags));
+            }
+        }
+        out
+    }
+
     /// Decides everything now (shutdown).
     pub fn flush<'a>(&mut self, cfg_of: impl Fn(&str) -> Option<&'a Sampling>, out: &mut Output) {
         self.tick(u64::MAX / 4, cfg_of, out);
@@ -402,6 +424,7 @@ pub async fn run(
     routes: watch::Receiver<Arc<RouteTable>>,
     tick: Duration,
     metrics: Metrics,
+    mut handoff: Option<crate::ring::forward::Handoff>,
 ) {
     let mut sampler = Sampler::default();
     let start = tokio::time::Instant::now();
@@ -426,6 +449,21 @@ pub async fn run(
                 sampler.tick(now_ms(), |t| table.sampling(t), &mut out);
                 for (t, b) in &sampler.tenants {
                     metrics.sampler_traces.get_or_create(&TenantLabel { tenant: t.to_string() }).set(b.open.len() as i64);
+                }
+            }
+            // Ring membership changed: open traces this replica no longer owns go
+            // to their new owner undecided, to be decided with the rest of them.
+            Some(h) = crate::ring::forward::Handoff::changed_opt(&mut handoff) => {
+                let table = routes.borrow().clone();
+                let owns = h.owns();
+                for (tenant, frags) in sampler.take_not_owned(owns) {
+                    let kept = h.send(&tenant, frags);
+                    if !kept.is_empty() {
+                        match table.sampling(&tenant) {
+                            Some(cfg) => sampler.add(&tenant, cfg, kept, now_ms(), &mut out),
+                            None => out.kept.push((tenant, kept)),
+                        }
+                    }
                 }
             }
         }

@@ -137,6 +137,9 @@ pub struct Settings {
         default_value_t = 10_000
     )]
     pub shutdown_timeout_ms: u64,
+    /// The trace ring (forwarding to each trace's owner replica).
+    #[command(flatten)]
+    pub ring: crate::ring::RingSettings,
 }
 
 impl Settings {
@@ -176,6 +179,7 @@ impl Settings {
             disk_queue_fsync: crate::disk_queue::FsyncPolicy::Interval,
             disk_queue_fsync_interval_ms: 1_000,
             shutdown_timeout_ms: 5_000,
+            ring: crate::ring::RingSettings::default(),
         }
     }
 

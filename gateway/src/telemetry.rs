@@ -97,6 +97,7 @@ pub struct Metrics {
     pub sampler_traces: Family<TenantLabel, Gauge>,
     pub sampler_evictions: Family<TenantLabel, Counter>,
     pub config_reloads: Family<ResultLabel, Counter>,
+    pub ring: crate::ring::RingMetrics,
 }
 
 impl Metrics {
@@ -177,6 +178,7 @@ impl Metrics {
             "Config reload attempts by result",
             self.config_reloads.clone(),
         );
+        self.ring.register(&mut r);
         r
     }
 

@@ -110,6 +110,7 @@ pub fn write_config(
         revision: Some("test".into()),
         default_tenant: default_tenant.map(String::from),
         tenants,
+        ring: None,
     }
 }
 

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Namespace, ObjectReference, Pod, Service, ServiceAccount,
 };
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
@@ -62,6 +62,8 @@ fn kinds() -> Vec<KindApi> {
         kind_api::<ServiceAccount>(Kind::ServiceAccount),
         kind_api::<ClusterRole>(Kind::ClusterRole),
         kind_api::<ClusterRoleBinding>(Kind::ClusterRoleBinding),
+        kind_api::<Role>(Kind::Role),
+        kind_api::<RoleBinding>(Kind::RoleBinding),
         kind_api::<ConfigMap>(Kind::ConfigMap),
         kind_api::<Service>(Kind::Service),
         kind_api::<Deployment>(Kind::Deployment),

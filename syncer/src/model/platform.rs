@@ -201,4 +201,35 @@ pub struct GatewaySettings {
     /// Tenant id that receives data from namespaces no tenant owns. Unset: such data is rejected with an error to the sender.
     #[serde(default)]
     pub default_tenant: Option<Loc<String>>,
+    /// Trace-complete tail sampling across gateway replicas: the replicas form a
+    /// consistent-hash ring by trace id (members from the EndpointSlices of a
+    /// headless Service) and forward each span to its trace's owner before
+    /// sampling, so a kept trace is complete even when its spans reached different
+    /// replicas. Off: each replica samples the fragments it received.
+    #[serde(default)]
+    pub ring: RingSettings,
+}
+
+/// The gateway ring (`gateway.ring` in `mop.yaml`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RingSettings {
+    /// Forward spans to their trace's owner replica before tail sampling.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Name of the headless Service the syncer renders for the ring (default
+    /// `mop-gateway-peers`); its EndpointSlices tell each replica which peers are
+    /// Ready.
+    #[serde(default)]
+    pub service: Option<Loc<String>>,
+}
+
+impl RingSettings {
+    pub const DEFAULT_SERVICE: &'static str = "mop-gateway-peers";
+
+    pub fn service_name(&self) -> &str {
+        self.service
+            .as_ref()
+            .map_or(Self::DEFAULT_SERVICE, |s| s.value.as_str())
+    }
 }

@@ -89,6 +89,7 @@ pub fn gateway_config(repo: &Repo) -> gw::GatewayConfig {
             .as_ref()
             .map(|t| t.value.clone()),
         tenants,
+        ring: gateway_ring(repo),
     }
 }
 
@@ -287,60 +288,158 @@ fn gateway_workload(repo: &Repo, b: &mut Builder) -> Result<()> {
         }
     }
     let be = &repo.platform.backends;
+    let mut deployment = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": GATEWAY,
+            "namespace": ns,
+            "labels": labels(GATEWAY, None, &[("app.kubernetes.io/version", &version_label)]),
+            "annotations": { HEALTH_TIMEOUT_ANNOTATION: (v.rollout.health_timeout.millis / 1000).to_string() },
+        },
+        "spec": {
+            "replicas": v.replicas,
+            "selector": { "matchLabels": sel },
+            // Never below full capacity during a rollout: ingestion must not shrink.
+            "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": int_or_percent(&v.rollout.max_surge.value) } },
+            "progressDeadlineSeconds": v.rollout.health_timeout.millis / 1000,
+            "template": {
+                "metadata": { "labels": labels(GATEWAY, None, &[("app.kubernetes.io/version", &version_label)]) },
+                "spec": {
+                    "serviceAccountName": GATEWAY,
+                    "automountServiceAccountToken": false,
+                    "securityContext": { "runAsNonRoot": true, "runAsUser": 65532, "fsGroup": 65532, "seccompProfile": { "type": "RuntimeDefault" } },
+                    "terminationGracePeriodSeconds": 60,
+                    "containers": [{
+                        "name": "gateway",
+                        "image": image_ref(&v.image.value, &v.version.value),
+                        "args": [
+                            format!("--config={CONFIG_DIR}/{}", gw::FILE_NAME),
+                            "--grpc-listen=0.0.0.0:4317".to_string(),
+                            "--http-listen=0.0.0.0:4318".to_string(),
+                            "--admin-listen=0.0.0.0:8888".to_string(),
+                            format!("--disk-queue-dir={QUEUE_DIR}"),
+                            format!("--tempo-url={}", push_url(&be.tempo)),
+                            format!("--remote-write-url={}", push_url(&be.mimir)),
+                            format!("--loki-url={}", push_url(&be.loki)),
+                        ],
+                        "ports": [
+                            { "name": "otlp-grpc", "containerPort": 4317 },
+                            { "name": "otlp-http", "containerPort": 4318 },
+                            { "name": "admin", "containerPort": 8888 },
+                        ],
+                        "readinessProbe": { "httpGet": { "path": "/readyz", "port": "admin" }, "periodSeconds": 5 },
+                        "livenessProbe": { "httpGet": { "path": "/healthz", "port": "admin" }, "periodSeconds": 10, "failureThreshold": 6 },
+                        "resources": { "requests": { "cpu": "500m", "memory": "512Mi" }, "limits": { "memory": "2Gi" } },
+                        "securityContext": { "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": { "drop": ["ALL"] } },
+                        "volumeMounts": mounts,
+                    }],
+                    "volumes": volumes,
+                },
+            },
+        },
+    });
+    gateway_ring_pod(repo, &mut deployment);
+    add(b, None, Kind::Deployment, deployment)?;
+    gateway_ring_objects(repo, b)
+}
+
+/// Port of the gateway's ring listener (peer-to-peer forwarding).
+const RING_PORT: u16 = 4319;
+const RING_PORT_NAME: &str = "ring";
+
+/// The `ring` section of `gateway.json`, when `mop.yaml` turns the ring on.
+fn gateway_ring(repo: &Repo) -> Option<gw::RingConfig> {
+    let r = &repo.platform.gateway.ring;
+    r.enabled.then(|| gw::RingConfig {
+        service: r.service_name().to_string(),
+        port_name: RING_PORT_NAME.into(),
+    })
+}
+
+/// What the gateway pod needs for the ring: the ring port, its own address and
+/// namespace from the downward API (it advertises `POD_IP:4319`, which is how the
+/// EndpointSlices name it), and a ServiceAccount token to watch EndpointSlices.
+fn gateway_ring_pod(repo: &Repo, deployment: &mut Value) {
+    if !repo.platform.gateway.ring.enabled {
+        return;
+    }
+    let pod = &mut deployment["spec"]["template"]["spec"];
+    pod["automountServiceAccountToken"] = json!(true);
+    let c = &mut pod["containers"][0];
+    if let Some(args) = c["args"].as_array_mut() {
+        args.push(json!(format!("--ring-listen=0.0.0.0:{RING_PORT}")));
+        args.push(json!(format!("--ring-advertise=$(POD_IP):{RING_PORT}")));
+    }
+    if let Some(ports) = c["ports"].as_array_mut() {
+        ports.push(json!({ "name": RING_PORT_NAME, "containerPort": RING_PORT }));
+    }
+    let env = c["env"].as_array().cloned().unwrap_or_default();
+    let mut env = env;
+    env.push(
+        json!({ "name": "POD_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } }),
+    );
+    env.push(json!({ "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } }));
+    c["env"] = json!(env);
+}
+
+/// The headless Service whose EndpointSlices list the ring's members, and the
+/// namespaced Role letting the gateway read them. Ready endpoints only are ring
+/// members (the gateway checks `conditions.ready`); not-ready ones are published
+/// too (`publishNotReadyAddresses`) so a starting replica is already known, and
+/// trusted as a sender, before it owns anything.
+fn gateway_ring_objects(repo: &Repo, b: &mut Builder) -> Result<()> {
+    let r = &repo.platform.gateway.ring;
+    if !r.enabled {
+        return Ok(());
+    }
+    let ns = repo.platform.namespace.as_str();
+    let svc = r.service_name();
     add(
         b,
         None,
-        Kind::Deployment,
+        Kind::Service,
         json!({
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {
-                "name": GATEWAY,
-                "namespace": ns,
-                "labels": labels(GATEWAY, None, &[("app.kubernetes.io/version", &version_label)]),
-                "annotations": { HEALTH_TIMEOUT_ANNOTATION: (v.rollout.health_timeout.millis / 1000).to_string() },
-            },
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": { "name": svc, "namespace": ns, "labels": labels(GATEWAY, None, &[]) },
             "spec": {
-                "replicas": v.replicas,
-                "selector": { "matchLabels": sel },
-                // Never below full capacity during a rollout: ingestion must not shrink.
-                "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": int_or_percent(&v.rollout.max_surge.value) } },
-                "progressDeadlineSeconds": v.rollout.health_timeout.millis / 1000,
-                "template": {
-                    "metadata": { "labels": labels(GATEWAY, None, &[("app.kubernetes.io/version", &version_label)]) },
-                    "spec": {
-                        "serviceAccountName": GATEWAY,
-                        "automountServiceAccountToken": false,
-                        "securityContext": { "runAsNonRoot": true, "runAsUser": 65532, "fsGroup": 65532, "seccompProfile": { "type": "RuntimeDefault" } },
-                        "terminationGracePeriodSeconds": 60,
-                        "containers": [{
-                            "name": "gateway",
-                            "image": image_ref(&v.image.value, &v.version.value),
-                            "args": [
-                                format!("--config={CONFIG_DIR}/{}", gw::FILE_NAME),
-                                "--grpc-listen=0.0.0.0:4317".to_string(),
-                                "--http-listen=0.0.0.0:4318".to_string(),
-                                "--admin-listen=0.0.0.0:8888".to_string(),
-                                format!("--disk-queue-dir={QUEUE_DIR}"),
-                                format!("--tempo-url={}", push_url(&be.tempo)),
-                                format!("--remote-write-url={}", push_url(&be.mimir)),
-                                format!("--loki-url={}", push_url(&be.loki)),
-                            ],
-                            "ports": [
-                                { "name": "otlp-grpc", "containerPort": 4317 },
-                                { "name": "otlp-http", "containerPort": 4318 },
-                                { "name": "admin", "containerPort": 8888 },
-                            ],
-                            "readinessProbe": { "httpGet": { "path": "/readyz", "port": "admin" }, "periodSeconds": 5 },
-                            "livenessProbe": { "httpGet": { "path": "/healthz", "port": "admin" }, "periodSeconds": 10, "failureThreshold": 6 },
-                            "resources": { "requests": { "cpu": "500m", "memory": "512Mi" }, "limits": { "memory": "2Gi" } },
-                            "securityContext": { "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": { "drop": ["ALL"] } },
-                            "volumeMounts": mounts,
-                        }],
-                        "volumes": volumes,
-                    },
-                },
+                "clusterIP": "None",
+                "publishNotReadyAddresses": true,
+                "selector": { "app.kubernetes.io/name": GATEWAY },
+                "ports": [
+                    { "name": RING_PORT_NAME, "port": RING_PORT, "targetPort": RING_PORT_NAME, "protocol": "TCP", "appProtocol": "grpc" },
+                ],
             },
+        }),
+    )?;
+    // Read-only, one resource, the gateway's own namespace. The gateway
+    // (gateway/src/ring/membership.rs) lists and watches by label selector; `get`
+    // completes the read-only set and grants nothing more.
+    // The syncer must hold every verb granted here (RBAC escalation prevention):
+    // keep deploy/base/rbac.yaml in step.
+    let role = format!("{GATEWAY}-ring");
+    add(
+        b,
+        None,
+        Kind::Role,
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": { "name": role, "namespace": ns, "labels": labels(GATEWAY, None, &[]) },
+            "rules": [{ "apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"] }],
+        }),
+    )?;
+    add(
+        b,
+        None,
+        Kind::RoleBinding,
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": { "name": role, "namespace": ns, "labels": labels(GATEWAY, None, &[]) },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role },
+            "subjects": [{ "kind": "ServiceAccount", "name": GATEWAY, "namespace": ns }],
         }),
     )
 }

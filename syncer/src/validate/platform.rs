@@ -8,6 +8,7 @@ use crate::model::versions::{VersionsFile, floating_pin_problem};
 
 pub(super) fn check_platform(p: &PlatformFile, diags: &mut Vec<Diagnostic>) {
     let file = "mop.yaml";
+    check_gateway_ring(p, diags);
     let mut urls = vec![("grafana.url", &p.grafana.url)];
     let b = &p.backends;
     for (name, backend) in [
@@ -167,6 +168,34 @@ pub(super) fn check_versions(v: &VersionsFile, diags: &mut Vec<Diagnostic>) {
         diags.push(
             Diagnostic::error(file, 0, 0, "gateway.replicas must be at least 1")
                 .with_hint("run at least 2 replicas so a rollout keeps ingestion up"),
+        );
+    }
+}
+
+/// `gateway.ring.service` names a Service: an RFC 1035 label (Kubernetes
+/// `ValidateServiceName`, pkg/apis/core/validation/validation.go), and not the
+/// gateway's own client-facing Service, which the syncer renders too.
+fn check_gateway_ring(p: &PlatformFile, diags: &mut Vec<Diagnostic>) {
+    let Some(svc) = &p.gateway.ring.service else {
+        return;
+    };
+    let name = svc.value.as_str();
+    let b = name.as_bytes();
+    let label = !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_lowercase()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+    if !label {
+        diags.push(
+            err_at("mop.yaml", svc, format!("gateway.ring.service {name:?} is not a valid Service name"))
+                .with_hint("use 1-63 lower-case letters, digits or '-', starting with a letter and not ending with '-', e.g. mop-gateway-peers"),
+        );
+    } else if name == "mop-gateway" {
+        diags.push(
+            err_at("mop.yaml", svc, "gateway.ring.service must differ from the gateway's client Service `mop-gateway`")
+                .with_hint("the ring needs its own headless Service; leave the field out to use mop-gateway-peers"),
         );
     }
 }

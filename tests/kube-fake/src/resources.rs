@@ -176,6 +176,14 @@ pub const RESOURCES: &[Resource] = &[
         true,
         NameRule::Subdomain,
     ),
+    r(
+        "discovery.k8s.io",
+        "v1",
+        "endpointslices",
+        "EndpointSlice",
+        true,
+        NameRule::Subdomain,
+    ),
 ];
 
 /// Looks a resource up by group, version and plural.

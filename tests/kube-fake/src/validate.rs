@@ -272,9 +272,66 @@ pub fn validate(res: &Resource, obj: &Value) -> Causes {
                 ));
             }
         }
+        ("discovery.k8s.io", "endpointslices") => check_endpoint_slice(obj, &mut causes),
         _ => {}
     }
     causes
+}
+
+/// `ValidateEndpointSlice` (kubernetes pkg/apis/discovery/validation/validation.go):
+/// `addressType` is required and one of IPv4, IPv6, FQDN; every endpoint has 1 to
+/// 100 addresses, each an IP of that type; ports are 1..=65535.
+fn check_endpoint_slice(obj: &Value, causes: &mut Causes) {
+    let at = obj["addressType"].as_str();
+    match at {
+        Some("IPv4") | Some("IPv6") | Some("FQDN") => {}
+        None => causes.push(("addressType".into(), "Required value".into())),
+        Some(t) => causes.push((
+            "addressType".into(),
+            format!("Unsupported value: \"{t}\": supported values: \"FQDN\", \"IPv4\", \"IPv6\""),
+        )),
+    }
+    for (i, ep) in obj["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let addrs = ep["addresses"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        if addrs.is_empty() || addrs.len() > 100 {
+            causes.push((
+                format!("endpoints[{i}].addresses"),
+                "Invalid value: must contain at least 1 and at most 100 addresses".into(),
+            ));
+        }
+        for (j, a) in addrs.iter().enumerate() {
+            let a = a.as_str().unwrap_or("");
+            let ok = match at {
+                Some("IPv4") => a.parse::<std::net::Ipv4Addr>().is_ok(),
+                Some("IPv6") => a.parse::<std::net::Ipv6Addr>().is_ok(),
+                _ => true,
+            };
+            if !ok {
+                causes.push((
+                    format!("endpoints[{i}].addresses[{j}]"),
+                    format!(
+                        "Invalid value: \"{a}\": must be a valid {} address",
+                        at.unwrap_or("")
+                    ),
+                ));
+            }
+        }
+    }
+    for (i, p) in obj["ports"].as_array().into_iter().flatten().enumerate() {
+        if let Some(n) = p["port"].as_u64()
+            && !(1..=65535).contains(&n)
+        {
+            causes.push((
+                format!("ports[{i}].port"),
+                format!("Invalid value: {n}: must be between 1 and 65535, inclusive"),
+            ));
+        }
+    }
 }
 
 fn check_event_type(obj: &Value, causes: &mut Causes) {

@@ -1,0 +1,654 @@
+//! The ring router and the per-peer forwarders.
+//!
+//! The router takes every trace batch the receivers accepted, splits it by trace
+//! id, keeps the fragments this replica owns (they go to the sampler) and hands
+//! the others to one forwarder per owner. A forwarder batches per tenant and sends
+//! OTLP/gRPC `Export` requests to the owner's ring port, the tenant in metadata.
+//!
+//! Backpressure: router → forwarder queues are bounded and awaited, so a slow or
+//! full owner (RESOURCE_EXHAUSTED, retried with backoff and counted) fills the
+//! forwarder's queue, then the router's input, then clients get pushed back — the
+//! same path as a slow backend.
+//!
+//! Failure: an owner that does not answer within `--ring-unreachable-ms` is left
+//! out of this replica's ring for `--ring-suspect-ms` and its spans go to the next
+//! owner of each trace (counted `orphaned`): every replica that forwards to the
+//! dead owner finds it dead and picks the same next owner, so traces stay whole
+//! while Kubernetes (or the peers file) catches up.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::metadata::MetadataValue;
+
+use super::{OrphanReason, RetryLabels, RetryReason, Ring, TenantLabel, View};
+use crate::pipeline::{Batch, QueueReceiver, QueueSender};
+use crate::sampling::split_by_trace;
+use crate::signal::count_items;
+use crate::telemetry::{DropReason, Metrics};
+
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// How forwarders batch and retry.
+#[derive(Debug, Clone)]
+pub struct ForwardOptions {
+    pub batch_max_items: usize,
+    pub batch_timeout: Duration,
+    pub queue_capacity: usize,
+    pub request_timeout: Duration,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub unreachable: Duration,
+    pub suspect: Duration,
+}
+
+/// Shared by the router and the forwarders.
+pub struct Dispatch {
+    self_addr: Arc<str>,
+    view: watch::Receiver<Arc<View>>,
+    local: QueueSender<ResourceSpans>,
+    forwarders: Mutex<HashMap<Arc<str>, mpsc::Sender<Batch<ResourceSpans>>>>,
+    pruned_generation: AtomicU64,
+    suspects: Mutex<HashMap<Arc<str>, Instant>>,
+    secret: Option<MetadataValue<tonic::metadata::Ascii>>,
+    opts: ForwardOptions,
+    metrics: Metrics,
+    /// The shutdown deadline: stop retrying busy owners, sample here instead.
+    stop: CancellationToken,
+    closed: AtomicBool,
+}
+
+/// Where the fragments of one batch go.
+pub struct Split {
+    pub local: Vec<ResourceSpans>,
+    pub remote: Vec<(Arc<str>, Vec<ResourceSpans>)>,
+}
+
+/// Splits `items` by the owner of each trace. Pure.
+pub fn split(ring: &Ring, self_addr: &str, items: Vec<ResourceSpans>) -> Split {
+    let mut local = Vec::new();
+    let mut remote: Vec<(Arc<str>, Vec<ResourceSpans>)> = Vec::new();
+    for (id, frag) in split_by_trace(items) {
+        match ring.owner(&id) {
+            Some(m) if m.addr() != self_addr => {
+                match remote.iter_mut().find(|(a, _)| **a == *m.addr()) {
+                    Some((_, v)) => v.push(frag),
+                    None => remote.push((m.addr_arc(), vec![frag])),
+                }
+            }
+            // Ours, or an empty ring: sampled here.
+            _ => local.push(frag),
+        }
+    }
+    Split { local, remote }
+}
+
+impl Dispatch {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        self_addr: Arc<str>,
+        view: watch::Receiver<Arc<View>>,
+        local: QueueSender<ResourceSpans>,
+        secret: Option<String>,
+        opts: ForwardOptions,
+        metrics: Metrics,
+        stop: CancellationToken,
+    ) -> Result<Arc<Self>, String> {
+        let secret = match secret {
+            Some(s) => Some(
+                MetadataValue::try_from(s.trim())
+                    .map_err(|_| "the ring secret must be printable ASCII".to_string())?,
+            ),
+            None => None,
+        };
+        Ok(Arc::new(Self {
+            self_addr,
+            view,
+            local,
+            forwarders: Mutex::new(HashMap::new()),
+            pruned_generation: AtomicU64::new(0),
+            suspects: Mutex::new(HashMap::new()),
+            secret,
+            opts,
+            metrics,
+            stop,
+            closed: AtomicBool::new(false),
+        }))
+    }
+
+    /// The ring to route over: the view's, minus owners found unreachable lately.
+    fn ring(&self, view: &View) -> Option<Ring> {
+        let Ok(mut s) = self.suspects.lock() else {
+            return None;
+        };
+        let now = Instant::now();
+        s.retain(|_, until| *until > now);
+        if s.is_empty() {
+            return None;
+        }
+        let mut ring = view.ring.clone();
+        for addr in s.keys() {
+            ring = ring.without(addr);
+        }
+        Some(ring)
+    }
+
+    fn suspect(&self, addr: &Arc<str>) {
+        if let Ok(mut s) = self.suspects.lock() {
+            s.insert(addr.clone(), Instant::now() + self.opts.suspect);
+        }
+    }
+
+    fn still_member(&self, addr: &str) -> bool {
+        let view = self.view.borrow().clone();
+        view.enabled && view.ring.contains(addr)
+    }
+
+    fn split(&self, items: Vec<ResourceSpans>) -> Split {
+        let view = self.view.borrow().clone();
+        if !view.enabled || view.ring.is_empty() {
+            return Split {
+                local: items,
+                remote: Vec::new(),
+            };
+        }
+        self.prune(&view);
+        match self.ring(&view) {
+            Some(r) => split(&r, &self.self_addr, items),
+            None => split(&view.ring, &self.self_addr, items),
+        }
+    }
+
+    /// Drops the forwarders of peers that left the ring; they flush and end.
+    fn prune(&self, view: &View) {
+        if self
+            .pruned_generation
+            .swap(view.generation, Ordering::Relaxed)
+            == view.generation
+        {
+            return;
+        }
+        if let Ok(mut f) = self.forwarders.lock() {
+            f.retain(|addr, _| view.ring.contains(addr));
+        }
+    }
+
+    fn forwarder(self: &Arc<Self>, addr: &Arc<str>) -> Option<mpsc::Sender<Batch<ResourceSpans>>> {
+        if self.closed.load(Ordering::SeqCst) {
+            return None;
+        }
+        let mut f = self.forwarders.lock().ok()?;
+        if let Some(tx) = f.get(addr) {
+            return Some(tx.clone());
+        }
+        let (tx, rx) = mpsc::channel(self.opts.queue_capacity.max(1));
+        f.insert(addr.clone(), tx.clone());
+        tokio::spawn(run_forwarder(addr.clone(), rx, self.clone()));
+        Some(tx)
+    }
+
+    async fn to_local(&self, tenant: Arc<str>, items: Vec<ResourceSpans>) {
+        if items.is_empty() {
+            return;
+        }
+        let n = count_items(&items);
+        if self
+            .local
+            .enqueue(Batch {
+                tenant: tenant.clone(),
+                items,
+            })
+            .await
+            .is_err()
+        {
+            self.metrics.dropped(
+                &tenant,
+                crate::signal::Signal::Traces,
+                DropReason::Shutdown,
+                n,
+                "sampler stopped before the ring delivered these spans",
+            );
+        }
+    }
+
+    /// Routes one tenant batch. `reroute`: from a forwarder, which must not wait
+    /// on another forwarder's queue (two forwarders waiting on each other would
+    /// deadlock), so a full queue sends the spans to this replica's sampler.
+    async fn route(self: &Arc<Self>, tenant: Arc<str>, items: Vec<ResourceSpans>, reroute: bool) {
+        let Split { local, remote } = self.split(items);
+        self.to_local(tenant.clone(), local).await;
+        for (addr, frags) in remote {
+            let batch = Batch {
+                tenant: tenant.clone(),
+                items: frags,
+            };
+            let Some(tx) = self.forwarder(&addr) else {
+                self.to_local(batch.tenant, batch.items).await;
+                continue;
+            };
+            let failed = if reroute {
+                tx.try_send(batch).err().map(|e| match e {
+                    mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+                })
+            } else {
+                tx.send(batch).await.err().map(|e| e.0)
+            };
+            if let Some(b) = failed {
+                self.metrics.ring.orphaned(
+                    &b.tenant,
+                    OrphanReason::QueueFull,
+                    count_items(&b.items),
+                    &format!("forward queue of {addr} is full or closed"),
+                );
+                self.to_local(b.tenant, b.items).await;
+            }
+        }
+    }
+
+    /// No more input: forwarders flush what they hold and end.
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        if let Ok(mut f) = self.forwarders.lock() {
+            f.clear();
+        }
+    }
+}
+
+/// Hands a sampler's open traces to their new owner when membership changes.
+///
+/// Holds the dispatch weakly: the dispatch owns a sender of the sampler's own
+/// input queue, and the sampler (which owns this) must see that queue close once
+/// the router and the forwarders are done, or shutdown would never end.
+pub struct Handoff {
+    view: watch::Receiver<Arc<View>>,
+    dispatch: std::sync::Weak<Dispatch>,
+}
+
+impl Handoff {
+    pub fn new(dispatch: &Arc<Dispatch>) -> Self {
+        Self {
+            view: dispatch.view.clone(),
+            dispatch: Arc::downgrade(dispatch),
+        }
+    }
+
+    /// Resolves when the view changed; never for `None` or a closed channel.
+    pub async fn changed_opt(h: &mut Option<Self>) -> Option<&Self> {
+        let Some(me) = h else {
+            return std::future::pending().await;
+        };
+        if me.view.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        Some(me)
+    }
+
+    /// Whether this replica owns a trace under the current view (everything,
+    /// when the ring is off or empty: nothing is handed off then).
+    pub fn owns(&self) -> impl Fn(&crate::sampling::TraceId) -> bool + use<> {
+        let view = self.view.borrow().clone();
+        let d = self.dispatch.upgrade();
+        let ring = d
+            .as_ref()
+            .and_then(|d| d.ring(&view))
+            .unwrap_or_else(|| view.ring.clone());
+        let me: Arc<str> = d.map_or_else(|| Arc::from(""), |d| d.self_addr.clone());
+        // Shutting down (dispatch gone) or ring off: keep everything here.
+        let active = view.enabled && !ring.is_empty() && !me.is_empty();
+        move |id| !active || ring.owner(id).is_none_or(|m| *m.addr() == *me)
+    }
+
+    /// Queues `frags` for their owners without waiting (the sampler must not
+    /// block on a forwarder); returns what could not be queued, which stays here.
+    pub fn send(&self, tenant: &Arc<str>, frags: Vec<ResourceSpans>) -> Vec<ResourceSpans> {
+        let Some(dispatch) = self.dispatch.upgrade() else {
+            return frags;
+        };
+        let Split { mut local, remote } = dispatch.split(frags);
+        for (addr, items) in remote {
+            let n = count_items(&items);
+            let batch = Batch {
+                tenant: tenant.clone(),
+                items,
+            };
+            let Some(tx) = dispatch.forwarder(&addr) else {
+                local.extend(batch.items);
+                continue;
+            };
+            match tx.try_send(batch) {
+                Ok(()) => {
+                    dispatch
+                        .metrics
+                        .ring
+                        .handed_off
+                        .get_or_create(&TenantLabel {
+                            tenant: tenant.to_string(),
+                        })
+                        .inc_by(n as u64);
+                }
+                Err(mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b)) => {
+                    local.extend(b.items)
+                }
+            }
+        }
+        local
+    }
+}
+
+/// The router stage between the receivers and the sampler.
+pub async fn run_router(mut rx: QueueReceiver<ResourceSpans>, dispatch: Arc<Dispatch>) {
+    while let Some(batch) = rx.recv().await {
+        dispatch.route(batch.tenant, batch.items, false).await;
+    }
+    dispatch.close();
+}
+
+struct Pending {
+    items: Vec<ResourceSpans>,
+    count: usize,
+    deadline: Instant,
+}
+
+async fn run_forwarder(
+    addr: Arc<str>,
+    mut rx: mpsc::Receiver<Batch<ResourceSpans>>,
+    d: Arc<Dispatch>,
+) {
+    let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
+        Ok(e) => e,
+        Err(e) => {
+            // Not an address: nothing can be sent there; sample here.
+            while let Some(b) = rx.recv().await {
+                d.metrics.ring.orphaned(
+                    &b.tenant,
+                    OrphanReason::Refused,
+                    count_items(&b.items),
+                    &format!("ring member {addr:?} is not a valid address: {e}"),
+                );
+                d.to_local(b.tenant, b.items).await;
+            }
+            return;
+        }
+    };
+    let channel = endpoint
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .connect_lazy();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let mut pending: HashMap<Arc<str>, Pending> = HashMap::new();
+    loop {
+        let next = pending.values().map(|p| p.deadline).min();
+        tokio::select! {
+            m = rx.recv() => {
+                let Some(b) = m else { break };
+                let n = count_items(&b.items);
+                let p = pending.entry(b.tenant.clone()).or_insert_with(|| Pending {
+                    items: Vec::new(),
+                    count: 0,
+                    deadline: Instant::now() + d.opts.batch_timeout,
+                });
+                p.items.extend(b.items);
+                p.count += n;
+                if p.count >= d.opts.batch_max_items
+                    && let Some(p) = pending.remove(&b.tenant)
+                {
+                    send(&d, &mut grpc, &addr, b.tenant, p.items, p.count).await;
+                }
+            }
+            _ = sleep_until_opt(next) => {
+                let now = Instant::now();
+                let due: Vec<Arc<str>> = pending
+                    .iter()
+                    .filter(|(_, p)| p.deadline <= now)
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                for t in due {
+                    if let Some(p) = pending.remove(&t) {
+                        send(&d, &mut grpc, &addr, t, p.items, p.count).await;
+                    }
+                }
+            }
+        }
+    }
+    for (t, p) in pending.drain().collect::<Vec<_>>() {
+        send(&d, &mut grpc, &addr, t, p.items, p.count).await;
+    }
+}
+
+enum Outcome {
+    Sent,
+    Busy,
+    Unreachable(String),
+    Refused(String),
+}
+
+async fn attempt(
+    d: &Dispatch,
+    grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
+    tenant: &str,
+    body: &Bytes,
+) -> Outcome {
+    let mut req = tonic::Request::new(body.clone());
+    req.set_timeout(d.opts.request_timeout);
+    match MetadataValue::try_from(tenant) {
+        Ok(v) => {
+            req.metadata_mut().insert(super::TENANT_HEADER, v);
+        }
+        Err(_) => return Outcome::Refused(format!("tenant {tenant:?} is not valid metadata")),
+    }
+    if let Some(s) = &d.secret {
+        req.metadata_mut().insert(super::SECRET_HEADER, s.clone());
+    }
+    if let Err(e) = grpc.ready().await {
+        return Outcome::Unreachable(e.to_string());
+    }
+    match grpc
+        .unary(req, PathAndQuery::from_static(EXPORT_PATH), RawCodec)
+        .await
+    {
+        Ok(_) => Outcome::Sent,
+        Err(st) => match st.code() {
+            tonic::Code::ResourceExhausted => Outcome::Busy,
+            tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled => Outcome::Unreachable(st.to_string()),
+            _ => Outcome::Refused(st.to_string()),
+        },
+    }
+}
+
+/// Sends one tenant batch to its owner until it is acknowledged, the owner is
+/// given up on, or ownership moved.
+async fn send(
+    d: &Arc<Dispatch>,
+    grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
+    addr: &Arc<str>,
+    tenant: Arc<str>,
+    items: Vec<ResourceSpans>,
+    count: usize,
+) {
+    let req = ExportTraceServiceRequest {
+        resource_spans: items,
+    };
+    // Encoded once, sent as bytes: a retry costs no re-encode.
+    let body = Bytes::from(req.encode_to_vec());
+    let items = req.resource_spans;
+    let started = Instant::now();
+    let mut backoff = d.opts.retry_initial;
+    loop {
+        let why = match attempt(d, grpc, &tenant, &body).await {
+            Outcome::Sent => {
+                d.metrics
+                    .ring
+                    .forwarded
+                    .get_or_create(&TenantLabel {
+                        tenant: tenant.to_string(),
+                    })
+                    .inc_by(count as u64);
+                return;
+            }
+            Outcome::Refused(why) => {
+                tracing::error!(peer = %addr, tenant = %tenant, error = %why, "ring peer refused forwarded spans; check --ring-secret-file and that both run with the ring on");
+                d.metrics
+                    .ring
+                    .orphaned(&tenant, OrphanReason::Refused, count, &why);
+                d.to_local(tenant, items).await;
+                return;
+            }
+            Outcome::Busy => {
+                d.metrics
+                    .ring
+                    .retries
+                    .get_or_create(&RetryLabels {
+                        reason: RetryReason::Busy,
+                    })
+                    .inc();
+                None
+            }
+            Outcome::Unreachable(why) => {
+                d.metrics
+                    .ring
+                    .retries
+                    .get_or_create(&RetryLabels {
+                        reason: RetryReason::Unreachable,
+                    })
+                    .inc();
+                Some(why)
+            }
+        };
+        if let Some(why) = &why
+            && started.elapsed() >= d.opts.unreachable
+        {
+            d.suspect(addr);
+            d.metrics
+                .ring
+                .orphaned(&tenant, OrphanReason::Unreachable, count, why);
+            d.route(tenant, items, true).await;
+            return;
+        }
+        if !d.still_member(addr) {
+            // The owner left the ring while we retried: route to the new owners.
+            d.route(tenant, items, true).await;
+            return;
+        }
+        let jittered = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
+        tokio::select! {
+            _ = tokio::time::sleep(jittered) => {}
+            _ = d.stop.cancelled() => {
+                d.metrics.ring.orphaned(&tenant, OrphanReason::Shutdown, count, "shutdown deadline passed while the owner was busy or unreachable");
+                d.to_local(tenant, items).await;
+                return;
+            }
+        }
+        backoff = (backoff * 2).min(d.opts.retry_max);
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends an already encoded `ExportTraceServiceRequest`; decodes the response.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawCodec;
+
+pub struct RawEncoder;
+pub struct ResponseDecoder;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = RawEncoder;
+    type Decoder = ResponseDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> ResponseDecoder {
+        ResponseDecoder
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for ResponseDecoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut DecodeBuf<'_>,
+    ) -> Result<Option<ExportTraceServiceResponse>, tonic::Status> {
+        ExportTraceServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
+
+    fn spans(trace_ids: &[u8]) -> ResourceSpans {
+        ResourceSpans {
+            resource: None,
+            scope_spans: vec![ScopeSpans {
+                scope: None,
+                spans: trace_ids
+                    .iter()
+                    .map(|t| Span {
+                        trace_id: vec![*t; 16],
+                        span_id: vec![1; 8],
+                        ..Default::default()
+                    })
+                    .collect(),
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }
+    }
+
+    #[test]
+    fn split_keeps_owned_and_groups_the_rest_by_owner() {
+        let ring = Ring::new(["a:1", "b:1", "c:1"]);
+        let ids: Vec<u8> = (0..60).collect();
+        let s = split(&ring, "a:1", vec![spans(&ids)]);
+        let local: usize = count_items(&s.local);
+        let remote: usize = s.remote.iter().map(|(_, v)| count_items(v)).sum();
+        assert_eq!(local + remote, 60);
+        assert!(s.remote.iter().all(|(a, _)| &**a != "a:1"));
+        for f in &s.local {
+            let id: [u8; 16] = f.scope_spans[0].spans[0].trace_id[..].try_into().unwrap();
+            assert_eq!(ring.owner(&id).unwrap().addr(), "a:1");
+        }
+        // Not a member (not Ready): owns nothing, forwards everything.
+        let s = split(&ring, "d:1", vec![spans(&ids)]);
+        assert!(s.local.is_empty());
+        // Empty ring: everything local.
+        let s = split(&Ring::default(), "a:1", vec![spans(&ids)]);
+        assert_eq!(count_items(&s.local), 60);
+    }
+}
