@@ -26,6 +26,7 @@ use crate::export::otlp_metrics::OtlpMetricsEncoder;
 use crate::export::remote_write::RemoteWriteEncoder;
 use crate::export::tempo::TempoEncoder;
 use crate::export::{Encoder, RetryPolicy, Sender};
+use crate::identity::{self, Identifier};
 use crate::pipeline::{ExportOptions, QueueSender, Spool, queue, run_drainer, run_exporter};
 use crate::receiver::Ingest;
 use crate::receiver::grpc::GrpcReceiver;
@@ -45,6 +46,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Identity(#[from] identity::StartError),
     #[error("set either --remote-write-url or --metrics-otlp-url, not both")]
     TwoMetricsBackends,
     #[error(transparent)]
@@ -69,6 +72,7 @@ pub struct Gateway {
     pipelines: Vec<JoinHandle<()>>,
     admin: JoinHandle<()>,
     reloader: JoinHandle<()>,
+    pod_watch: Option<JoinHandle<()>>,
     drainers: Vec<JoinHandle<()>>,
     /// Pipelines are done: drainers finish once their disk queue is empty.
     closing: CancellationToken,
@@ -77,6 +81,7 @@ pub struct Gateway {
     shutdown_timeout: Duration,
     ready: Arc<AtomicBool>,
     metrics: Metrics,
+    identity: Identifier,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
@@ -94,6 +99,7 @@ fn local(l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Error> {
 struct AdminState {
     metrics: Metrics,
     ready: Arc<AtomicBool>,
+    identity: Identifier,
 }
 
 async fn metrics_handler(State(s): State<AdminState>) -> impl IntoResponse {
@@ -107,7 +113,10 @@ async fn metrics_handler(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn ready_handler(State(s): State<AdminState>) -> impl IntoResponse {
-    if s.ready.load(Ordering::SeqCst) {
+    if !s.identity.ready() {
+        // Anonymous senders cannot be told apart before the pod list loaded.
+        (StatusCode::SERVICE_UNAVAILABLE, "pod index not loaded")
+    } else if s.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
@@ -284,7 +293,16 @@ impl Gateway {
             &mut stages,
         )?;
 
+        let stop_admin = CancellationToken::new();
+        let (identity, pod_watch) = match settings.kube_access() {
+            Some(access) => {
+                let (id, task) = Identifier::with_kubernetes(&access, stop_admin.clone()).await?;
+                (id, Some(task))
+            }
+            None => (Identifier::without_kubernetes(), None),
+        };
         let ingest = Ingest {
+            identity: identity.clone(),
             routes: routes_rx,
             traces: traces_in,
             metrics_queue: metrics_q,
@@ -301,7 +319,6 @@ impl Gateway {
         let admin_addr = local(&admin_l, settings.admin_listen)?;
 
         let stop_receivers = CancellationToken::new();
-        let stop_admin = CancellationToken::new();
         let mut receivers = Vec::new();
 
         // One budget for both receivers: a request holds a permit while its body
@@ -334,9 +351,12 @@ impl Gateway {
         .layer(GlobalConcurrencyLimitLayer::with_semaphore(permits));
         let stop = stop_receivers.clone();
         receivers.push(tokio::spawn(async move {
-            let result = axum::serve(http_l, http_app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
+            let result = axum::serve(
+                http_l,
+                http_app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
             if let Err(e) = result {
                 tracing::error!(error = %e, "HTTP receiver failed");
             }
@@ -350,6 +370,7 @@ impl Gateway {
             .with_state(AdminState {
                 metrics: metrics.clone(),
                 ready: ready.clone(),
+                identity: identity.clone(),
             });
         let stop = stop_admin.clone();
         let admin = tokio::spawn(async move {
@@ -384,8 +405,10 @@ impl Gateway {
             shutdown_timeout: Duration::from_millis(settings.shutdown_timeout_ms),
             admin,
             reloader,
+            pod_watch,
             ready,
             metrics,
+            identity,
         })
     }
 
@@ -400,6 +423,9 @@ impl Gateway {
     }
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+    pub fn identity(&self) -> &Identifier {
+        &self.identity
     }
 
     /// Staged shutdown: not ready → receivers stop (in-flight requests finish) →
@@ -447,5 +473,8 @@ impl Gateway {
         self.stop_admin.cancel();
         let _ = self.admin.await;
         let _ = self.reloader.await;
+        if let Some(w) = self.pod_watch {
+            let _ = w.await;
+        }
     }
 }

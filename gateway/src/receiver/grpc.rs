@@ -49,6 +49,7 @@ fn to_status(e: Error, retry_after_s: u64) -> Status {
         }
         Error::ShuttingDown => Status::unavailable(e.to_string()),
         Error::NotConfigured(_) => Status::unimplemented(e.to_string()),
+        Error::Unavailable(_) => Status::unavailable(e.to_string()),
     }
 }
 
@@ -110,10 +111,11 @@ fn retry_info_details(code: tonic::Code, message: &str, retry_after_s: u64) -> V
 }
 
 impl GrpcReceiver {
-    fn handle<Req: OtlpRequest>(
+    async fn handle<Req: OtlpRequest>(
         &self,
         request: Request<Req>,
     ) -> Result<Response<Req::Response>, Status> {
+        let peer = request.remote_addr().map(|a| a.ip());
         let md = request.metadata();
         let auth = md
             .get("authorization")
@@ -129,8 +131,10 @@ impl GrpcReceiver {
                 Req::queue(&self.ingest),
                 auth.as_deref(),
                 org.as_deref(),
+                peer,
                 items,
             )
+            .await
             .map(|a| Response::new(Req::response(&a)))
             .map_err(|e| to_status(e, self.ingest.retry_after_s))
     }
@@ -158,7 +162,7 @@ impl TraceService for GrpcReceiver {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.handle(request)
+        self.handle(request).await
     }
 }
 
@@ -168,7 +172,7 @@ impl MetricsService for GrpcReceiver {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        self.handle(request)
+        self.handle(request).await
     }
 }
 
@@ -178,6 +182,6 @@ impl LogsService for GrpcReceiver {
         &self,
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        self.handle(request)
+        self.handle(request).await
     }
 }

@@ -18,6 +18,8 @@ pub const GATEWAY_CONFIGMAP: &str = "mop-gateway-routing";
 const GATEWAY: &str = "mop-gateway";
 const AGENT: &str = "mop-agent";
 const AGENT_CONFIG_DIR: &str = "/etc/mop/agent";
+/// Audience of the projected ServiceAccount token the agent sends to the gateway.
+pub const AGENT_TOKEN_AUDIENCE: &str = "mop-gateway";
 /// Name of the ConfigMap holding the agent's configuration.
 pub const AGENT_CONFIGMAP: &str = "mop-agent-config";
 const TOKENS_DIR: &str = "/etc/mop/tokens";
@@ -89,6 +91,17 @@ pub fn gateway_config(repo: &Repo) -> gw::GatewayConfig {
             .as_ref()
             .map(|t| t.value.clone()),
         tenants,
+        identity: gateway_identity(repo),
+    }
+}
+
+/// The gateway's sender-identity settings: the agents' ServiceAccount in the
+/// platform namespace, with the audience of the token the agent DaemonSet projects.
+fn gateway_identity(repo: &Repo) -> gw::Identity {
+    gw::Identity {
+        agent_service_account: format!("{}/{AGENT}", repo.platform.namespace.as_str()),
+        agent_audience: AGENT_TOKEN_AUDIENCE.into(),
+        ..gw::Identity::default()
     }
 }
 
