@@ -45,6 +45,9 @@ pub enum StartError {
 }
 
 async fn client(access: &KubeAccess) -> Result<kube::Client, StartError> {
+    // rustls needs one process-wide crypto provider when several are compiled in;
+    // an error only means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = match access {
         KubeAccess::InCluster => {
             kube::Config::incluster().map_err(|e| StartError::Config(e.to_string()))?
