@@ -3,7 +3,7 @@
 //! same requests. Run with `cargo bench -p mop-gateway --bench pipeline`; after
 //! criterion's figures it prints spans/s, the ratio to the floor and peak RSS.
 //!
-//! With `MOP_BENCH_PATH=none|floor|route|sample` it runs only that path five times and
+//! With `MOP_BENCH_PATH=none|floor|route|verified|sample` it runs only that path five times and
 //! exits, for instruction counts under `valgrind --tool=callgrind`, which stay
 //! repeatable on a loaded machine (see `docs/performance.md`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark: a panic is the failure report
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use mop_gateway::export::Encoder;
 use mop_gateway::export::tempo::TempoEncoder;
+use mop_gateway::identity::pods::{PodFacts, PodIndex};
 use mop_gateway::routing::{Caller, Grant, RouteTable};
 use mop_gateway::sampling::{Output, Sampler};
 use mop_gateway_config::{
@@ -186,6 +187,70 @@ fn route_export(reqs: &[Vec<u8>], table: &RouteTable) -> usize {
     bytes
 }
 
+/// A pod index with every benchmark namespace's pod on the agent's node (and 500
+/// other pods around the cluster, so lookups are not in a toy map).
+fn pod_index() -> std::sync::RwLock<PodIndex> {
+    let mut pods: Vec<PodFacts> = NAMESPACES
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| PodFacts {
+            namespace: ns.to_string(),
+            name: "items-7c9f8d6b5-x2x4q".into(),
+            uid: format!("uid-{i}"),
+            node: Some("node-12".into()),
+            ips: vec![format!("10.1.0.{i}").parse().unwrap()],
+            host_network: false,
+            terminal: false,
+        })
+        .collect();
+    for i in 0..500u32 {
+        pods.push(PodFacts {
+            namespace: format!("ns-{}", i % 50),
+            name: format!("pod-{i}"),
+            uid: format!("uid-x{i}"),
+            node: Some(format!("node-{}", i % 20)),
+            ips: vec![std::net::IpAddr::from([
+                10,
+                2,
+                (i / 250) as u8,
+                (i % 250) as u8,
+            ])],
+            host_network: false,
+            terminal: false,
+        });
+    }
+    let mut idx = PodIndex::default();
+    idx.replace_all(pods);
+    std::sync::RwLock::new(idx)
+}
+
+/// As `route_export`, with the sender verified the way an agent is after its
+/// (cached) TokenReview: per request the node's pods from the index, per resource
+/// the pod-on-node check.
+fn verified_route_export(
+    reqs: &[Vec<u8>],
+    table: &RouteTable,
+    index: &std::sync::RwLock<PodIndex>,
+) -> usize {
+    let mut bytes = 0;
+    for r in reqs {
+        let req = ExportTraceServiceRequest::decode(&r[..]).unwrap();
+        let caller = {
+            let idx = index.read().unwrap();
+            Caller::Agent {
+                node: Arc::from("node-12"),
+                pods: idx.node("node-12"),
+            }
+        };
+        let routed = table.route(&caller, req.resource_spans);
+        debug_assert_eq!(routed.rejected_items, 0);
+        for (tenant, items) in routed.per_tenant {
+            bytes += black_box(TempoEncoder.encode(&tenant, items)).body.len();
+        }
+    }
+    bytes
+}
+
 fn route_sample_export(reqs: &[Vec<u8>], table: &RouteTable) -> usize {
     let mut sampler = Sampler::default();
     let mut bytes = 0;
@@ -311,6 +376,7 @@ fn main() {
     let spans = REQUESTS * RESOURCES_PER_REQUEST * SPANS_PER_RESOURCE;
     let plain = Arc::new(RouteTable::build(&config(false)).unwrap());
     let sampled = Arc::new(RouteTable::build(&config(true)).unwrap());
+    let index = pod_index();
     if let Ok(path) = std::env::var("MOP_BENCH_PATH") {
         let mut bytes = 0;
         for _ in 0..5 {
@@ -319,6 +385,7 @@ fn main() {
                 "none" => 0,
                 "floor" => floor(&reqs),
                 "route" => route_export(&reqs, &plain),
+                "verified" => verified_route_export(&reqs, &plain, &index),
                 "sample" => route_sample_export(&reqs, &sampled),
                 other => panic!("unknown MOP_BENCH_PATH {other}"),
             };
@@ -335,6 +402,9 @@ fn main() {
         g.bench_function("decode_route_export", |b| {
             b.iter(|| route_export(&reqs, &plain))
         });
+        g.bench_function("decode_verified_agent_route_export", |b| {
+            b.iter(|| verified_route_export(&reqs, &plain, &index))
+        });
         g.bench_function("decode_route_tail_sample_export", |b| {
             b.iter(|| route_sample_export(&reqs, &sampled))
         });
@@ -344,6 +414,7 @@ fn main() {
 
     let f = spans_per_sec(|| floor(&reqs), spans);
     let r = spans_per_sec(|| route_export(&reqs, &plain), spans);
+    let v = spans_per_sec(|| verified_route_export(&reqs, &plain, &index), spans);
     let s = spans_per_sec(|| route_sample_export(&reqs, &sampled), spans);
     println!(
         "\nmop-gateway pipeline, one thread, {spans} spans in {REQUESTS} requests (best of 15):"
@@ -353,6 +424,12 @@ fn main() {
         "  decode → route → encode            {:>12.0} spans/s  ({:.2}× the floor's time)",
         r,
         f / r
+    );
+    println!(
+        "  decode → verify agent → route → enc {:>11.0} spans/s  ({:.2}× the floor's time, {:+.1}% vs unverified)",
+        v,
+        f / v,
+        (r / v - 1.0) * 100.0
     );
     println!(
         "  decode → route → tail-sample → enc {:>12.0} spans/s  ({:.2}× the floor's time)",

@@ -74,6 +74,7 @@ pub enum Kind {
     Service,
     Deployment,
     DaemonSet,
+    NetworkPolicy,
 }
 
 impl Kind {
@@ -94,6 +95,7 @@ impl Kind {
             Kind::Service => "service",
             Kind::Deployment => "deployment",
             Kind::DaemonSet => "daemon-set",
+            Kind::NetworkPolicy => "network-policy",
         }
     }
 }
