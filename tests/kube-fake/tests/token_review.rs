@@ -9,8 +9,12 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, Config};
 use mop_kube_fake::{FakeKube, PodSpec, TokenSpec};
 
+/// The admin (the fake authorizes every request with RBAC; anonymous callers
+/// may neither create TokenReviews nor list pods).
 fn client(fake: &FakeKube) -> Client {
-    Client::try_from(Config::new(fake.url().parse().unwrap())).unwrap()
+    let mut config = Config::new(fake.url().parse().unwrap());
+    config.auth_info.token = Some(mop_kube_fake::ADMIN_TOKEN.to_string().into());
+    Client::try_from(config).unwrap()
 }
 
 async fn review(c: &Client, token: &str, audience: &str) -> Result<TokenReview, kube::Error> {
