@@ -101,7 +101,8 @@ impl Agent {
             host,
             metrics.clone(),
             stats.clone(),
-        )?;
+        )?
+        .with_token_file(cfg.gateway_token_file.clone());
         let (tx, rx) = export::queue(cfg.export.queue_size);
         let export_cancel = CancellationToken::new();
         let exporter = tokio::spawn(exporter.run(rx, export_cancel.clone()));

@@ -27,6 +27,12 @@ pub enum Error {
 pub struct Config {
     /// OTLP gRPC endpoint of the gateway, e.g. `http://mop-gateway:4317`.
     pub otlp_endpoint: String,
+    /// Projected ServiceAccount token (audience `mop-gateway`) sent to the gateway
+    /// as `Authorization: Bearer`, re-read for every request as the kubelet
+    /// rotates it. The gateway verifies it with TokenReview and then accepts the
+    /// namespaces of this node's pods; without it the agent is an anonymous sender.
+    #[serde(default)]
+    pub gateway_token_file: Option<std::path::PathBuf>,
     /// What to instrument. A process matching any rule is captured.
     #[serde(default)]
     pub instrument: Instrument,
@@ -287,6 +293,7 @@ impl Config {
     pub fn new(otlp_endpoint: impl Into<String>) -> Config {
         Config {
             otlp_endpoint: otlp_endpoint.into(),
+            gateway_token_file: None,
             instrument: Instrument::default(),
             services: Vec::new(),
             capture: Capture::default(),

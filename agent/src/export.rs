@@ -353,6 +353,7 @@ pub struct Exporter {
     host: String,
     metrics: Arc<Mutex<Metrics>>,
     stats: Arc<SelfMetrics>,
+    token_file: Option<std::path::PathBuf>,
 }
 
 fn retryable(code: Code) -> bool {
@@ -401,7 +402,31 @@ impl Exporter {
             host,
             metrics,
             stats,
+            token_file: None,
         })
+    }
+
+    /// Sends the token in this file (re-read per request) to the gateway.
+    pub fn with_token_file(mut self, file: Option<std::path::PathBuf>) -> Self {
+        self.token_file = file;
+        self
+    }
+
+    /// A request carrying the gateway token, if one is configured. A token that
+    /// cannot be read is an `UNAUTHENTICATED` failure of this export (retried
+    /// like the gateway's own refusal would not be), never an anonymous send.
+    fn authorized<T>(&self, body: T) -> Result<tonic::Request<T>, Status> {
+        let mut req = tonic::Request::new(body);
+        if let Some(path) = &self.token_file {
+            let token = std::fs::read_to_string(path).map_err(|e| {
+                Status::unauthenticated(format!("cannot read {}: {e}", path.display()))
+            })?;
+            let value = format!("Bearer {}", token.trim()).parse().map_err(|_| {
+                Status::unauthenticated(format!("{} holds no valid token", path.display()))
+            })?;
+            req.metadata_mut().insert("authorization", value);
+        }
+        Ok(req)
     }
 
     pub async fn run(mut self, mut rx: SpanReceiver, cancel: CancellationToken) {
@@ -545,8 +570,9 @@ impl Exporter {
         grpc.ready()
             .await
             .map_err(|e| Status::unavailable(format!("OTLP endpoint not ready: {e}")))?;
+        let req = self.authorized(body)?;
         grpc.unary(
-            tonic::Request::new(body),
+            req,
             PathAndQuery::from_static(TRACE_EXPORT_PATH),
             PreEncoded,
         )
@@ -565,11 +591,15 @@ impl Exporter {
         SelfMetrics::inc(&self.stats.metric_exports);
         // Cumulative temporality: a failed export is simply superseded by the
         // next one, so metrics are not retried.
-        if let Err(status) = self
-            .metrics_client
-            .export(ExportMetricsServiceRequest { resource_metrics })
-            .await
-        {
+        let req = match self.authorized(ExportMetricsServiceRequest { resource_metrics }) {
+            Ok(r) => r,
+            Err(status) => {
+                SelfMetrics::inc(&self.stats.metric_exports_failed);
+                warn!(error = %status.message(), "metric export failed");
+                return;
+            }
+        };
+        if let Err(status) = self.metrics_client.export(req).await {
             SelfMetrics::inc(&self.stats.metric_exports_failed);
             warn!(code = ?status.code(), error = %status.message(), "metric export failed");
         }

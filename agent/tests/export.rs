@@ -32,6 +32,8 @@ struct Flaky {
     fail_first: usize,
     code: tonic::Code,
     spans: Arc<Mutex<Vec<Span>>>,
+    /// `authorization` of every call.
+    auth: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 #[tonic::async_trait]
@@ -40,6 +42,12 @@ impl TraceService for Flaky {
         &self,
         req: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.auth.lock().unwrap().push(
+            req.metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        );
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         if n < self.fail_first {
             return Err(tonic::Status::new(self.code, "backend busy"));
@@ -92,6 +100,7 @@ async fn run(fail_first: usize, code: tonic::Code, attempts: u32) -> (Flaky, Arc
         fail_first,
         code,
         spans: Arc::default(),
+        auth: Arc::default(),
     };
     let endpoint = serve(f.clone()).await;
     let stats = Arc::new(SelfMetrics::default());
@@ -168,4 +177,68 @@ async fn non_retryable_errors_are_not_retried() {
     assert_eq!(f.calls.load(Ordering::SeqCst), 1);
     assert_eq!(stats.spans_dropped_export_failed.load(Ordering::SeqCst), 3);
     assert_eq!(stats.export_retries.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn the_gateway_token_is_sent_and_reread_when_it_rotates() {
+    let f = Flaky {
+        calls: Arc::default(),
+        fail_first: 0,
+        code: tonic::Code::Ok,
+        spans: Arc::default(),
+        auth: Arc::default(),
+    };
+    let endpoint = serve(f.clone()).await;
+    let token = std::env::temp_dir().join(format!("mop-agent-token-{}", std::process::id()));
+    std::fs::write(&token, "first-token\n").unwrap();
+    let stats = Arc::new(SelfMetrics::default());
+    let cfg = config::Export {
+        batch_size: 1,
+        interval_ms: 20,
+        queue_size: 16,
+        max_attempts: 1,
+        timeout_ms: 2000,
+    };
+    let exporter = Exporter::new(
+        &endpoint,
+        cfg,
+        "host".into(),
+        Arc::new(Mutex::new(Metrics::new(0, 10))),
+        stats.clone(),
+    )
+    .unwrap()
+    .with_token_file(Some(token.clone()));
+    let (tx, rx) = export::queue(16);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(exporter.run(rx, cancel.clone()));
+    let wait = async |n: u64| {
+        for _ in 0..100 {
+            if stats.spans_exported.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("spans not exported");
+    };
+    assert!(tx.try_send(record(1)).is_ok());
+    wait(1).await;
+    std::fs::write(&token, "rotated-token\n").unwrap();
+    assert!(tx.try_send(record(2)).is_ok());
+    wait(2).await;
+    cancel.cancel();
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_file(&token);
+    let auth = f.auth.lock().unwrap().clone();
+    assert_eq!(
+        auth.first().cloned().flatten().as_deref(),
+        Some("Bearer first-token")
+    );
+    assert_eq!(
+        auth.last().cloned().flatten().as_deref(),
+        Some("Bearer rotated-token")
+    );
 }

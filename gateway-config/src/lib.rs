@@ -41,6 +41,11 @@ pub struct GatewayConfig {
     /// owner before sampling. Absent: every replica samples what it receives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ring: Option<RingConfig>,
+    /// How the gateway verifies who sent a request (mop-agent tokens, anonymous
+    /// clients' source addresses). Absent in files written before it existed: the
+    /// defaults then apply.
+    #[serde(default)]
+    pub identity: Identity,
 }
 
 /// Where the gateway finds its ring peers in Kubernetes.
@@ -53,6 +58,143 @@ pub struct RingConfig {
     pub service: String,
     /// Name of the Service port peers forward spans to.
     pub port_name: String,
+}
+
+/// Sender identity: what the gateway trusts instead of what a client claims.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// The ServiceAccount (`namespace/name`) whose projected tokens authenticate
+    /// mop-agents. A token of any other ServiceAccount is refused.
+    #[serde(default = "default_agent_service_account")]
+    pub agent_service_account: String,
+    /// Audience the agents' projected tokens are issued for; the gateway asks the
+    /// TokenReview API for exactly this audience.
+    #[serde(default = "default_agent_audience")]
+    pub agent_audience: String,
+    /// How long a verified token is trusted before TokenReview is asked again
+    /// (never beyond the token's own expiry).
+    #[serde(default = "default_token_review_ttl_ms")]
+    pub token_review_ttl_ms: u64,
+    /// An anonymous client's resource that names a namespace other than the one
+    /// its source address belongs to: `retag` (route it to the verified tenant,
+    /// rewrite the attribute, count it) or `reject` (refuse those items).
+    #[serde(default)]
+    pub foreign_namespace: ForeignNamespace,
+    /// An anonymous request from an address that is no known pod and matches no
+    /// static source: `reject`, or `default_tenant` (route it to `default_tenant`).
+    #[serde(default)]
+    pub unknown_source: UnknownSource,
+    /// Source networks of anonymous clients that are not pods the gateway can see
+    /// (static mode without Kubernetes, or senders outside the cluster). The most
+    /// specific network containing the client's address decides its tenant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub static_sources: Vec<StaticSource>,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Self {
+            agent_service_account: default_agent_service_account(),
+            agent_audience: default_agent_audience(),
+            token_review_ttl_ms: default_token_review_ttl_ms(),
+            foreign_namespace: ForeignNamespace::default(),
+            unknown_source: UnknownSource::default(),
+            static_sources: Vec::new(),
+        }
+    }
+}
+
+fn default_agent_service_account() -> String {
+    "mop-system/mop-agent".into()
+}
+
+fn default_agent_audience() -> String {
+    "mop-gateway".into()
+}
+
+fn default_token_review_ttl_ms() -> u64 {
+    60_000
+}
+
+/// What to do with an anonymous client's resource naming another namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ForeignNamespace {
+    /// Route it to the verified tenant with the verified namespace (counted).
+    #[default]
+    Retag,
+    /// Refuse those items (counted, reported to the client).
+    Reject,
+}
+
+/// What to do with an anonymous request from an unknown address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownSource {
+    /// Refuse it (counted).
+    #[default]
+    Reject,
+    /// Route it to `default_tenant` (refused when there is none).
+    DefaultTenant,
+}
+
+/// A network of anonymous senders and what they may write: one tenant, or (a
+/// trusted collector, the static counterpart of a mop-agent) the namespaces it may
+/// name. Set exactly one of `tenant` and `namespaces`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StaticSource {
+    /// IPv4 or IPv6 network in CIDR form, e.g. `10.20.0.0/16` or `fd00::/64`.
+    pub cidr: String,
+    /// Tenant id of everything sent from this network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Namespaces (exact or glob) this network may name in `k8s.namespace.name`;
+    /// each resource goes to the tenant owning its namespace, others are refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+}
+
+/// A parsed CIDR network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `addr/prefix`; IPv4-mapped IPv6 networks are refused (write them as IPv4).
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (a, p) = s.split_once('/')?;
+        let addr: std::net::IpAddr = a.parse().ok()?;
+        let prefix: u8 = p.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max || addr.to_canonical() != addr {
+            return None;
+        }
+        Some(Cidr { addr, prefix })
+    }
+
+    /// Whether `ip` (already canonical: IPv4-mapped addresses as IPv4) is inside.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        match (self.addr, ip) {
+            (V4(net), V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (V6(net), V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Where one tenant's data comes from and how its traces are sampled.
@@ -156,6 +298,22 @@ pub enum ConfigError {
     RingService(String),
     #[error("ring.port_name must not be empty")]
     RingPortName,
+    #[error(
+        "identity.static_sources: {0:?} is not a network in CIDR form (e.g. 10.0.0.0/16 or fd00::/64)"
+    )]
+    InvalidCidr(String),
+    #[error("identity.static_sources: {0} must set exactly one of `tenant` and `namespaces`")]
+    SourceGrant(String),
+    #[error(
+        "identity.static_sources: {cidr} names tenant {tenant:?}, which is not one of the tenants"
+    )]
+    UnknownSourceTenant { cidr: String, tenant: String },
+    #[error("identity.static_sources: {0} appears twice")]
+    DuplicateCidr(String),
+    #[error("identity.agent_service_account {0:?} must be `namespace/name`")]
+    InvalidServiceAccount(String),
+    #[error("identity.agent_audience must not be empty")]
+    EmptyAudience,
 }
 
 impl GatewayConfig {
@@ -209,6 +367,40 @@ impl GatewayConfig {
             }
             if r.port_name.is_empty() {
                 errors.push(ConfigError::RingPortName);
+            }
+        }
+        let id = &self.identity;
+        let sa_ok = id
+            .agent_service_account
+            .split_once('/')
+            .is_some_and(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'));
+        if !sa_ok {
+            errors.push(ConfigError::InvalidServiceAccount(
+                id.agent_service_account.clone(),
+            ));
+        }
+        if id.agent_audience.is_empty() {
+            errors.push(ConfigError::EmptyAudience);
+        }
+        let mut nets = Vec::new();
+        for src in &id.static_sources {
+            match Cidr::parse(&src.cidr) {
+                Some(c) if nets.contains(&c) => {
+                    errors.push(ConfigError::DuplicateCidr(src.cidr.clone()))
+                }
+                Some(c) => nets.push(c),
+                None => errors.push(ConfigError::InvalidCidr(src.cidr.clone())),
+            }
+            if src.tenant.is_some() != src.namespaces.is_empty() {
+                errors.push(ConfigError::SourceGrant(src.cidr.clone()));
+            }
+            if let Some(t) = &src.tenant
+                && !seen.contains(t.as_str())
+            {
+                errors.push(ConfigError::UnknownSourceTenant {
+                    cidr: src.cidr.clone(),
+                    tenant: t.clone(),
+                });
             }
         }
         if errors.is_empty() {
@@ -305,6 +497,14 @@ mod tests {
                 service: "mop-gateway-peers".into(),
                 port_name: "ring".into(),
             }),
+            identity: Identity {
+                static_sources: vec![StaticSource {
+                    cidr: "10.20.0.0/16".into(),
+                    tenant: Some("platform".into()),
+                    namespaces: vec![],
+                }],
+                ..Identity::default()
+            },
         }
     }
 
@@ -333,6 +533,61 @@ mod tests {
         assert_eq!(errs.len(), 6, "{errs:?}");
         assert!(errs.contains(&ConfigError::RingService("Peers_1".into())));
         assert!(errs.contains(&ConfigError::DuplicateTenant("platform".into())));
+    }
+
+    #[test]
+    fn identity_defaults_apply_to_files_without_it_and_bad_sources_are_reported() {
+        let c: GatewayConfig = serde_json::from_str(r#"{"version":1,"tenants":[]}"#).unwrap();
+        assert_eq!(c.identity, Identity::default());
+        assert_eq!(c.identity.unknown_source, UnknownSource::Reject);
+        assert_eq!(c.identity.foreign_namespace, ForeignNamespace::Retag);
+        let mut c = example();
+        c.identity.static_sources = vec![
+            StaticSource {
+                cidr: "10.0.0.0/33".into(),
+                tenant: Some("platform".into()),
+                namespaces: vec![],
+            },
+            StaticSource {
+                cidr: "::ffff:10.0.0.0/104".into(),
+                tenant: None,
+                namespaces: vec!["*".into()],
+            },
+            StaticSource {
+                cidr: "10.0.0.0/8".into(),
+                tenant: Some("nobody".into()),
+                namespaces: vec![],
+            },
+            StaticSource {
+                cidr: "10.0.0.0/8".into(),
+                tenant: Some("platform".into()),
+                namespaces: vec!["shop".into()],
+            },
+        ];
+        c.identity.agent_service_account = "mop-agent".into();
+        let errs = c.validate().unwrap_err();
+        assert_eq!(errs.len(), 6, "{errs:?}");
+        assert!(errs.contains(&ConfigError::SourceGrant("10.0.0.0/8".into())));
+        assert!(errs.contains(&ConfigError::DuplicateCidr("10.0.0.0/8".into())));
+    }
+
+    #[test]
+    fn cidrs_contain_their_addresses_only() {
+        let net = Cidr::parse("10.20.0.0/16").unwrap();
+        assert!(net.contains("10.20.255.1".parse().unwrap()));
+        assert!(!net.contains("10.21.0.1".parse().unwrap()));
+        assert!(!net.contains("::1".parse().unwrap()));
+        let all = Cidr::parse("0.0.0.0/0").unwrap();
+        assert!(all.contains("192.0.2.1".parse().unwrap()));
+        let v6 = Cidr::parse("fd00:1::/64").unwrap();
+        assert!(v6.contains("fd00:1::abcd".parse().unwrap()));
+        assert!(!v6.contains("fd00:2::1".parse().unwrap()));
+        assert!(
+            Cidr::parse("::1/128")
+                .unwrap()
+                .contains("::1".parse().unwrap())
+        );
+        assert_eq!(Cidr::parse("10.0.0.1"), None);
     }
 
     #[test]

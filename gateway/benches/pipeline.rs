@@ -3,7 +3,7 @@
 //! same requests. Run with `cargo bench -p mop-gateway --bench pipeline`; after
 //! criterion's figures it prints spans/s, the ratio to the floor and peak RSS.
 //!
-//! With `MOP_BENCH_PATH=none|floor|route|sample` it runs only that path five times and
+//! With `MOP_BENCH_PATH=none|floor|route|verified|sample` it runs only that path five times and
 //! exits, for instruction counts under `valgrind --tool=callgrind`, which stay
 //! repeatable on a loaded machine (see `docs/performance.md`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark: a panic is the failure report
@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use mop_gateway::export::Encoder;
 use mop_gateway::export::tempo::TempoEncoder;
-use mop_gateway::routing::{Caller, RouteTable};
+use mop_gateway::identity::pods::{PodFacts, PodIndex};
+use mop_gateway::routing::{Caller, Grant, RouteTable};
 use mop_gateway::sampling::{Output, Sampler};
 use mop_gateway_config::{
     FORMAT_VERSION, GatewayConfig, Policy, PolicyRule, Sampling, TenantRoute,
@@ -156,7 +157,14 @@ fn config(sampled: bool) -> GatewayConfig {
                 },
             })
             .collect(),
+        identity: Default::default(),
     }
+}
+
+/// A sender allowed to name every namespace (the agent-shaped traffic of this
+/// benchmark).
+fn collector() -> Caller {
+    Caller::Network(Grant::Namespaces(vec!["*".to_string()].into()))
 }
 
 fn floor(reqs: &[Vec<u8>]) -> usize {
@@ -172,9 +180,71 @@ fn route_export(reqs: &[Vec<u8>], table: &RouteTable) -> usize {
     let mut bytes = 0;
     for r in reqs {
         let req = ExportTraceServiceRequest::decode(&r[..]).unwrap();
-        let caller = table.authenticate(None, None).unwrap();
-        let routed = table.route(&Caller::Anonymous, req.resource_spans);
-        debug_assert_eq!(caller, Caller::Anonymous);
+        let routed = table.route(&collector(), req.resource_spans);
+        for (tenant, items) in routed.per_tenant {
+            bytes += black_box(TempoEncoder.encode(&tenant, items)).body.len();
+        }
+    }
+    bytes
+}
+
+/// A pod index with every benchmark namespace's pod on the agent's node (and 500
+/// other pods around the cluster, so lookups are not in a toy map).
+fn pod_index() -> std::sync::RwLock<PodIndex> {
+    let mut pods: Vec<PodFacts> = NAMESPACES
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| PodFacts {
+            namespace: ns.to_string(),
+            name: "items-7c9f8d6b5-x2x4q".into(),
+            uid: format!("uid-{i}"),
+            node: Some("node-12".into()),
+            ips: vec![format!("10.1.0.{i}").parse().unwrap()],
+            host_network: false,
+            terminal: false,
+        })
+        .collect();
+    for i in 0..500u32 {
+        pods.push(PodFacts {
+            namespace: format!("ns-{}", i % 50),
+            name: format!("pod-{i}"),
+            uid: format!("uid-x{i}"),
+            node: Some(format!("node-{}", i % 20)),
+            ips: vec![std::net::IpAddr::from([
+                10,
+                2,
+                (i / 250) as u8,
+                (i % 250) as u8,
+            ])],
+            host_network: false,
+            terminal: false,
+        });
+    }
+    let mut idx = PodIndex::default();
+    idx.replace_all(pods);
+    std::sync::RwLock::new(idx)
+}
+
+/// As `route_export`, with the sender verified the way an agent is after its
+/// (cached) TokenReview: per request the node's pods from the index, per resource
+/// the pod-on-node check.
+fn verified_route_export(
+    reqs: &[Vec<u8>],
+    table: &RouteTable,
+    index: &std::sync::RwLock<PodIndex>,
+) -> usize {
+    let mut bytes = 0;
+    for r in reqs {
+        let req = ExportTraceServiceRequest::decode(&r[..]).unwrap();
+        let caller = {
+            let idx = index.read().unwrap();
+            Caller::Agent {
+                node: Arc::from("node-12"),
+                pods: idx.node("node-12"),
+            }
+        };
+        let routed = table.route(&caller, req.resource_spans);
+        debug_assert_eq!(routed.rejected_items, 0);
         for (tenant, items) in routed.per_tenant {
             bytes += black_box(TempoEncoder.encode(&tenant, items)).body.len();
         }
@@ -187,7 +257,7 @@ fn route_sample_export(reqs: &[Vec<u8>], table: &RouteTable) -> usize {
     let mut bytes = 0;
     for (i, r) in reqs.iter().enumerate() {
         let req = ExportTraceServiceRequest::decode(&r[..]).unwrap();
-        let routed = table.route(&Caller::Anonymous, req.resource_spans);
+        let routed = table.route(&collector(), req.resource_spans);
         let mut out = Output::default();
         for (tenant, items) in routed.per_tenant {
             let cfg = table.sampling(&tenant).unwrap();
@@ -307,6 +377,7 @@ fn main() {
     let spans = REQUESTS * RESOURCES_PER_REQUEST * SPANS_PER_RESOURCE;
     let plain = Arc::new(RouteTable::build(&config(false)).unwrap());
     let sampled = Arc::new(RouteTable::build(&config(true)).unwrap());
+    let index = pod_index();
     if let Ok(path) = std::env::var("MOP_BENCH_PATH") {
         let mut bytes = 0;
         for _ in 0..5 {
@@ -315,6 +386,7 @@ fn main() {
                 "none" => 0,
                 "floor" => floor(&reqs),
                 "route" => route_export(&reqs, &plain),
+                "verified" => verified_route_export(&reqs, &plain, &index),
                 "sample" => route_sample_export(&reqs, &sampled),
                 other => panic!("unknown MOP_BENCH_PATH {other}"),
             };
@@ -331,6 +403,9 @@ fn main() {
         g.bench_function("decode_route_export", |b| {
             b.iter(|| route_export(&reqs, &plain))
         });
+        g.bench_function("decode_verified_agent_route_export", |b| {
+            b.iter(|| verified_route_export(&reqs, &plain, &index))
+        });
         g.bench_function("decode_route_tail_sample_export", |b| {
             b.iter(|| route_sample_export(&reqs, &sampled))
         });
@@ -340,6 +415,7 @@ fn main() {
 
     let f = spans_per_sec(|| floor(&reqs), spans);
     let r = spans_per_sec(|| route_export(&reqs, &plain), spans);
+    let v = spans_per_sec(|| verified_route_export(&reqs, &plain, &index), spans);
     let s = spans_per_sec(|| route_sample_export(&reqs, &sampled), spans);
     println!(
         "\nmop-gateway pipeline, one thread, {spans} spans in {REQUESTS} requests (best of 15):"
@@ -349,6 +425,12 @@ fn main() {
         "  decode → route → encode            {:>12.0} spans/s  ({:.2}× the floor's time)",
         r,
         f / r
+    );
+    println!(
+        "  decode → verify agent → route → enc {:>11.0} spans/s  ({:.2}× the floor's time, {:+.1}% vs unverified)",
+        v,
+        f / v,
+        (r / v - 1.0) * 100.0
     );
     println!(
         "  decode → route → tail-sample → enc {:>12.0} spans/s  ({:.2}× the floor's time)",

@@ -27,7 +27,7 @@ use mop_gateway::export::Encoder;
 use mop_gateway::export::tempo::TempoEncoder;
 use mop_gateway::ring::Ring;
 use mop_gateway::ring::forward::split;
-use mop_gateway::routing::{Caller, RouteTable};
+use mop_gateway::routing::{Caller, Grant, RouteTable};
 use mop_gateway::sampling::{Output, Sampler};
 use mop_gateway_config::{
     FORMAT_VERSION, GatewayConfig, Policy, PolicyRule, Sampling, TenantRoute,
@@ -134,6 +134,7 @@ fn table() -> RouteTable {
         revision: None,
         default_tenant: None,
         ring: None,
+        identity: Default::default(),
         tenants: NAMESPACES
             .iter()
             .map(|ns| TenantRoute {
@@ -193,12 +194,18 @@ fn sample_export(
         .sum()
 }
 
+/// A sender allowed to name every namespace (the agent-shaped traffic of this
+/// benchmark).
+fn collector() -> Caller {
+    Caller::Network(Grant::Namespaces(vec!["*".to_string()].into()))
+}
+
 fn local(reqs: &[Vec<u8>], table: &RouteTable) -> usize {
     let mut sampler = Sampler::default();
     let mut bytes = 0;
     for (i, r) in reqs.iter().enumerate() {
         let req = ExportTraceServiceRequest::decode(&r[..]).unwrap();
-        let routed = table.route(&Caller::Anonymous, req.resource_spans);
+        let routed = table.route(&collector(), req.resource_spans);
         for (tenant, items) in routed.per_tenant {
             bytes += sample_export(&mut sampler, table, &tenant, items, i as u64);
         }
@@ -213,7 +220,7 @@ fn ring(reqs: &[Vec<u8>], table: &RouteTable, ring: &Ring) -> usize {
     for (i, r) in reqs.iter().enumerate() {
         let here = i % 3;
         let req = ExportTraceServiceRequest::decode(&r[..]).unwrap();
-        let routed = table.route(&Caller::Anonymous, req.resource_spans);
+        let routed = table.route(&collector(), req.resource_spans);
         for (tenant, items) in routed.per_tenant {
             let s = split(ring, MEMBERS[here], items);
             bytes += sample_export(&mut samplers[here], table, &tenant, s.local, i as u64);

@@ -26,6 +26,7 @@ use crate::export::otlp_metrics::OtlpMetricsEncoder;
 use crate::export::remote_write::RemoteWriteEncoder;
 use crate::export::tempo::TempoEncoder;
 use crate::export::{Encoder, RetryPolicy, Sender};
+use crate::identity::{self, Identifier};
 use crate::pipeline::{ExportOptions, QueueSender, Spool, queue, run_drainer, run_exporter};
 use crate::receiver::Ingest;
 use crate::receiver::grpc::GrpcReceiver;
@@ -45,6 +46,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Identity(#[from] identity::StartError),
     #[error("set either --remote-write-url or --metrics-otlp-url, not both")]
     TwoMetricsBackends,
     #[error(transparent)]
@@ -73,6 +76,7 @@ pub struct Gateway {
     admin: JoinHandle<()>,
     reloader: JoinHandle<()>,
     ring_membership: Option<JoinHandle<()>>,
+    pod_watch: Option<JoinHandle<()>>,
     drainers: Vec<JoinHandle<()>>,
     /// Pipelines are done: drainers finish once their disk queue is empty.
     closing: CancellationToken,
@@ -81,6 +85,7 @@ pub struct Gateway {
     shutdown_timeout: Duration,
     ready: Arc<AtomicBool>,
     metrics: Metrics,
+    identity: Identifier,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
@@ -98,6 +103,7 @@ fn local(l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Error> {
 struct AdminState {
     metrics: Metrics,
     ready: Arc<AtomicBool>,
+    identity: Identifier,
 }
 
 async fn metrics_handler(State(s): State<AdminState>) -> impl IntoResponse {
@@ -111,7 +117,10 @@ async fn metrics_handler(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn ready_handler(State(s): State<AdminState>) -> impl IntoResponse {
-    if s.ready.load(Ordering::SeqCst) {
+    if !s.identity.ready() {
+        // Anonymous senders cannot be told apart before the pod list loaded.
+        (StatusCode::SERVICE_UNAVAILABLE, "pod index not loaded")
+    } else if s.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
@@ -309,7 +318,15 @@ impl Gateway {
             &mut stages,
         )?;
 
+        let (identity, pod_watch) = match settings.kube_access() {
+            Some(access) => {
+                let (id, task) = Identifier::with_kubernetes(&access, stop_admin.clone()).await?;
+                (id, Some(task))
+            }
+            None => (Identifier::without_kubernetes(), None),
+        };
         let ingest = Ingest {
+            identity: identity.clone(),
             routes: routes_rx,
             traces: traces_in,
             metrics_queue: metrics_q,
@@ -355,9 +372,12 @@ impl Gateway {
         .layer(GlobalConcurrencyLimitLayer::with_semaphore(permits));
         let stop = stop_receivers.clone();
         receivers.push(tokio::spawn(async move {
-            let result = axum::serve(http_l, http_app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
+            let result = axum::serve(
+                http_l,
+                http_app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
             if let Err(e) = result {
                 tracing::error!(error = %e, "HTTP receiver failed");
             }
@@ -371,6 +391,7 @@ impl Gateway {
             .with_state(AdminState {
                 metrics: metrics.clone(),
                 ready: ready.clone(),
+                identity: identity.clone(),
             });
         let stop = stop_admin.clone();
         let admin = tokio::spawn(async move {
@@ -407,8 +428,10 @@ impl Gateway {
             admin,
             reloader,
             ring_membership,
+            pod_watch,
             ready,
             metrics,
+            identity,
         })
     }
 
@@ -427,6 +450,9 @@ impl Gateway {
     }
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+    pub fn identity(&self) -> &Identifier {
+        &self.identity
     }
 
     /// Staged shutdown: not ready → receivers stop (in-flight requests finish) →
@@ -476,6 +502,9 @@ impl Gateway {
         let _ = self.reloader.await;
         if let Some(m) = self.ring_membership {
             let _ = m.await;
+        }
+        if let Some(w) = self.pod_watch {
+            let _ = w.await;
         }
     }
 }

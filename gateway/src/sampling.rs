@@ -620,6 +620,8 @@ mod tests {
             revision: None,
             default_tenant: None,
             tenants: vec![],
+            ring: None,
+            identity: Default::default(),
         })
         .unwrap();
         let (_routes_tx, routes) = watch::channel(Arc::new(table));
@@ -639,6 +641,7 @@ mod tests {
             routes,
             Duration::from_secs(3600),
             metrics.clone(),
+            None,
         )
         .await;
         // The first batch fails; it and the two still queued are counted:

@@ -130,6 +130,17 @@ pub struct Settings {
         default_value_t = 1_000
     )]
     pub disk_queue_fsync_interval_ms: u64,
+    /// Where the Kubernetes API is, for sender identity (the pod watch behind
+    /// anonymous clients' addresses and TokenReview of mop-agent tokens):
+    /// `in-cluster`, `kubeconfig`, or a URL (with `--kubernetes-token-file`).
+    /// Without it the gateway runs in static mode: tenant tokens and
+    /// `identity.static_sources` only.
+    #[arg(long, env = "MOP_GATEWAY_KUBERNETES")]
+    pub kubernetes: Option<String>,
+    /// Bearer token file for `--kubernetes URL` (the gateway's own ServiceAccount
+    /// token); re-read as it rotates.
+    #[arg(long, env = "MOP_GATEWAY_KUBERNETES_TOKEN_FILE")]
+    pub kubernetes_token_file: Option<PathBuf>,
     /// Deadline for draining and flushing on shutdown.
     #[arg(
         long,
@@ -180,7 +191,22 @@ impl Settings {
             disk_queue_fsync_interval_ms: 1_000,
             shutdown_timeout_ms: 5_000,
             ring: crate::ring::RingSettings::default(),
+            kubernetes: None,
+            kubernetes_token_file: None,
         }
+    }
+
+    /// How to reach the Kubernetes API, if at all.
+    pub fn kube_access(&self) -> Option<crate::identity::KubeAccess> {
+        use crate::identity::KubeAccess;
+        Some(match self.kubernetes.as_deref()? {
+            "in-cluster" => KubeAccess::InCluster,
+            "kubeconfig" => KubeAccess::Kubeconfig,
+            url => KubeAccess::Url {
+                url: url.to_string(),
+                token_file: self.kubernetes_token_file.clone(),
+            },
+        })
     }
 
     pub fn batch_timeout(&self) -> Duration {

@@ -11,6 +11,9 @@ use prometheus_client::encoding::EncodeLabelValue;
 /// Resource attribute that decides the tenant.
 pub const NAMESPACE_ATTR: &str = "k8s.namespace.name";
 
+/// Resource attribute naming the pod an agent reports for.
+pub const POD_ATTR: &str = "k8s.pod.name";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
 pub enum Signal {
     Traces,
@@ -38,11 +41,15 @@ impl std::fmt::Display for Signal {
 pub trait ResourceItems: prost::Message + Clone + Default + Send + Sync + 'static {
     const SIGNAL: Signal;
     fn resource(&self) -> Option<&Resource>;
+    fn resource_mut(&mut self) -> &mut Option<Resource>;
     /// Spans, data points or log records inside.
     fn item_count(&self) -> usize;
 }
 
 impl ResourceItems for ResourceSpans {
+    fn resource_mut(&mut self) -> &mut Option<Resource> {
+        &mut self.resource
+    }
     const SIGNAL: Signal = Signal::Traces;
     fn resource(&self) -> Option<&Resource> {
         self.resource.as_ref()
@@ -53,6 +60,9 @@ impl ResourceItems for ResourceSpans {
 }
 
 impl ResourceItems for ResourceMetrics {
+    fn resource_mut(&mut self) -> &mut Option<Resource> {
+        &mut self.resource
+    }
     const SIGNAL: Signal = Signal::Metrics;
     fn resource(&self) -> Option<&Resource> {
         self.resource.as_ref()
@@ -74,6 +84,9 @@ impl ResourceItems for ResourceMetrics {
 }
 
 impl ResourceItems for ResourceLogs {
+    fn resource_mut(&mut self) -> &mut Option<Resource> {
+        &mut self.resource
+    }
     const SIGNAL: Signal = Signal::Logs;
     fn resource(&self) -> Option<&Resource> {
         self.resource.as_ref()
@@ -102,6 +115,31 @@ pub fn string_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
 pub fn namespace_of<R: ResourceItems>(r: &R) -> Option<&str> {
     r.resource()
         .and_then(|res| string_attr(&res.attributes, NAMESPACE_ATTR))
+}
+
+/// The pod a resource says it comes from.
+pub fn pod_of<R: ResourceItems>(r: &R) -> Option<&str> {
+    r.resource()
+        .and_then(|res| string_attr(&res.attributes, POD_ATTR))
+}
+
+/// Sets `k8s.namespace.name` to the namespace the gateway verified, replacing
+/// whatever the sender wrote.
+pub fn set_namespace<R: ResourceItems>(r: &mut R, ns: &str) {
+    let value = Some(AnyValue {
+        value: Some(any_value::Value::StringValue(ns.to_string())),
+    });
+    let attrs = &mut r
+        .resource_mut()
+        .get_or_insert_with(Resource::default)
+        .attributes;
+    match attrs.iter_mut().find(|kv| kv.key == NAMESPACE_ATTR) {
+        Some(kv) => kv.value = value,
+        None => attrs.push(KeyValue {
+            key: NAMESPACE_ATTR.into(),
+            value,
+        }),
+    }
 }
 
 /// Renders any OTLP value as the string a label or a policy compares against.

@@ -50,6 +50,39 @@ pub enum RejectReason {
     Forbidden,
     TooLarge,
     Malformed,
+    /// An anonymous request from an address that is no known pod or static source.
+    UnknownSource,
+    /// An anonymous client's resource named a namespace other than its own
+    /// (with `foreign_namespace: reject`).
+    ForeignNamespace,
+    /// A mop-agent named a pod or namespace with no pod on its own node.
+    NotOnAgentNode,
+    /// A trusted static source named a namespace it may not.
+    NamespaceNotAllowed,
+    /// A ServiceAccount token that is not the agents' (or not bound to a pod).
+    NotAgent,
+    /// A ServiceAccount token issued for another audience.
+    WrongAudience,
+    /// The sender could not be verified yet (pod index not loaded, Kubernetes
+    /// API unreachable); the client was told to retry.
+    IdentityUnavailable,
+}
+
+impl RejectReason {
+    /// What the client is told, per reason, for items refused in a request that
+    /// was otherwise taken.
+    pub fn explain(self) -> &'static str {
+        match self {
+            RejectReason::UnknownNamespace => {
+                "with a namespace no tenant owns and no default tenant configured"
+            }
+            RejectReason::ForeignNamespace => "naming a namespace other than the sender's pod's",
+            RejectReason::NotOnAgentNode => "for pods not on the agent's node",
+            RejectReason::NamespaceNotAllowed => "naming a namespace this source may not",
+            RejectReason::UnknownSource => "from an unknown source address",
+            _ => "refused",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -115,7 +148,7 @@ impl Metrics {
         );
         r.register(
             "retagged_items",
-            "Items of token-authenticated clients whose namespace named another tenant; routed to the token's tenant",
+            "Items whose claimed namespace named another tenant than the verified sender's (token client, pod address or static source); routed to the sender's tenant",
             self.retagged.clone(),
         );
         r.register(

@@ -38,6 +38,9 @@ fn rendered() -> Vec<(String, String, String, String)> {
                 "DaemonSet" => "daemonsets",
                 "ClusterRole" => "clusterroles",
                 "ClusterRoleBinding" => "clusterrolebindings",
+                "Role" => "roles",
+                "RoleBinding" => "rolebindings",
+                "NetworkPolicy" => "networkpolicies",
                 other => panic!("render produces {other}: add it to support/api_calls.rs and here"),
             };
             let name = b["metadata"]["name"].as_str().unwrap().to_string();

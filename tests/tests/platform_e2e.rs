@@ -469,6 +469,9 @@ async fn git_to_gateway_to_backends_with_agent_traffic_and_sampling_reload() {
                 .arg("--reload-interval-ms=100")
                 .arg("--batch-timeout-ms=50")
                 .arg("--sampler-tick-ms=50")
+                // Sender identity against the Kubernetes fake: pod watch and
+                // TokenReview of the agent's token.
+                .arg(format!("--kubernetes={}", kube.url()))
                 .env("RUST_LOG", "info"),
         ),
         admin: format!("http://127.0.0.1:{admin}"),
@@ -521,6 +524,42 @@ async fn git_to_gateway_to_backends_with_agent_traffic_and_sampling_reload() {
     // No cluster here: the namespace comes from a services rule, as for a process
     // outside Kubernetes, instead of from pod metadata.
     agent_cfg["kubernetes"] = json!({ "enabled": false });
+    // The agent authenticates to the gateway with a projected-style token, and
+    // may name `checkout` because a checkout pod runs on its node.
+    kube.run_pod(mop_kube_fake::PodSpec {
+        namespace: "mop-system".into(),
+        name: "mop-agent-e2e".into(),
+        node: "e2e-node".into(),
+        ips: vec!["10.9.0.2".into()],
+        host_network: false,
+    })
+    .unwrap();
+    kube.run_pod(mop_kube_fake::PodSpec {
+        namespace: "checkout".into(),
+        name: "checkout-app".into(),
+        node: "e2e-node".into(),
+        ips: vec!["10.9.0.3".into()],
+        host_network: false,
+    })
+    .unwrap();
+    let agent_token = kube
+        .issue_token(mop_kube_fake::TokenSpec {
+            namespace: "mop-system".into(),
+            service_account: "mop-agent".into(),
+            audiences: vec!["mop-gateway".into()],
+            pod: Some("mop-agent-e2e".into()),
+            node: Some("e2e-node".into()),
+            valid_for: Duration::from_secs(3600),
+        })
+        .unwrap();
+    let token_file = tmp.path().join("gateway-token");
+    std::fs::write(&token_file, &agent_token).unwrap();
+    assert_eq!(
+        agent_cfg["gateway_token_file"],
+        json!("/var/run/secrets/mop-gateway/token"),
+        "the rendered agent config names the projected token"
+    );
+    agent_cfg["gateway_token_file"] = json!(token_file.display().to_string());
     agent_cfg["services"] =
         json!([{ "port": app_port, "service_name": SERVICE, "namespace": "checkout" }]);
     agent_cfg["export"] = json!({ "interval_ms": 200 });

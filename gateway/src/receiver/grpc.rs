@@ -49,6 +49,7 @@ fn to_status(e: Error, retry_after_s: u64) -> Status {
         }
         Error::ShuttingDown => Status::unavailable(e.to_string()),
         Error::NotConfigured(_) => Status::unimplemented(e.to_string()),
+        Error::Unavailable(_) => Status::unavailable(e.to_string()),
     }
 }
 
@@ -110,10 +111,11 @@ fn retry_info_details(code: tonic::Code, message: &str, retry_after_s: u64) -> V
 }
 
 impl GrpcReceiver {
-    fn handle<Req: OtlpRequest>(
+    async fn handle<Req: OtlpRequest>(
         &self,
         request: Request<Req>,
     ) -> Result<Response<Req::Response>, Status> {
+        let peer = request.remote_addr().map(|a| a.ip());
         let md = request.metadata();
         let text = |name| match md.get(name).map(|v| v.to_str()) {
             None => Ok(None),
@@ -131,7 +133,14 @@ impl GrpcReceiver {
             }
         }
         self.ingest
-            .ingest_headers(Req::queue(&self.ingest), header(&auth), header(&org), items)
+            .ingest_headers(
+                Req::queue(&self.ingest),
+                header(&auth),
+                header(&org),
+                peer,
+                items,
+            )
+            .await
             .map(|a| Response::new(Req::response(&a)))
             .map_err(|e| to_status(e, self.ingest.retry_after_s))
     }
@@ -159,7 +168,7 @@ impl TraceService for GrpcReceiver {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.handle(request)
+        self.handle(request).await
     }
 }
 
@@ -169,7 +178,7 @@ impl MetricsService for GrpcReceiver {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        self.handle(request)
+        self.handle(request).await
     }
 }
 
@@ -179,6 +188,6 @@ impl LogsService for GrpcReceiver {
         &self,
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        self.handle(request)
+        self.handle(request).await
     }
 }

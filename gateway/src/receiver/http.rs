@@ -6,7 +6,7 @@ use std::io::Read;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -78,6 +78,7 @@ fn error(
 
 async fn handle<Req: OtlpRequest>(
     State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -177,7 +178,14 @@ async fn handle<Req: OtlpRequest>(
     let retry = state.ingest.retry_after_s;
     match state
         .ingest
-        .ingest_headers(Req::queue(&state.ingest), auth, org, request.into_items())
+        .ingest_headers(
+            Req::queue(&state.ingest),
+            auth,
+            org,
+            Some(peer.ip()),
+            request.into_items(),
+        )
+        .await
     {
         Ok(accepted) => {
             let resp = Req::response(&accepted);
@@ -209,6 +217,13 @@ async fn handle<Req: OtlpRequest>(
                     Some(retry),
                 ),
                 Error::NotConfigured(_) => error(format, StatusCode::NOT_FOUND, 12, msg, None),
+                Error::Unavailable(_) => error(
+                    format,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    14,
+                    msg,
+                    Some(retry),
+                ),
             }
         }
     }

@@ -1,9 +1,10 @@
-//! OTLP receivers (gRPC and HTTP) and the ingest step they share: authenticate,
-//! route by tenant, enqueue all-or-nothing, count.
+//! OTLP receivers (gRPC and HTTP) and the ingest step they share: identify the
+//! sender, route by tenant, enqueue all-or-nothing, count.
 
 pub mod grpc;
 pub mod http;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::logs::v1::{
@@ -20,6 +21,7 @@ use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use tokio::sync::watch;
 
+use crate::identity::Identifier;
 use crate::pipeline::{Batch, EnqueueError, QueueSender};
 use crate::routing::{self, Caller, RouteTable};
 use crate::signal::{ResourceItems, Signal, count_items};
@@ -40,6 +42,8 @@ pub enum Error {
     ShuttingDown,
     #[error("this gateway has no {0} backend configured")]
     NotConfigured(Signal),
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// A request taken in, possibly with some items refused.
@@ -53,6 +57,7 @@ pub struct Accepted {
 #[derive(Debug, Clone)]
 pub struct Ingest {
     pub routes: watch::Receiver<Arc<RouteTable>>,
+    pub identity: Identifier,
     pub traces: Option<QueueSender<ResourceSpans>>,
     pub metrics_queue: Option<QueueSender<ResourceMetrics>>,
     pub logs: Option<QueueSender<ResourceLogs>>,
@@ -85,11 +90,12 @@ impl Ingest {
     /// as absent: an unreadable token would otherwise make the caller anonymous
     /// (routed by namespace), and an unreadable tenant name would skip the check
     /// that a client names only its own tenant.
-    pub fn ingest_headers<R: ResourceItems>(
+    pub async fn ingest_headers<R: ResourceItems>(
         &self,
         queue: Option<&QueueSender<R>>,
         authorization: HeaderText<'_>,
         org_id: HeaderText<'_>,
+        peer: Option<IpAddr>,
         items: Vec<R>,
     ) -> Result<Accepted, Error> {
         let refuse = |reason, err| {
@@ -122,15 +128,17 @@ impl Ingest {
                 );
             }
         };
-        self.ingest(queue, authorization, org_id, items)
+        self.ingest(queue, authorization, org_id, peer, items).await
     }
 
-    /// The whole ingest step for one request.
-    pub fn ingest<R: ResourceItems>(
+    /// The whole ingest step for one request; `peer` is the connection's source
+    /// address.
+    pub async fn ingest<R: ResourceItems>(
         &self,
         queue: Option<&QueueSender<R>>,
         authorization: Option<&str>,
         org_id: Option<&str>,
+        peer: Option<IpAddr>,
         items: Vec<R>,
     ) -> Result<Accepted, Error> {
         let signal = R::SIGNAL;
@@ -141,37 +149,44 @@ impl Ingest {
         // One table for the whole request: a reload in the middle cannot split a
         // request across two configs.
         let table = self.routes.borrow().clone();
-        let caller = table.authenticate(authorization, org_id).map_err(|e| {
-            let (reason, err) = match e {
-                routing::Error::TenantNotAllowed { .. } => {
-                    (RejectReason::Forbidden, Error::Forbidden(e.to_string()))
+        let caller = self
+            .identity
+            .identify(&table, authorization, org_id, peer)
+            .await
+            .map_err(|e| {
+                let reason = e.reason();
+                tracing::info!(reason = ?reason, peer = ?peer, items = total, signal = %signal, error = %e, "request refused");
+                self.telemetry.rejected(signal, reason, total);
+                let msg = e.to_string();
+                match e {
+                    routing::Error::TenantNotAllowed { .. }
+                    | routing::Error::NotAgent { .. }
+                    | routing::Error::NoNode
+                    | routing::Error::UnknownSource(_) => Error::Forbidden(msg),
+                    routing::Error::IdentityUnavailable(_) => Error::Unavailable(msg),
+                    _ => Error::Unauthenticated(msg),
                 }
-                _ => (
-                    RejectReason::Unauthenticated,
-                    Error::Unauthenticated(e.to_string()),
-                ),
-            };
-            self.telemetry.rejected(signal, reason, total);
-            err
-        })?;
+            })?;
         let routed = table.route(&caller, items);
-        if let Caller::Tenant(t) = &caller
-            && routed.retagged_items > 0
-        {
-            tracing::info!(tenant = %t, items = routed.retagged_items, signal = %signal, "items naming another tenant's namespace routed to the token's tenant");
-            self.telemetry
-                .retagged
-                .get_or_create(&TenantSignal {
-                    tenant: t.to_string(),
-                    signal,
-                })
-                .inc_by(routed.retagged_items as u64);
+        if routed.retagged_items > 0 {
+            // Retagged items all went to the one tenant of the verified sender.
+            for (t, _) in &routed.per_tenant {
+                tracing::info!(tenant = %t, items = routed.retagged_items, signal = %signal, caller = ?caller_kind(&caller), "items naming another namespace routed to the verified sender's tenant");
+                self.telemetry
+                    .retagged
+                    .get_or_create(&TenantSignal {
+                        tenant: t.to_string(),
+                        signal,
+                    })
+                    .inc_by(routed.retagged_items as u64);
+            }
         }
         let accepted_items = routed.accepted_items();
         let rejected = routed.rejected_items;
         let message = if rejected > 0 {
-            self.telemetry
-                .rejected(signal, RejectReason::UnknownNamespace, rejected);
+            for (reason, n) in &routed.rejected {
+                self.telemetry.rejected(signal, *reason, *n);
+            }
             routed.rejection_message()
         } else {
             String::new()
@@ -205,6 +220,15 @@ impl Ingest {
             self.telemetry.received(&t, signal, n);
         }
         Ok(Accepted { rejected, message })
+    }
+}
+
+fn caller_kind(c: &Caller) -> &'static str {
+    match c {
+        Caller::Tenant(_) => "token",
+        Caller::Agent { .. } => "agent",
+        Caller::Pod { .. } => "pod",
+        Caller::Network(_) => "static source",
     }
 }
 

@@ -111,6 +111,17 @@ pub fn write_config(
         default_tenant: default_tenant.map(String::from),
         tenants,
         ring: None,
+        // Anonymous test clients on loopback play a trusted collector (the
+        // static-mode counterpart of an agent): they may name any namespace.
+        // `tests/sender_identity.rs` covers the verified kinds of sender.
+        identity: mop_gateway_config::Identity {
+            static_sources: vec![mop_gateway_config::StaticSource {
+                cidr: "127.0.0.0/8".into(),
+                tenant: None,
+                namespaces: vec!["*".into()],
+            }],
+            ..Default::default()
+        },
     }
 }
 

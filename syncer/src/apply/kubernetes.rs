@@ -68,6 +68,7 @@ fn kinds() -> Vec<KindApi> {
         kind_api::<Service>(Kind::Service),
         kind_api::<Deployment>(Kind::Deployment),
         kind_api::<DaemonSet>(Kind::DaemonSet),
+        kind_api::<k8s_openapi::api::networking::v1::NetworkPolicy>(Kind::NetworkPolicy),
     ]
 }
 

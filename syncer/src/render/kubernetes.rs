@@ -18,6 +18,9 @@ pub const GATEWAY_CONFIGMAP: &str = "mop-gateway-routing";
 const GATEWAY: &str = "mop-gateway";
 const AGENT: &str = "mop-agent";
 const AGENT_CONFIG_DIR: &str = "/etc/mop/agent";
+/// Audience of the projected ServiceAccount token the agent sends to the gateway.
+pub const AGENT_TOKEN_AUDIENCE: &str = "mop-gateway";
+const AGENT_GATEWAY_TOKEN_DIR: &str = "/var/run/secrets/mop-gateway";
 /// Name of the ConfigMap holding the agent's configuration.
 pub const AGENT_CONFIGMAP: &str = "mop-agent-config";
 const TOKENS_DIR: &str = "/etc/mop/tokens";
@@ -90,6 +93,17 @@ pub fn gateway_config(repo: &Repo) -> gw::GatewayConfig {
             .map(|t| t.value.clone()),
         tenants,
         ring: gateway_ring(repo),
+        identity: gateway_identity(repo),
+    }
+}
+
+/// The gateway's sender-identity settings: the agents' ServiceAccount in the
+/// platform namespace, with the audience of the token the agent DaemonSet projects.
+fn gateway_identity(repo: &Repo) -> gw::Identity {
+    gw::Identity {
+        agent_service_account: format!("{}/{AGENT}", repo.platform.namespace.as_str()),
+        agent_audience: AGENT_TOKEN_AUDIENCE.into(),
+        ..gw::Identity::default()
     }
 }
 
@@ -230,8 +244,77 @@ pub(super) fn render(repo: &Repo, b: &mut Builder) -> Result<()> {
     }
 
     gateway_workload(repo, b)?;
+    gateway_identity_access(repo, b)?;
     agent_workload(repo, b)?;
     Ok(())
+}
+
+/// What sender identity needs around the gateway (gateway/src/identity/): RBAC to
+/// watch pods and review agents' tokens, and a NetworkPolicy so that only agents
+/// and tenants' pods reach the OTLP ports, only the monitoring namespace the
+/// admin port, and only the gateway's own replicas the ring port. The syncer
+/// must hold every verb granted here (RBAC escalation prevention): keep
+/// deploy/base/rbac.yaml in step.
+fn gateway_identity_access(repo: &Repo, b: &mut Builder) -> Result<()> {
+    let ns = repo.platform.namespace.as_str();
+    add(
+        b,
+        None,
+        Kind::ClusterRole,
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": { "name": GATEWAY, "labels": labels(GATEWAY, None, &[]) },
+            "rules": [
+                // identity/review.rs: POST tokenreviews for agents' tokens.
+                { "apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"] },
+                // identity/watch.rs: every pod's address, node and hostNetwork.
+                { "apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"] },
+            ],
+        }),
+    )?;
+    add(
+        b,
+        None,
+        Kind::ClusterRoleBinding,
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": { "name": GATEWAY, "labels": labels(GATEWAY, None, &[]) },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": GATEWAY },
+            "subjects": [{ "kind": "ServiceAccount", "name": GATEWAY, "namespace": ns }],
+        }),
+    )?;
+    // The metrics backend's namespace is where the monitoring stack that scrapes
+    // the gateway's admin port runs (`monitoring` in the template).
+    let monitoring = repo.platform.backends.mimir.overrides.namespace.as_str();
+    let otlp_ports =
+        json!([{ "protocol": "TCP", "port": 4317 }, { "protocol": "TCP", "port": 4318 }]);
+    let mut ingress = vec![
+        json!({ "from": [{ "podSelector": { "matchLabels": { "app.kubernetes.io/name": AGENT } } }], "ports": otlp_ports }),
+        // Namespaces the repository names are labelled with their tenant.
+        json!({ "from": [{ "namespaceSelector": { "matchExpressions": [{ "key": TENANT_LABEL, "operator": "Exists" }] } }], "ports": otlp_ports }),
+        json!({ "from": [{ "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": monitoring } } }], "ports": [{ "protocol": "TCP", "port": 8888 }] }),
+    ];
+    // The trace ring: replicas forward spans to each other on the ring port.
+    if repo.platform.gateway.ring.enabled {
+        ingress.push(json!({ "from": [{ "podSelector": { "matchLabels": { "app.kubernetes.io/name": GATEWAY } } }], "ports": [{ "protocol": "TCP", "port": RING_PORT }] }));
+    }
+    add(
+        b,
+        None,
+        Kind::NetworkPolicy,
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": { "name": GATEWAY, "namespace": ns, "labels": labels(GATEWAY, None, &[]) },
+            "spec": {
+                "podSelector": { "matchLabels": { "app.kubernetes.io/name": GATEWAY } },
+                "policyTypes": ["Ingress"],
+                "ingress": ingress,
+            },
+        }),
+    )
 }
 
 fn push_url(b: &crate::model::platform::Backend) -> String {
@@ -307,7 +390,9 @@ fn gateway_workload(repo: &Repo, b: &mut Builder) -> Result<()> {
                 "metadata": { "labels": labels(GATEWAY, None, &[("app.kubernetes.io/version", &version_label)]) },
                 "spec": {
                     "serviceAccountName": GATEWAY,
-                    "automountServiceAccountToken": false,
+                    // `--kubernetes=in-cluster`: the pod watch and TokenReview
+                    // authenticate as this ServiceAccount.
+                    "automountServiceAccountToken": true,
                     "securityContext": { "runAsNonRoot": true, "runAsUser": 65532, "fsGroup": 65532, "seccompProfile": { "type": "RuntimeDefault" } },
                     "terminationGracePeriodSeconds": 60,
                     "containers": [{
@@ -318,6 +403,7 @@ fn gateway_workload(repo: &Repo, b: &mut Builder) -> Result<()> {
                             "--grpc-listen=0.0.0.0:4317".to_string(),
                             "--http-listen=0.0.0.0:4318".to_string(),
                             "--admin-listen=0.0.0.0:8888".to_string(),
+                            "--kubernetes=in-cluster".to_string(),
                             format!("--disk-queue-dir={QUEUE_DIR}"),
                             format!("--tempo-url={}", push_url(&be.tempo)),
                             format!("--remote-write-url={}", push_url(&be.mimir)),
@@ -494,6 +580,7 @@ fn agent_workload(repo: &Repo, b: &mut Builder) -> Result<()> {
         "instrument": { "ports": a.ports, "executables": a.executables },
         "capture": { "bytes": a.capture_bytes },
         "kubernetes": { "enabled": true },
+        "gateway_token_file": format!("{AGENT_GATEWAY_TOKEN_DIR}/token"),
     });
     add(
         b,
@@ -557,11 +644,17 @@ fn agent_workload(repo: &Repo, b: &mut Builder) -> Result<()> {
                             "volumeMounts": [
                                 { "name": "tracefs", "mountPath": "/sys/kernel/tracing", "readOnly": true },
                                 { "name": "config", "mountPath": AGENT_CONFIG_DIR, "readOnly": true },
+                                { "name": "gateway-token", "mountPath": AGENT_GATEWAY_TOKEN_DIR, "readOnly": true },
                             ],
                         }],
                         "volumes": [
                             { "name": "tracefs", "hostPath": { "path": "/sys/kernel/tracing", "type": "Directory" } },
                             { "name": "config", "configMap": { "name": AGENT_CONFIGMAP } },
+                            // A token only the gateway accepts (audience), bound to
+                            // this pod, rotated by the kubelet before it expires.
+                            { "name": "gateway-token", "projected": { "sources": [{ "serviceAccountToken": {
+                                "audience": AGENT_TOKEN_AUDIENCE, "expirationSeconds": 3600, "path": "token",
+                            } }] } },
                         ],
                     },
                 },

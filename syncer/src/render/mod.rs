@@ -76,6 +76,7 @@ pub enum Kind {
     Service,
     Deployment,
     DaemonSet,
+    NetworkPolicy,
 }
 
 impl Kind {
@@ -98,6 +99,7 @@ impl Kind {
             Kind::Service => "service",
             Kind::Deployment => "deployment",
             Kind::DaemonSet => "daemon-set",
+            Kind::NetworkPolicy => "network-policy",
         }
     }
 }

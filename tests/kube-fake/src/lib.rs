@@ -27,6 +27,7 @@
 mod controller;
 mod discovery;
 mod fields;
+mod identity;
 mod rbac;
 mod resources;
 mod schema;
@@ -43,6 +44,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use tokio::sync::{oneshot, watch as tokio_watch};
 
+pub use crate::identity::{PodSpec, TokenSpec};
 pub use crate::rbac::{Attributes, User};
 pub use crate::status::ApiError;
 pub use crate::store::{RecordedRequest, RolloutSettings};
@@ -57,6 +59,8 @@ pub(crate) struct Inner {
     pub(crate) state: Mutex<store::State>,
     /// The latest `resourceVersion`, bumped after every stored change to wake watches.
     pub(crate) changed: tokio_watch::Sender<u64>,
+    /// Issued ServiceAccount tokens (`identity.rs`).
+    pub(crate) tokens: Mutex<identity::Registry>,
 }
 
 /// Errors of the test-facing API (not of the HTTP API, which answers `Status`).
@@ -111,6 +115,7 @@ impl FakeKube {
         let inner = Arc::new(Inner {
             state: Mutex::new(state),
             changed,
+            tokens: Mutex::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

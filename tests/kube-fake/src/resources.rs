@@ -184,6 +184,14 @@ pub const RESOURCES: &[Resource] = &[
         true,
         NameRule::Subdomain,
     ),
+    r(
+        "networking.k8s.io",
+        "v1",
+        "networkpolicies",
+        "NetworkPolicy",
+        true,
+        NameRule::Subdomain,
+    ),
 ];
 
 /// Looks a resource up by group, version and plural.

@@ -245,6 +245,9 @@ async fn route(
     body: &[u8],
     who: &Who,
 ) -> Reply {
+    if let Some(r) = crate::identity::answer(inner, method, path, body) {
+        return r.map_or_else(Reply::from, |v| Reply::Json(201, v));
+    }
     if let Some(d) = crate::discovery::answer(path) {
         return if method == Method::GET {
             Reply::Json(200, d)
