@@ -455,6 +455,14 @@ async fn git_to_gateway_to_backends_with_agent_traffic_and_sampling_reload() {
 
     // 2. The gateway, with the mounted config and the rendered backend URLs.
     let (grpc, admin) = (free_port(), free_port());
+    // The gateway runs as its own ServiceAccount, authorized only by the
+    // ClusterRole and binding the syncer rendered and applied above.
+    let gateway_token = tmp.path().join("gateway-sa-token");
+    std::fs::write(
+        &gateway_token,
+        kube.service_account_token("mop-system", "mop-gateway"),
+    )
+    .unwrap();
     let mut gw = Gateway {
         proc: Proc::spawn(
             "mop-gateway",
@@ -472,6 +480,7 @@ async fn git_to_gateway_to_backends_with_agent_traffic_and_sampling_reload() {
                 // Sender identity against the Kubernetes fake: pod watch and
                 // TokenReview of the agent's token.
                 .arg(format!("--kubernetes={}", kube.url()))
+                .arg(format!("--kubernetes-token-file={}", gateway_token.display()))
                 .env("RUST_LOG", "info"),
         ),
         admin: format!("http://127.0.0.1:{admin}"),
