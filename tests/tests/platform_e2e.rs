@@ -480,7 +480,10 @@ async fn git_to_gateway_to_backends_with_agent_traffic_and_sampling_reload() {
                 // Sender identity against the Kubernetes fake: pod watch and
                 // TokenReview of the agent's token.
                 .arg(format!("--kubernetes={}", kube.url()))
-                .arg(format!("--kubernetes-token-file={}", gateway_token.display()))
+                .arg(format!(
+                    "--kubernetes-token-file={}",
+                    gateway_token.display()
+                ))
                 .env("RUST_LOG", "info"),
         ),
         admin: format!("http://127.0.0.1:{admin}"),
