@@ -256,6 +256,10 @@ impl Gateway {
         let mut receivers = Vec::new();
         let mut ring_addr = None;
         let mut ring_membership = None;
+        let kube = match settings.kube_access() {
+            Some(access) => Some(identity::connect(&access).await?),
+            None => None,
+        };
         // Traces pass through the ring router (forwarding to each trace's owner
         // replica) and the tail sampler on their way to Tempo.
         let traces_in = match tempo_q {
@@ -267,12 +271,15 @@ impl Gateway {
                 );
                 let wiring = ring::wiring::start(
                     &settings,
+                    kube.clone(),
                     tx,
                     routes_rx.clone(),
                     &metrics,
-                    stages.deadline.clone(),
-                    stop_receivers.clone(),
-                    stop_admin.clone(),
+                    ring::wiring::Stops {
+                        deadline: stages.deadline.clone(),
+                        receivers: stop_receivers.clone(),
+                        admin: stop_admin.clone(),
+                    },
                 )
                 .await?;
                 ring_addr = wiring.addr;
@@ -318,9 +325,9 @@ impl Gateway {
             &mut stages,
         )?;
 
-        let (identity, pod_watch) = match settings.kube_access() {
-            Some(access) => {
-                let (id, task) = Identifier::with_kubernetes(&access, stop_admin.clone()).await?;
+        let (identity, pod_watch) = match kube {
+            Some(client) => {
+                let (id, task) = Identifier::with_kubernetes(client, stop_admin.clone());
                 (id, Some(task))
             }
             None => (Identifier::without_kubernetes(), None),

@@ -9,7 +9,6 @@ pub mod disk_queue;
 pub mod export;
 pub mod gateway;
 pub mod identity;
-pub mod kube;
 pub mod pipeline;
 pub mod receiver;
 pub mod reload;

@@ -141,6 +141,11 @@ pub struct Settings {
     /// token); re-read as it rotates.
     #[arg(long, env = "MOP_GATEWAY_KUBERNETES_TOKEN_FILE")]
     pub kubernetes_token_file: Option<PathBuf>,
+    /// Namespace this gateway runs in, where the ring's EndpointSlices are (the
+    /// downward API's `metadata.namespace`). Default: the Kubernetes client's
+    /// (in a pod, the ServiceAccount's namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub kubernetes_namespace: Option<String>,
     /// Deadline for draining and flushing on shutdown.
     #[arg(
         long,
@@ -193,6 +198,7 @@ impl Settings {
             ring: crate::ring::RingSettings::default(),
             kubernetes: None,
             kubernetes_token_file: None,
+            kubernetes_namespace: None,
         }
     }
 

@@ -486,7 +486,6 @@ async fn sigkill_of_a_replica_loses_only_its_own_traces_and_counts_orphans() {
     // they must find it unreachable by themselves.
     send(&[&r0, &r1], 2000..3000, &[0]).await;
     send_whole(&[&r0, &r1], 3000..4000).await;
-    settle(&s.tempo, 1000, Duration::from_secs(60)).await;
 
     // Excused: traces the dead replica owned that had spans before the kill (held
     // in its memory, gone with it). Everything else is complete and once.
@@ -495,10 +494,19 @@ async fn sigkill_of_a_replica_loses_only_its_own_traces_and_counts_orphans() {
         ring.owner(&id).unwrap().addr() == victim
     };
     let excused: BTreeSet<u64> = (0..3000).filter(|n| owned_by_victim(*n)).collect();
-    let kept = assert_complete(&s.tempo, 0..4000, &excused);
     let expected = (0..4000)
         .filter(|n| expected_kept(*n) && !excused.contains(n))
         .count();
+    // Wait for all of them: the dead owner's traces are decided last (after
+    // `--ring-unreachable-ms` of retries, then the decision wait), and a short
+    // quiet spell before them must not end the wait.
+    settle(
+        &s.tempo,
+        expected * SPANS_PER_TRACE as usize,
+        Duration::from_secs(60),
+    )
+    .await;
+    let kept = assert_complete(&s.tempo, 0..4000, &excused);
     assert_eq!(kept, expected);
     let orphaned = sum_metric(
         &[&r0, &r1],
@@ -540,14 +548,43 @@ async fn endpointslice_membership_from_the_kube_fake_is_readiness_gated() {
         serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "mop-system"}}),
     )
     .unwrap();
+    // The replicas run as the gateway's ServiceAccount with the Role the syncer
+    // renders for the ring (syncer/src/render/kubernetes.rs): the fake enforces it.
+    for obj in [
+        serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "mop-gateway", "namespace": "mop-system"}}),
+        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "mop-gateway-ring", "namespace": "mop-system"},
+            "rules": [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+                "verbs": ["get", "list", "watch"]}]}),
+        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "mop-gateway-ring", "namespace": "mop-system"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "mop-gateway-ring"},
+            "subjects": [{"kind": "ServiceAccount", "name": "mop-gateway", "namespace": "mop-system"}]}),
+        // Sender identity's pod watch and TokenReviews share the client.
+        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "mop-gateway"},
+            "rules": [
+                {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]}),
+        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "mop-gateway"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "mop-gateway"},
+            "subjects": [{"kind": "ServiceAccount", "name": "mop-gateway", "namespace": "mop-system"}]}),
+    ] {
+        kube.put("test", obj).unwrap();
+    }
     let s = setup(3_000).await;
     let token = s.dir.path().join("sa-token");
-    std::fs::write(&token, "gateway-sa-token\n").unwrap();
-    kube.set_token(Some("gateway-sa-token"));
+    std::fs::write(
+        &token,
+        kube.service_account_token("mop-system", "mop-gateway"),
+    )
+    .unwrap();
     let args = [
-        format!("--kube-api-url={}", kube.url()),
-        format!("--kube-token-file={}", token.display()),
-        "--kube-namespace=mop-system".to_string(),
+        format!("--kubernetes={}", kube.url()),
+        format!("--kubernetes-token-file={}", token.display()),
+        "--kubernetes-namespace=mop-system".to_string(),
         format!("--ring-secret-file={}", s.secret.display()),
     ];
     let tempo = s.tempo.addr.to_string();
@@ -599,7 +636,55 @@ async fn endpointslice_membership_from_the_kube_fake_is_readiness_gated() {
         &[],
     );
     assert!(r2_received_from_peers > 0.0, "r2 owns traces once Ready");
-    // Every list/watch request carried the ServiceAccount token.
-    let reqs = kube.requests();
-    assert!(reqs.iter().any(|r| r.path.contains("endpointslices")));
+    // Every EndpointSlice request came from the gateway's ServiceAccount and
+    // was allowed by its Role alone.
+    let slice_reqs = || {
+        kube.requests()
+            .into_iter()
+            .filter(|r| r.path.contains("endpointslices"))
+            .collect::<Vec<_>>()
+    };
+    let reqs = slice_reqs();
+    assert!(!reqs.is_empty());
+    for r in &reqs {
+        assert_eq!(
+            r.user, "system:serviceaccount:mop-system:mop-gateway",
+            "{r:?}"
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+
+    // Watches end after etcd compacted their history: each replica's watch from
+    // its old resourceVersion gets 410 Expired and it lists again, keeping its
+    // membership meanwhile; the new watch then follows changes.
+    let lists = |reqs: &[mop_kube_fake::RecordedRequest]| {
+        reqs.iter()
+            .filter(|r| r.method == "GET" && !r.query.contains("watch=true"))
+            .count()
+    };
+    let before = lists(&slice_reqs());
+    // Another write moves the store past the slices' last version, so the
+    // compaction leaves the replicas' watch position behind.
+    kube.put(
+        "test",
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "unrelated", "namespace": "mop-system"}}),
+    )
+    .unwrap();
+    kube.compact();
+    kube.end_watches();
+    assert!(
+        eventually(Duration::from_secs(20), async || lists(&slice_reqs())
+            >= before + all.len())
+        .await,
+        "every replica lists again after 410: {:?}",
+        slice_reqs()
+    );
+    wait_members(&all, 3).await;
+    kube.put(
+        "endpointslice-controller",
+        endpoint_slice("mop-gateway-peers-1", &r1.ring, false),
+    )
+    .unwrap();
+    wait_members(&all, 2).await;
 }

@@ -44,7 +44,9 @@ pub enum StartError {
     Client(#[source] kube::Error),
 }
 
-async fn client(access: &KubeAccess) -> Result<kube::Client, StartError> {
+/// One client for everything the gateway asks the API server (the pod watch,
+/// TokenReviews, the ring's EndpointSlices), from `--kubernetes`.
+pub async fn connect(access: &KubeAccess) -> Result<kube::Client, StartError> {
     // rustls needs one process-wide crypto provider when several are compiled in;
     // an error only means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -80,19 +82,18 @@ impl Identifier {
     }
 
     /// With Kubernetes: starts the pod watch; TokenReviews go to the same API.
-    pub async fn with_kubernetes(
-        access: &KubeAccess,
+    pub fn with_kubernetes(
+        client: kube::Client,
         cancel: CancellationToken,
-    ) -> Result<(Self, JoinHandle<()>), StartError> {
-        let client = client(access).await?;
+    ) -> (Self, JoinHandle<()>) {
         let index = Arc::new(RwLock::new(PodIndex::default()));
         let task = tokio::spawn(watch::run(client.clone(), index.clone(), cancel));
-        Ok((
+        (
             Self {
                 kube: Some((index, Reviewer::new(client))),
             },
             task,
-        ))
+        )
     }
 
     /// Whether the pod index has loaded (always true without Kubernetes).

@@ -1,6 +1,8 @@
 //! Who is in the ring: a static list (`--peers`, `--peers-file`) or the
 //! EndpointSlices of the headless Service named in `gateway.json`, watched with
-//! list → watch → relist on 410 (as `agent/src/kube.rs` watches pods).
+//! kube-runtime's watcher (list → watch from the list's `resourceVersion` →
+//! relist on 410 Gone) through the gateway's one Kubernetes client
+//! (`--kubernetes`), the same that feeds sender identity's pod watch.
 //!
 //! Readiness gating: only endpoints whose `conditions.ready` is not false are
 //! members ("EndpointConditions": a nil `ready` means ready; terminating
@@ -19,8 +21,13 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use futures::StreamExt;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+
 use super::{ResultLabel, Ring, RingSettings, View};
-use crate::kube;
 use crate::routing::RouteTable;
 use crate::telemetry::Metrics;
 
@@ -84,6 +91,7 @@ impl Publisher {
 /// the static or Kubernetes source, restarted when the section changes.
 pub async fn run(
     settings: RingSettings,
+    kube: Option<(kube::Client, String)>,
     mut routes: watch::Receiver<Arc<RouteTable>>,
     publisher: Publisher,
     interval: Duration,
@@ -100,7 +108,22 @@ pub async fn run(
                 Some(_) if settings.is_static() => {
                     run_static(&settings, &publisher, interval).await;
                 }
-                Some(c) => run_kube(&settings, c, &publisher).await,
+                Some(c) => match &kube {
+                    Some((client, namespace)) => {
+                        run_kube(client.clone(), namespace, c, &publisher).await;
+                    }
+                    None => {
+                        // Nothing to learn the members from: this replica
+                        // samples what it receives rather than guess a ring.
+                        publisher.count(false);
+                        tracing::error!(
+                            service = %c.service,
+                            "gateway.json enables the trace ring from EndpointSlices but the gateway has no --kubernetes (nor --peers); it samples what it receives, and kept traces may be incomplete"
+                        );
+                        publisher.publish(false, &[], HashSet::new());
+                        std::future::pending::<()>().await;
+                    }
+                },
             }
         };
         let changed = async {
@@ -214,69 +237,52 @@ fn publish_slices(publisher: &Publisher, slices: &BTreeMap<String, SliceMembers>
     publisher.publish(true, &members, trusted);
 }
 
-async fn run_kube(settings: &RingSettings, cfg: &RingConfig, publisher: &Publisher) {
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        let result = kube_once(settings, cfg, publisher).await;
-        match result {
-            Err(kube::Error::Expired) => {
-                backoff = Duration::from_millis(500);
-            }
+async fn run_kube(client: kube::Client, namespace: &str, cfg: &RingConfig, publisher: &Publisher) {
+    let api: Api<EndpointSlice> = Api::namespaced(client, namespace);
+    let selector = format!("kubernetes.io/service-name={}", cfg.service);
+    let stream =
+        watcher::watcher(api, watcher::Config::default().labels(&selector)).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    let mut slices: BTreeMap<String, SliceMembers> = BTreeMap::new();
+    // A relist (first list, or after 410 Gone) is built aside and replaces the
+    // membership only once complete: a half-read list never shrinks the ring.
+    let mut building: BTreeMap<String, SliceMembers> = BTreeMap::new();
+    while let Some(next) = stream.next().await {
+        match next {
             Err(e) => {
                 publisher.count(false);
-                tracing::warn!(error = %e, service = %cfg.service, retry_in = ?backoff, "EndpointSlice watch failed; keeping the last membership");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                tracing::warn!(error = %e, service = %cfg.service, "EndpointSlice watch failed; keeping the last membership");
+                continue;
             }
-            Ok(()) => {}
+            Ok(Event::Init) => {
+                building.clear();
+                continue;
+            }
+            Ok(Event::InitApply(slice)) => {
+                let (name, members) = read_slice(&slice, &cfg.port_name);
+                building.insert(name, members);
+                continue;
+            }
+            Ok(Event::InitDone) => slices = std::mem::take(&mut building),
+            Ok(Event::Apply(slice)) => {
+                let (name, members) = read_slice(&slice, &cfg.port_name);
+                slices.insert(name, members);
+            }
+            Ok(Event::Delete(slice)) => {
+                slices.remove(&slice.metadata.name.clone().unwrap_or_default());
+            }
         }
+        publisher.count(true);
+        publish_slices(publisher, &slices);
     }
 }
 
-/// List, then watch until the stream ends or fails.
-async fn kube_once(
-    settings: &RingSettings,
-    cfg: &RingConfig,
-    publisher: &Publisher,
-) -> Result<(), kube::Error> {
-    let client = kube::Client::from_settings(&settings.kube)?;
-    let path = format!(
-        "/apis/discovery.k8s.io/v1/namespaces/{}/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3D{}",
-        client.namespace, cfg.service
-    );
-    let list = client.list(&path).await?;
-    let mut slices: BTreeMap<String, SliceMembers> = BTreeMap::new();
-    for item in list["items"].as_array().into_iter().flatten() {
-        let name = item["metadata"]["name"].as_str().unwrap_or("").to_string();
-        slices.insert(name, slice_members(item, &cfg.port_name));
-    }
-    publisher.count(true);
-    publish_slices(publisher, &slices);
-    let mut rv = list["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    loop {
-        rv = client
-            .watch(&path, rv, |ev| {
-                let name = ev.object["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string();
-                match ev.kind.as_str() {
-                    "ADDED" | "MODIFIED" => {
-                        slices.insert(name, slice_members(&ev.object, &cfg.port_name));
-                    }
-                    "DELETED" => {
-                        slices.remove(&name);
-                    }
-                    _ => return, // BOOKMARK: only the resourceVersion matters
-                }
-                publisher.count(true);
-                publish_slices(publisher, &slices);
-            })
-            .await?;
-    }
+fn read_slice(slice: &EndpointSlice, port_name: &str) -> (String, SliceMembers) {
+    let name = slice.metadata.name.clone().unwrap_or_default();
+    // The typed object back to its wire form: `slice_members` reads the fields
+    // the API documents, and is tested on that form.
+    let value = serde_json::to_value(slice).unwrap_or(Value::Null);
+    (name, slice_members(&value, port_name))
 }
 
 #[cfg(test)]

@@ -86,9 +86,6 @@ pub struct RingSettings {
     /// How long an unreachable owner is left out of this replica's ring.
     #[arg(long, env = "MOP_GATEWAY_RING_SUSPECT_MS", default_value_t = 10_000)]
     pub ring_suspect_ms: u64,
-    /// Kubernetes API access for EndpointSlice membership.
-    #[command(flatten)]
-    pub kube: crate::kube::KubeSettings,
 }
 
 impl Default for RingSettings {
@@ -102,7 +99,6 @@ impl Default for RingSettings {
             ring_batch_timeout_ms: 20,
             ring_unreachable_ms: 2_000,
             ring_suspect_ms: 10_000,
-            kube: crate::kube::KubeSettings::default(),
         }
     }
 }

@@ -63,18 +63,31 @@ fn read_secret(settings: &Settings) -> Result<Option<String>, Error> {
     Ok(Some(s))
 }
 
-/// `sampler`: the sampler's input queue. `deadline`: shutdown deadline (stop
-/// retrying owners). `stop_receivers`: closes the ring port with the other
-/// receivers. `stop_admin`: ends the membership watch last.
+/// The shutdown stages the ring takes part in.
+pub struct Stops {
+    /// Shutdown deadline: stop retrying owners.
+    pub deadline: CancellationToken,
+    /// Closes the ring port with the other receivers.
+    pub receivers: CancellationToken,
+    /// Ends the membership watch last.
+    pub admin: CancellationToken,
+}
+
+/// `sampler`: the sampler's input queue. `kube`: the gateway's Kubernetes client
+/// (EndpointSlice membership), if it has one.
 pub async fn start(
     settings: &Settings,
+    kube: Option<kube::Client>,
     sampler: QueueSender<ResourceSpans>,
     routes: watch::Receiver<Arc<RouteTable>>,
     metrics: &Metrics,
-    deadline: CancellationToken,
-    stop_receivers: CancellationToken,
-    stop_admin: CancellationToken,
+    stops: Stops,
 ) -> Result<Wiring, Error> {
+    let Stops {
+        deadline,
+        receivers: stop_receivers,
+        admin: stop_admin,
+    } = stops;
     let rs = &settings.ring;
     let (input, input_rx) =
         queue::<ResourceSpans>(settings.queue_capacity, Signal::Traces, metrics.clone());
@@ -155,6 +168,13 @@ pub async fn start(
 
     let membership = tokio::spawn(membership::run(
         rs.clone(),
+        kube.map(|client| {
+            let namespace = settings
+                .kubernetes_namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_string());
+            (client, namespace)
+        }),
         routes,
         Publisher::new(view_tx, self_addr, metrics.clone()),
         Duration::from_millis(settings.reload_interval_ms.max(10)),

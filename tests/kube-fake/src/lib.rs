@@ -59,6 +59,8 @@ pub(crate) struct Inner {
     pub(crate) state: Mutex<store::State>,
     /// The latest `resourceVersion`, bumped after every stored change to wake watches.
     pub(crate) changed: tokio_watch::Sender<u64>,
+    /// Bumped to end every open watch stream (`end_watches`).
+    pub(crate) watch_epoch: tokio_watch::Sender<u64>,
     /// Issued ServiceAccount tokens (`identity.rs`).
     pub(crate) tokens: Mutex<identity::Registry>,
 }
@@ -115,6 +117,7 @@ impl FakeKube {
         let inner = Arc::new(Inner {
             state: Mutex::new(state),
             changed,
+            watch_epoch: tokio_watch::channel(0).0,
             tokens: Mutex::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -235,6 +238,13 @@ impl FakeKube {
         if let Ok(mut s) = self.state() {
             s.compacted = s.rv;
         }
+    }
+
+    /// Ends every open watch stream, as an API server restart or its watch
+    /// timeout does: clients watch again from their last `resourceVersion`
+    /// (and, after `compact`, get 410 Expired and must list again).
+    pub fn end_watches(&self) {
+        self.inner.watch_epoch.send_modify(|e| *e += 1);
     }
 
     /// The latest `resourceVersion` of the whole store.

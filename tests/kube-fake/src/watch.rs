@@ -155,6 +155,7 @@ fn stream(
 ) -> Reply {
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
     let inner = inner.clone();
+    let mut ended = inner.watch_epoch.subscribe();
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
         for l in initial {
@@ -190,6 +191,7 @@ fn stream(
                 r = changed.changed() => if r.is_err() { return },
                 () = tokio::time::sleep_until(deadline) => return,
                 () = tx.closed() => return,
+                _ = ended.changed() => return,
             }
         }
     });
