@@ -8,8 +8,13 @@
 //!
 //! When a trace is due:
 //! - `decision_wait_ms` after its last span arrived; or
-//! - once its root span (no parent) has arrived and a fifth of `decision_wait_ms`
-//!   passed since the last span (early decision: the root ends last); or
+//! - early, to keep only: once its root span (no parent) has arrived, a fifth of
+//!   `decision_wait_ms` passed since the last span and a policy already keeps it.
+//!   An early verdict of "drop" is not final: a span of another service (another
+//!   SDK's export batch, another node, a hop through the ring) may still arrive
+//!   within `decision_wait_ms` and match a policy, so a drop always waits the
+//!   full `decision_wait_ms`. Spans of a kept trace that arrive later follow it
+//!   (remembered decisions, below); or
 //! - ten times `decision_wait_ms` after its first span, so a trace that never
 //!   stops growing is still decided; or
 //! - when a new trace would exceed `max_traces`: the oldest is decided at once
@@ -65,6 +70,8 @@ struct OpenTrace {
     first_seen: u64,
     last_seen: u64,
     root_seen: bool,
+    /// The early (keep-only) check ran since the last span arrived.
+    early_checked: bool,
 }
 
 #[derive(Debug)]
@@ -159,6 +166,7 @@ impl Sampler {
                 t.spans += spans;
                 t.last_seen = now;
                 t.root_seen |= root;
+                t.early_checked = false;
                 continue;
             }
             while buf.open.len() >= max {
@@ -178,6 +186,7 @@ impl Sampler {
                     first_seen: now,
                     last_seen: now,
                     root_seen: root,
+                    early_checked: false,
                 },
             );
             buf.order.push_back(id);
@@ -207,16 +216,17 @@ impl Sampler {
             // keep everything rather than drop data nobody decided about.
             let cfg = cfg_of(tenant).unwrap_or(&fallback);
             let wait = cfg.decision_wait_ms;
-            let due: Vec<TraceId> = buf
-                .open
-                .iter()
-                .filter(|(_, t)| {
-                    now >= t.last_seen + wait
-                        || (t.root_seen && now >= t.last_seen + wait / 5)
-                        || now >= t.first_seen + wait.saturating_mul(10)
-                })
-                .map(|(id, _)| *id)
-                .collect();
+            let mut due: Vec<TraceId> = Vec::new();
+            for (id, t) in &mut buf.open {
+                if now >= t.last_seen + wait || now >= t.first_seen + wait.saturating_mul(10) {
+                    due.push(*id);
+                } else if t.root_seen && !t.early_checked && now >= t.last_seen + wait / 5 {
+                    t.early_checked = true;
+                    if matches!(evaluate(cfg, id, &t.fragments), Verdict::Kept(_)) {
+                        due.push(*id);
+                    }
+                }
+            }
             for id in due {
                 if let Some(t) = buf.open.remove(&id) {
                     decide(tenant, cfg, buf, id, t, now, out);

@@ -688,3 +688,108 @@ async fn endpointslice_membership_from_the_kube_fake_is_readiness_gated() {
     .unwrap();
     wait_members(&all, 2).await;
 }
+
+/// Trace id → span name → copies received (spans carry SDK-chosen ids).
+fn received_by_name(
+    tempo: &fakes::Fake<ExportTraceServiceRequest>,
+) -> HashMap<String, BTreeMap<String, usize>> {
+    let mut out: HashMap<String, BTreeMap<String, usize>> = HashMap::new();
+    for (tenant, req) in tempo.state.received() {
+        assert_eq!(tenant, "team-a");
+        for rs in req.resource_spans {
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    let id: String = s.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+                    *out.entry(id).or_default().entry(s.name).or_default() += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_services_on_different_replicas_give_complete_kept_traces() {
+    const TRACES: usize = 10_000;
+    let s = setup(3_000).await;
+    let r0 = s.spawn_static();
+    let r1 = s.spawn_static();
+    let r2 = s.spawn_static();
+    s.set_peers(&[&r0, &r1, &r2]);
+    wait_members(&[&r0, &r1, &r2], 3).await;
+
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/ring_traces.py");
+    let endpoints = [&r0, &r1, &r2]
+        .iter()
+        .map(|r| r.grpc.trim_start_matches("http://").to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = common::procs::run_python(
+        &script,
+        &[
+            ("ENDPOINTS", endpoints),
+            ("TRACES", TRACES.to_string()),
+            ("NAMESPACE", "shop".into()),
+        ],
+    )
+    .await;
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("{\"traces\""))
+        .unwrap_or_else(|| panic!("no result line from the script: {out}"));
+    let sent: HashMap<String, u64> = serde_json::from_value(
+        serde_json::from_str::<serde_json::Value>(line).unwrap()["traces"].clone(),
+    )
+    .unwrap();
+    assert_eq!(sent.len(), TRACES);
+    let expected: BTreeSet<&String> = sent
+        .iter()
+        .filter(|(_, k)| **k <= 2)
+        .map(|(id, _)| id)
+        .collect();
+    settle(&s.tempo, expected.len() * 3, Duration::from_secs(90)).await;
+
+    let got = received_by_name(&s.tempo);
+    let mut problems = Vec::new();
+    for (id, spans) in &got {
+        if !sent.contains_key(id) {
+            problems.push(format!("trace {id} was never sent"));
+        } else if spans.len() != 3 || spans.values().any(|c| *c != 1) {
+            problems.push(format!(
+                "trace {id} (kind {}) kept incomplete or duplicated: {spans:?}",
+                sent[id]
+            ));
+        } else if !expected.contains(id) {
+            problems.push(format!(
+                "trace {id} (kind {}) matches no policy but was kept",
+                sent[id]
+            ));
+        }
+    }
+    for id in &expected {
+        if !got.contains_key(*id) {
+            problems.push(format!(
+                "trace {id} (kind {}) should be kept but is missing",
+                sent[*id]
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} problems, first: {:?}",
+        problems.len(),
+        &problems[..problems.len().min(10)]
+    );
+    // Two thirds of each replica's spans belong to traces another replica owns.
+    let forwarded = sum_metric(
+        &[&r0, &r1, &r2],
+        "mop_gateway_ring_received_from_peer_spans_total",
+        &[],
+    )
+    .await;
+    assert!(forwarded > 0.0, "spans crossed the ring");
+    eprintln!(
+        "python SDK: {TRACES} traces, {} kept complete, {forwarded} spans forwarded between replicas",
+        expected.len()
+    );
+}

@@ -288,6 +288,62 @@ fn root_span_allows_an_early_decision() {
     assert_eq!(out.kept.len(), before + 1);
 }
 
+/// Regression (found by the ring test with three Python SDKs): the root came
+/// first from one service, the failing child from another service's export batch
+/// 0.3 s later, and the early decision had already dropped the trace.
+#[test]
+fn an_early_root_never_drops_a_trace_before_decision_wait() {
+    let c = cfg(vec![policy("errors", PolicyRule::Errors)]);
+    let t = tenant();
+    let mut s = Sampler::default();
+    let mut out = Output::default();
+    s.add(
+        &t,
+        &c,
+        vec![rs("frontend", vec![span(7, 0, true, 0, 1, false)])],
+        0,
+        &mut out,
+    );
+    // The early check runs (root seen, a fifth of decision_wait quiet): nothing
+    // keeps the trace yet, and it stays open.
+    s.tick(200, |_| Some(&c), &mut out);
+    s.tick(300, |_| Some(&c), &mut out);
+    assert!(out.kept.is_empty());
+    assert_eq!(s.open_traces("team-a"), 1);
+    // The other service's failing span, within decision_wait of the root.
+    s.add(
+        &t,
+        &c,
+        vec![rs("checkout", vec![span(7, 1, false, 0, 1, true)])],
+        300,
+        &mut out,
+    );
+    s.tick(500, |_| Some(&c), &mut out);
+    assert_eq!(kept_ids(&out), HashSet::from([common::otlp::trace_id(7)]));
+    let kept_spans: usize = out
+        .kept
+        .iter()
+        .flat_map(|(_, f)| f)
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum();
+    assert_eq!(kept_spans, 2, "the whole trace, root included");
+
+    // A trace nothing keeps is dropped at decision_wait after its last span.
+    s.add(
+        &t,
+        &c,
+        vec![rs("frontend", vec![span(8, 0, true, 0, 1, false)])],
+        1_000,
+        &mut out,
+    );
+    s.tick(1_999, |_| Some(&c), &mut out);
+    assert_eq!(s.open_traces("team-a"), 1);
+    s.tick(2_000, |_| Some(&c), &mut out);
+    assert_eq!(s.open_traces("team-a"), 0);
+    assert_eq!(kept_ids(&out), HashSet::from([common::otlp::trace_id(7)]));
+}
+
 #[test]
 fn traces_held_when_a_reload_removes_sampling_are_kept() {
     let c = cfg(vec![policy(
