@@ -72,6 +72,10 @@ fn agent_spans(ns: &str, pod: &str, origin: &str, first: u64, n: u64) -> Resourc
 struct Setup {
     kube: FakeKube,
     tempo: fakes::Fake<ExportTraceServiceRequest>,
+    loki: fakes::Fake<fakes::logproto::PushRequest>,
+    mimir: fakes::Fake<
+        opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
+    >,
     _gw: Killed,
     http: String,
     grpc: String,
@@ -115,6 +119,8 @@ impl Setup {
             .unwrap();
 
         let tempo = fakes::tempo().await;
+        let loki = fakes::loki().await;
+        let mimir = fakes::mimir_otlp().await;
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = write_config(
             dir.path(),
@@ -144,6 +150,11 @@ impl Setup {
             .arg(format!("--grpc-listen=[::1]:{grpc}"))
             .arg(format!("--admin-listen=127.0.0.1:{admin}"))
             .arg(format!("--tempo-url=http://{}/v1/traces", tempo.addr))
+            .arg(format!("--loki-url=http://{}/loki/api/v1/push", loki.addr))
+            .arg(format!(
+                "--metrics-otlp-url=http://{}/otlp/v1/metrics",
+                mimir.addr
+            ))
             .arg(format!("--kubernetes={}", kube.url()))
             .arg(format!("--kubernetes-token-file={}", token_file.display()))
             .arg("--batch-timeout-ms=20")
@@ -154,6 +165,8 @@ impl Setup {
         let s = Setup {
             kube,
             tempo,
+            loki,
+            mimir,
             _gw: Killed(child),
             http: format!("http://127.0.0.1:{http}/v1/traces"),
             grpc: format!("http://[::1]:{grpc}"),
@@ -598,4 +611,104 @@ async fn agents_are_verified_by_token_review_and_limited_to_their_node() {
     }
     // The gateway authenticated to the API server with its own token.
     assert!(s.kube.requests().iter().all(|r| r.status != 401));
+}
+
+/// Logs and metrics take the same verified path as spans: an anonymous pod of
+/// `shop` claiming `billing` lands in team-a's Loki and Mimir tenants, never in
+/// team-b's, and the claim is counted as retagged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_namespaces_in_logs_and_metrics_land_in_the_senders_tenant() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+    };
+    let s = Setup::start().await;
+    let base = s.http.trim_end_matches("/v1/traces").to_string();
+    let client = reqwest::Client::builder()
+        .local_address("127.0.0.11".parse::<IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let post = async |path: &str, body: Vec<u8>| {
+        client
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/x-protobuf")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+
+    let logs = ExportLogsServiceRequest {
+        resource_logs: vec![
+            common::otlp::logs_from(Some("billing"), "web", &["forged-log-1", "forged-log-2"]),
+            common::otlp::logs_from(None, "web", &["unlabelled-log"]),
+        ],
+    };
+    assert_eq!(post("/v1/logs", logs.encode_to_vec()).await, 200);
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let metrics = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(common::otlp::resource(Some("billing"), "web")),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "forged_gauge".into(),
+                    data: Some(metric::Data::Gauge(Gauge {
+                        data_points: vec![NumberDataPoint {
+                            time_unix_nano: now,
+                            value: Some(number_data_point::Value::AsDouble(1.0)),
+                            ..Default::default()
+                        }],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    assert_eq!(post("/v1/metrics", metrics.encode_to_vec()).await, 200);
+
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            let lines: usize = s
+                .loki
+                .state
+                .received()
+                .iter()
+                .flat_map(|(_, r)| &r.streams)
+                .map(|st| st.entries.len())
+                .sum();
+            lines >= 3 && !s.mimir.state.received().is_empty()
+        })
+        .await,
+        "logs and metrics never arrived: loki {:?}, mimir {}",
+        s.loki.state.received(),
+        s.mimir.state.received().len()
+    );
+    for (tenant, req) in s.loki.state.received() {
+        assert_eq!(tenant, "team-a", "{req:?}");
+        for st in &req.streams {
+            assert!(!st.labels.contains("billing"), "{}", st.labels);
+        }
+    }
+    for (tenant, req) in s.mimir.state.received() {
+        assert_eq!(tenant, "team-a", "{req:?}");
+    }
+    let m = s.metrics().await;
+    let retagged = |signal: &str| {
+        metric_value(
+            &m,
+            "mop_gateway_retagged_items_total",
+            &[&format!("signal=\"{signal}\""), "tenant=\"team-a\""],
+        )
+    };
+    assert_eq!(retagged("Logs"), 2.0, "{m}");
+    assert_eq!(retagged("Metrics"), 1.0, "{m}");
 }
