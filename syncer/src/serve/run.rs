@@ -358,6 +358,18 @@ async fn drift_event(
 
 fn log_report(report: &Report, is_new: bool) {
     for t in &report.targets {
+        // What moved, one line per object: the audit trail an operator greps
+        // for when a dashboard changed and nobody remembers merging it.
+        for c in &t.changes {
+            tracing::info!(
+                target_name = %t.target,
+                revision = report.revision.as_deref().unwrap_or("-"),
+                action = ?c.change.action,
+                object = %c.change.id,
+                outcome = ?c.outcome,
+                "change"
+            );
+        }
         tracing::info!(
             target_name = %t.target,
             revision = report.revision.as_deref().unwrap_or("-"),
