@@ -548,39 +548,12 @@ async fn endpointslice_membership_from_the_kube_fake_is_readiness_gated() {
         serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "mop-system"}}),
     )
     .unwrap();
-    // The replicas run as the gateway's ServiceAccount with the Role the syncer
-    // renders for the ring (syncer/src/render/kubernetes.rs): the fake enforces it.
-    for obj in [
-        serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": "mop-gateway", "namespace": "mop-system"}}),
-        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": "mop-gateway-ring", "namespace": "mop-system"},
-            "rules": [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
-                "verbs": ["get", "list", "watch"]}]}),
-        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": "mop-gateway-ring", "namespace": "mop-system"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "mop-gateway-ring"},
-            "subjects": [{"kind": "ServiceAccount", "name": "mop-gateway", "namespace": "mop-system"}]}),
-        // Sender identity's pod watch and TokenReviews share the client.
-        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": "mop-gateway"},
-            "rules": [
-                {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]}),
-        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": "mop-gateway"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "mop-gateway"},
-            "subjects": [{"kind": "ServiceAccount", "name": "mop-gateway", "namespace": "mop-system"}]}),
-    ] {
-        kube.put("test", obj).unwrap();
-    }
+    // The replicas run as the gateway's ServiceAccount with the rules the syncer
+    // renders for it: the fake enforces them.
+    let gateway_token = common::kube::gateway_service_account(&kube, "mop-system");
     let s = setup(3_000).await;
     let token = s.dir.path().join("sa-token");
-    std::fs::write(
-        &token,
-        kube.service_account_token("mop-system", "mop-gateway"),
-    )
-    .unwrap();
+    std::fs::write(&token, &gateway_token).unwrap();
     let args = [
         format!("--kubernetes={}", kube.url()),
         format!("--kubernetes-token-file={}", token.display()),

@@ -18,16 +18,13 @@ use std::time::Duration;
 use common::otlp::{kv, spans_from, spans_seen};
 use common::{eventually, fakes, metric_value, tenant, write_config};
 use mop_gateway_config::Identity;
-use mop_kube_fake::{FakeKube, Options, PodSpec, TokenSpec};
+use mop_kube_fake::{FakeKube, PodSpec, TokenSpec};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
-
-/// The gateway's own ServiceAccount token for the API server.
-const GATEWAY_API_TOKEN: &str = "mop-gateway-sa-token-for-the-api";
 
 struct Killed(std::process::Child);
 impl Drop for Killed {
@@ -85,12 +82,10 @@ struct Setup {
 
 impl Setup {
     async fn start() -> Setup {
-        let kube = FakeKube::start_with(Options {
-            token: Some(GATEWAY_API_TOKEN.into()),
-            ..Options::default()
-        })
-        .await
-        .unwrap();
+        // The gateway authenticates as its ServiceAccount, allowed only what the
+        // syncer renders for it.
+        let kube = FakeKube::start().await.unwrap();
+        let gateway_token = common::kube::gateway_service_account(&kube, "mop-system");
         // Node a: the agent, a shop pod, an IPv6 shop pod, a billing host-network pod.
         // Node b: a billing pod.
         kube.run_pod(pod(
@@ -138,7 +133,7 @@ impl Setup {
         let path = dir.path().join("gateway.json");
         std::fs::write(&path, serde_json::to_vec(&cfg).unwrap()).unwrap();
         let token_file = dir.path().join("sa-token");
-        std::fs::write(&token_file, GATEWAY_API_TOKEN).unwrap();
+        std::fs::write(&token_file, &gateway_token).unwrap();
         let (http, grpc, admin) = (
             free_port("127.0.0.1"),
             free_port("::1"),

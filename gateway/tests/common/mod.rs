@@ -9,6 +9,7 @@
 )]
 
 pub mod fakes;
+pub mod kube;
 pub mod otlp;
 pub mod procs;
 
