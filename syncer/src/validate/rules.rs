@@ -77,8 +77,10 @@ pub(super) fn check_ruler_limits(
         let mut files: Vec<&RuleNamespace> = t.metric_rules.iter().collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let mut count: u64 = 0;
+        let mut last = None;
         for ns in files {
             for g in &ns.file.groups {
+                last = Some((&ns.path, &g.name));
                 let rules = u64::try_from(g.rules.len()).unwrap_or(u64::MAX);
                 if max_rules > 0 && rules > max_rules {
                     diags.push(
@@ -94,6 +96,18 @@ pub(super) fn check_ruler_limits(
                     );
                 }
             }
+        }
+        // Exactly at the limit is accepted once, then never again: Mimir checks
+        // the tenant's stored groups plus the one being written, even when that
+        // one replaces a stored group (`len(rgs)+1` in CreateRuleGroup).
+        if let Some((path, name)) = last
+            && max_groups > 0
+            && count == max_groups
+        {
+            diags.push(
+                Diagnostic::warning(path, name.line, name.column, format!("this tenant has {count} rule groups, exactly its Mimir ruler's limit: once all are stored, Mimir refuses every change to any of them (it counts the group being written as one more)"))
+                    .with_hint(format!("raise `limits.metrics.max_rule_groups` in {tenant_file} to at least {}, or merge groups", count + 1)),
+            );
         }
     }
 }

@@ -462,7 +462,15 @@ fn ruler_limits_per_group_and_per_tenant() {
         ),
     );
     let out = run(files.clone());
-    assert_eq!(out.diagnostics, vec![]);
+    // Exactly at the group limit: valid, with a warning, since Mimir counts the
+    // group being written as one more and would refuse any later change.
+    let d: Vec<String> = out.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        d,
+        vec![
+            "tenants/a/rules/metrics/slo.yaml:2:11: warning: this tenant has 2 rule groups, exactly its Mimir ruler's limit: once all are stored, Mimir refuses every change to any of them (it counts the group being written as one more)\n  hint: raise `limits.metrics.max_rule_groups` in tenants/a/tenant.yaml to at least 3, or merge groups"
+        ]
+    );
     let desired = crate::render::render(&out.repo.expect("valid")).expect("renders");
     let overrides: String = desired
         .resources
