@@ -119,6 +119,7 @@ enum TargetArg {
     Grafana,
     MimirRuler,
     LokiRuler,
+    MimirAlertmanager,
     Kubernetes,
 }
 
@@ -128,6 +129,7 @@ impl From<TargetArg> for render::Target {
             TargetArg::Grafana => render::Target::Grafana,
             TargetArg::MimirRuler => render::Target::MimirRuler,
             TargetArg::LokiRuler => render::Target::LokiRuler,
+            TargetArg::MimirAlertmanager => render::Target::MimirAlertmanager,
             TargetArg::Kubernetes => render::Target::Kubernetes,
         }
     }
