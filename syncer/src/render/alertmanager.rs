@@ -172,3 +172,22 @@ pub fn for_each_secret(receivers: &mut Value, mut f: impl FnMut(&str, &'static s
         }
     }
 }
+
+/// Whether any alerting file of `repo` references a Kubernetes Secret (so
+/// applying needs a cluster connection).
+pub fn uses_kubernetes_secrets(repo: &Repo) -> bool {
+    repo.tenants
+        .iter()
+        .filter_map(|t| t.alerting.as_ref())
+        .filter_map(|a| serde_json::to_value(&a.receivers).ok())
+        .chain(
+            repo.alerting
+                .iter()
+                .filter_map(|p| serde_json::to_value(&p.receivers).ok()),
+        )
+        .any(|mut receivers| {
+            let mut any = false;
+            for_each_secret(&mut receivers, |_, _, v| any |= v.get("secret").is_some());
+            any
+        })
+}

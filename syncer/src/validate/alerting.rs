@@ -30,9 +30,7 @@ pub(super) fn check_alerting(path: &str, f: &AlertingFile, diags: &mut Vec<Diagn
     check_receivers(path, &f.receivers, diags);
     let intervals = check_time_intervals(path, &f.time_intervals, diags);
     check_root(path, &f.route, diags);
-    walk_routes(path, &f.route, &mut |r| {
-        check_route(path, r, &intervals, diags)
-    });
+    walk_routes(&f.route, &mut |r| check_route(path, r, &intervals, diags));
     for rule in &f.inhibit_rules {
         for m in rule.source_matchers.iter().chain(&rule.target_matchers) {
             check_matchers(path, m, diags);
@@ -62,7 +60,7 @@ pub(super) fn check_platform_alerting(
                     .with_hint("platform routes come first under every tenant's root route; without `continue: true` the alerts they match would never reach the tenant's own routes"),
             );
         }
-        walk_routes(path, top, &mut |r| {
+        walk_routes(top, &mut |r| {
             check_route(path, r, &names.intervals, diags);
             check_receiver_ref(
                 path,
@@ -103,7 +101,7 @@ pub(super) fn check_alerting_refs(
             .collect(),
         intervals: HashSet::new(),
     };
-    walk_routes(path, &f.route, &mut |r| {
+    walk_routes(&f.route, &mut |r| {
         check_receiver_ref(
             path,
             r,
@@ -114,10 +112,10 @@ pub(super) fn check_alerting_refs(
     });
 }
 
-fn walk_routes<'a>(path: &str, r: &'a Loc<Route>, f: &mut impl FnMut(&'a Loc<Route>)) {
+fn walk_routes<'a>(r: &'a Loc<Route>, f: &mut impl FnMut(&'a Loc<Route>)) {
     f(r);
     for child in &r.value.routes {
-        walk_routes(path, child, f);
+        walk_routes(child, f);
     }
 }
 
