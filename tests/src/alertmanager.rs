@@ -131,21 +131,22 @@ fn text(status: StatusCode, msg: &str) -> Response {
     r
 }
 
-fn tenant(h: &HeaderMap) -> Result<String, Response> {
+/// The tenant, or the status and message Mimir refuses the request with.
+fn tenant(h: &HeaderMap) -> Result<String, (StatusCode, &'static str)> {
     match h.get("X-Scope-OrgID").and_then(|v| v.to_str().ok()) {
         Some(v) if !v.is_empty() && !v.contains('|') => Ok(v.to_string()),
-        Some(v) if v.contains('|') => Err(text(
+        Some(v) if v.contains('|') => Err((
             StatusCode::UNAUTHORIZED,
             "unable to determine the OrgID: multiple org IDs present",
         )),
-        _ => Err(text(StatusCode::UNAUTHORIZED, "no org id")),
+        _ => Err((StatusCode::UNAUTHORIZED, "no org id")),
     }
 }
 
 async fn get_config(State(s): State<Shared>, h: HeaderMap) -> Response {
     let t = match tenant(&h) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err((status, msg)) => return text(status, msg),
     };
     let (failing, cfg) = s.with(|st| (st.failing_reads.contains(&t), st.configs.get(&t).cloned()));
     if failing {
@@ -173,7 +174,7 @@ async fn get_config(State(s): State<Shared>, h: HeaderMap) -> Response {
 async fn set_config(State(s): State<Shared>, h: HeaderMap, body: Bytes) -> Response {
     let t = match tenant(&h) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err((status, msg)) => return text(status, msg),
     };
     let Ok(body) = std::str::from_utf8(&body) else {
         return text(
@@ -207,7 +208,7 @@ async fn set_config(State(s): State<Shared>, h: HeaderMap, body: Bytes) -> Respo
 async fn delete_config(State(s): State<Shared>, h: HeaderMap) -> Response {
     let t = match tenant(&h) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err((status, msg)) => return text(status, msg),
     };
     s.with(|st| st.configs.remove(&t));
     StatusCode::OK.into_response()
