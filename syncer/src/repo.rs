@@ -30,6 +30,8 @@ pub struct Tenant {
     /// `None` when the tenant has no `alerting.yaml` (MOP manages no
     /// Alertmanager configuration for it).
     pub alerting: Option<AlertingFile>,
+    /// Notification templates (`alert-templates/<name>.tmpl`): file name → text.
+    pub alert_templates: std::collections::BTreeMap<String, String>,
     /// Ordered by path.
     pub dashboards: Vec<Dashboard>,
     /// Metric rule files (Mimir ruler), ordered by path.

@@ -83,17 +83,54 @@ fn every_rendered_configuration_passes_amtool_check_config() {
                 )
             })
             .collect();
+        // Template files beside the configuration, where its `templates`
+        // names resolve (Mimir writes them to the tenant's directory).
+        let tdir = dir.path().join(tenant);
+        write_templates(&tdir, body);
         for (what, config) in [
             ("rendered", body["alertmanager_config"].clone()),
             ("resolved", resolved_config(body, &resolved).unwrap()),
         ] {
-            let file = dir.path().join(format!("{tenant}-{what}.yml"));
+            let file = tdir.join(format!("{what}.yml"));
             std::fs::write(&file, config_text(&config).unwrap()).unwrap();
             let (ok, out) = amtool(&["check-config", file.to_str().unwrap()]);
             assert!(ok, "{tenant} ({what}): {out}");
             assert!(out.contains("SUCCESS"), "{out}");
         }
     }
+}
+
+fn write_templates(dir: &Path, body: &Value) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, text) in body["template_files"].as_object().unwrap() {
+        std::fs::write(dir.join(name), text.as_str().unwrap()).unwrap();
+    }
+}
+
+#[test]
+fn the_templates_template_file_is_sent_and_loads() {
+    let (_, desired) = render_dir(&template());
+    let body = &configs(&desired)["checkout"];
+    assert_eq!(
+        body["alertmanager_config"]["templates"],
+        json!(["slack.tmpl"])
+    );
+    assert!(
+        body["template_files"]["slack.tmpl"]
+            .as_str()
+            .unwrap()
+            .contains("define \"checkout.slack.text\"")
+    );
+    // A template that does not parse is refused by the real loader too, so the
+    // check above is not vacuous.
+    let dir = tempfile::tempdir().unwrap();
+    let mut broken = body.clone();
+    broken["template_files"]["slack.tmpl"] = json!("{{ define \"x\" }}");
+    write_templates(dir.path(), &broken);
+    let file = dir.path().join("c.yml");
+    std::fs::write(&file, config_text(&body["alertmanager_config"]).unwrap()).unwrap();
+    let (ok, out) = amtool(&["check-config", file.to_str().unwrap()]);
+    assert!(!ok, "{out}");
 }
 
 #[test]
@@ -148,7 +185,9 @@ fn the_templates_alerts_reach_the_intended_receivers() {
     let mut tested = 0;
     for t in &repo.tenants {
         let body = &configs[&t.key];
-        let file = dir.path().join(format!("{}.yml", t.key));
+        let tdir = dir.path().join(&t.key);
+        write_templates(&tdir, body);
+        let file = tdir.join("config.yml");
         std::fs::write(&file, config_text(&body["alertmanager_config"]).unwrap()).unwrap();
         // Every alerting rule of the tenant with its static labels, plus an
         // alert without severity, plus each with the namespace of MOP itself.

@@ -18,6 +18,10 @@ use super::common::{Duration, Loc, SecretRef};
 
 /// `tenants/<tenant>/alerting.yaml`: the tenant's receivers and route tree.
 /// Without this file the tenant gets no Alertmanager configuration from MOP.
+/// Notification templates go in `tenants/<tenant>/alert-templates/<name>.tmpl`
+/// (Go text/template, `{{ define "name" }}…{{ end }}`): every one is sent with the
+/// configuration and listed in its `templates`, so receiver fields can use
+/// `{{ template "name" . }}`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertingFile {

@@ -69,9 +69,11 @@ pub(super) fn render(repo: &Repo, b: &mut Builder) -> Result<()> {
         let Some(file) = &t.alerting else {
             continue;
         };
-        let body = body(file, repo.alerting.as_ref()).map_err(|source| RenderError::Serialise {
-            what: format!("alertmanager config of tenant {}", t.key),
-            source,
+        let body = body(file, repo.alerting.as_ref(), &t.alert_templates).map_err(|source| {
+            RenderError::Serialise {
+                what: format!("alertmanager config of tenant {}", t.key),
+                source,
+            }
         })?;
         b.add(
             Target::MimirAlertmanager,
@@ -90,6 +92,7 @@ pub(super) fn render(repo: &Repo, b: &mut Builder) -> Result<()> {
 fn body(
     file: &AlertingFile,
     platform: Option<&PlatformAlertingFile>,
+    templates: &BTreeMap<String, String>,
 ) -> std::result::Result<Value, serde_json::Error> {
     let mut route = serde_json::to_value(&file.route)?;
     let platform_routes: Vec<Value> = platform
@@ -128,9 +131,18 @@ fn body(
             serde_json::to_value(&file.time_intervals)?,
         );
     }
+    if !templates.is_empty() {
+        // Mimir writes each template file into the tenant's directory and
+        // resolves these names there (`pkg/alertmanager/api.go`); Alertmanager
+        // and amtool resolve them beside the configuration file.
+        config.insert(
+            "templates".into(),
+            json!(templates.keys().collect::<Vec<_>>()),
+        );
+    }
     Ok(json!({
         "alertmanager_config": config,
-        "template_files": {},
+        "template_files": templates,
         "secrets": secrets,
     }))
 }

@@ -225,3 +225,37 @@ fn pagerduty_needs_one_key_and_email_a_port() {
         "{d:#?}"
     );
 }
+
+#[test]
+fn notification_templates_parse_and_need_an_alerting_file() {
+    let d = with(&[
+        ("tenants/a/alerting.yaml", TENANT),
+        (
+            "tenants/a/alert-templates/slack.tmpl",
+            "{{ define \"a.text\" }}\n  {{ range .Alerts }}{{ .Labels.x }}\n{{ end }}",
+        ),
+        (
+            "tenants/b/alert-templates/x.tmpl",
+            "{{ define \"b\" }}{{ end }}",
+        ),
+    ]);
+    assert!(
+        d.iter().any(|l| l.starts_with("tenants/a/alert-templates/slack.tmpl:3:10: error: template does not parse: unexpected EOF")),
+        "{d:#?}"
+    );
+    assert_has(
+        &d,
+        "tenants/b/alert-templates/x.tmpl: error: notification template without an alerting.yaml in this tenant\n  hint: templates are sent with the tenant's Alertmanager configuration: add alerting.yaml, or remove the template",
+    );
+    // Functions of any Alertmanager release are left to Mimir; syntax is not.
+    let mut all = base();
+    all.insert("tenants/a/alerting.yaml".into(), TENANT.into());
+    all.insert(
+        "tenants/a/alert-templates/ok.tmpl".into(),
+        "{{ define \"a\" }}{{ .CommonLabels.alertname | toUpper | safeUrl }}{{ end }}".into(),
+    );
+    let out = run(all);
+    assert_eq!(out.diagnostics, vec![]);
+    let t = &out.repo.unwrap().tenants[0];
+    assert_eq!(t.alert_templates.keys().collect::<Vec<_>>(), ["ok.tmpl"]);
+}

@@ -62,6 +62,7 @@ enum FileKind {
     PlatformAlerting,
     Tenant { tenant: String },
     Alerting { tenant: String },
+    AlertTemplate { tenant: String, name: String },
     Sampling { tenant: String },
     Dashboard { tenant: String, folder: String },
     MetricRules { tenant: String },
@@ -95,6 +96,10 @@ fn classify(path: &str) -> FileKind {
         ["tenants", t, "alerting.yaml"] => FileKind::Alerting {
             tenant: (*t).into(),
         },
+        ["tenants", t, "alert-templates", f] if f.ends_with(".tmpl") => FileKind::AlertTemplate {
+            tenant: (*t).into(),
+            name: (*f).into(),
+        },
         ["tenants", t, "dashboards", folder, f] if f.ends_with(".json") => FileKind::Dashboard {
             tenant: (*t).into(),
             folder: (*folder).into(),
@@ -113,12 +118,12 @@ fn classify(path: &str) -> FileKind {
             FileKind::Unknown {
                 hint: match did_you_mean(f, known) {
                     Some(k) => format!("did you mean `{k}`? MOP reads tenant.yaml, sampling.yaml and alerting.yaml in a tenant directory"),
-                    None => "a tenant directory holds tenant.yaml, sampling.yaml, alerting.yaml, dashboards/<folder>/*.json and rules/{metrics,logs}/*.yaml".into(),
+                    None => "a tenant directory holds tenant.yaml, sampling.yaml, alerting.yaml, alert-templates/*.tmpl, dashboards/<folder>/*.json and rules/{metrics,logs}/*.yaml".into(),
                 },
             }
         }
         _ => FileKind::Unknown {
-            hint: "a tenant directory holds tenant.yaml, sampling.yaml, alerting.yaml, dashboards/<folder>/*.json and rules/{metrics,logs}/*.yaml".into(),
+            hint: "a tenant directory holds tenant.yaml, sampling.yaml, alerting.yaml, alert-templates/*.tmpl, dashboards/<folder>/*.json and rules/{metrics,logs}/*.yaml".into(),
         },
     }
 }
@@ -129,6 +134,8 @@ struct TenantParts {
     spec_path: String,
     sampling: Option<(String, SamplingFile)>,
     alerting: Option<(String, AlertingFile)>,
+    /// `alert-templates/<name>.tmpl`: (path, name, text).
+    alert_templates: Vec<(String, String, String)>,
     dashboards: Vec<Dashboard>,
     metric_rules: Vec<RuleNamespace>,
     log_rules: Vec<RuleNamespace>,
@@ -146,6 +153,11 @@ enum Parsed {
     Sampling(String, Box<SamplingFile>),
     Alerting(String, Box<AlertingFile>),
     PlatformAlerting(Box<PlatformAlertingFile>),
+    AlertTemplate {
+        tenant: String,
+        name: String,
+        text: String,
+    },
     Dashboard(String, Dashboard),
     Rules {
         tenant: String,
@@ -189,6 +201,7 @@ fn parse_one(path: &str, bytes: &[u8], diags: &mut Vec<Diagnostic>) -> Parsed {
                 FileKind::Tenant { tenant } => Parsed::TenantMarker(tenant, true),
                 FileKind::Sampling { tenant }
                 | FileKind::Alerting { tenant }
+                | FileKind::AlertTemplate { tenant, .. }
                 | FileKind::Dashboard { tenant, .. }
                 | FileKind::MetricRules { tenant }
                 | FileKind::LogRules { tenant } => Parsed::TenantMarker(tenant, false),
@@ -235,6 +248,25 @@ fn parse_one(path: &str, bytes: &[u8], diags: &mut Vec<Diagnostic>) -> Parsed {
             }
             None => Parsed::TenantMarker(tenant, false),
         },
+        FileKind::AlertTemplate { tenant, name } => {
+            // What Mimir does with the file when the configuration is posted
+            // (`validateUserConfig`: `template.FromGlobs`, Go's text/template).
+            match gotemplate::parse(text, gotemplate::Dialect::Alertmanager) {
+                Ok(()) => Parsed::AlertTemplate {
+                    tenant,
+                    name,
+                    text: text.to_string(),
+                },
+                Err(e) => {
+                    let (line, column) = diag::line_col(text, e.offset);
+                    diags.push(
+                        Diagnostic::error(path, line, column, format!("template does not parse: {}", e.message))
+                            .with_hint("this is a Go text/template, as Alertmanager reads it: `{{ define \"name\" }}…{{ end }}`, used from a receiver field as `{{ template \"name\" . }}`"),
+                    );
+                    Parsed::TenantMarker(tenant, false)
+                }
+            }
+        }
         FileKind::PlatformAlerting => match parse_yaml::<PlatformAlertingFile>(path, text, diags) {
             Some(a) => {
                 check_platform_alerting(path, &a, diags);
@@ -349,6 +381,11 @@ fn validate_with(snapshot: &Snapshot, mut cache: Option<&mut ParseCache>) -> Out
             Parsed::Platform(p) => platform = Some(*p),
             Parsed::Versions(v) => versions = Some(*v),
             Parsed::PlatformAlerting(a) => platform_alerting = Some(*a),
+            Parsed::AlertTemplate { tenant, name, text } => {
+                let t = tenants.entry(tenant).or_default();
+                t.has_files = true;
+                t.alert_templates.push((path, name, text));
+            }
             Parsed::Alerting(tenant, a) => {
                 let t = tenants.entry(tenant).or_default();
                 t.has_files = true;
@@ -432,6 +469,13 @@ fn validate_with(snapshot: &Snapshot, mut cache: Option<&mut ParseCache>) -> Out
     for t in tenants.values() {
         if let Some((path, a)) = &t.alerting {
             check_alerting_refs(path, a, platform_alerting.as_ref(), &mut diags);
+        } else {
+            for (path, _, _) in &t.alert_templates {
+                diags.push(
+                    Diagnostic::error(path, 0, 0, "notification template without an alerting.yaml in this tenant")
+                        .with_hint("templates are sent with the tenant's Alertmanager configuration: add alerting.yaml, or remove the template"),
+                );
+            }
         }
     }
     if let Some(p) = &platform {
@@ -466,6 +510,11 @@ fn validate_with(snapshot: &Snapshot, mut cache: Option<&mut ParseCache>) -> Out
                         spec,
                         sampling: t.sampling.map(|(_, s)| s),
                         alerting: t.alerting.map(|(_, a)| a),
+                        alert_templates: t
+                            .alert_templates
+                            .into_iter()
+                            .map(|(_, name, text)| (name, text))
+                            .collect(),
                         dashboards: t.dashboards,
                         metric_rules: t.metric_rules,
                         log_rules: t.log_rules,
