@@ -412,3 +412,24 @@ async fn the_fake_is_as_strict_as_mimir() {
     .await;
     assert_eq!(s, 200, "deleting nothing is fine too");
 }
+
+/// A Mimir without the Alertmanager (its router's 404) is no failure for
+/// tenants without alerting.yaml, and a failure for one that has it.
+#[tokio::test]
+async fn a_mimir_without_alertmanager_is_quiet_unless_a_tenant_needs_it() {
+    let (desired, scope, _mimir, _cluster, client) = setup().await;
+    let rulers = mop_fakes::ruler::FakeRuler::start(mop_fakes::ruler::RulerApis::LOKI)
+        .await
+        .unwrap();
+    let none = Desired::default();
+    let report = reconcile(&none, &scope, &rulers.url(), &client, opts()).await;
+    assert!(report.converged(), "{report:#?}");
+    let report = reconcile(&desired, &scope, &rulers.url(), &client, opts()).await;
+    let failed: Vec<_> = report.targets[0]
+        .observe_failures
+        .iter()
+        .map(|f| f.tenant.clone().unwrap())
+        .collect();
+    assert_eq!(failed, ["catalog", "checkout", "platform"], "{report:#?}");
+    assert_eq!(rulers.recorder().writes(), 0);
+}

@@ -5,7 +5,9 @@
 //! - `GET /api/v1/alerts` answers the stored configuration as YAML
 //!   `{template_files: {…}, alertmanager_config: "<the raw text>"}`, the text
 //!   exactly as it was posted (`cfg.RawConfig`), credentials included; 404
-//!   `alertmanager storage object not found` when the tenant has none.
+//!   `alertmanager storage object not found` when the tenant has none. Any
+//!   other 404 (no Alertmanager in that Mimir, a wrong URL) is a failed read
+//!   for a tenant with an `alerting.yaml`, and nothing for one without.
 //! - `POST /api/v1/alerts` takes the same YAML, loads the text with
 //!   Alertmanager's `config.Load`, refuses `*_file` settings, proxies and TLS
 //!   files, checks the template files, stores it and answers 201.
@@ -105,9 +107,12 @@ impl AlertmanagerApplier {
         let resp = self.client.send(req).await.map_err(|e| e.message)?;
         if resp.status() == StatusCode::NOT_FOUND {
             let body = resp.text().await.unwrap_or_default();
-            // Any other 404 (a wrong URL, the Alertmanager not running) is a
-            // failed read, never "no configuration".
-            if body.trim() == NOT_FOUND {
+            // Any other 404 (a wrong URL, no Alertmanager in this Mimir) is a
+            // failed read for a tenant the repository wants configured. For
+            // one it does not, "nothing here" is the truth as far as it
+            // matters: an absent object is never deleted, so a platform without
+            // Mimir's Alertmanager and without alerting.yaml syncs quietly.
+            if body.trim() == NOT_FOUND || !wanted {
                 return Ok(None);
             }
             return Err(format!(
