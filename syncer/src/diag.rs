@@ -118,6 +118,13 @@ pub fn from_yaml_error(file: &str, err: &serde_saphyr::Error) -> Diagnostic {
         snippets: serde_saphyr::SnippetMode::Off,
     });
     let message = strip_position_prefix(rendered.trim());
+    // The inline-secret refusal (model::common::SecretRef) carries its fix after
+    // "; ": print it as the hint, like every other diagnostic.
+    if let Some((what, fix)) = message.split_once("; ")
+        && what.starts_with("inline secret")
+    {
+        return Diagnostic::error(file, line, column, what).with_hint(fix);
+    }
     let mut d = Diagnostic::error(file, line, column, message.clone());
     if let Some(h) = hint_for_message(&message) {
         d = d.with_hint(h);
@@ -252,6 +259,28 @@ pub fn hint_for_message(msg: &str) -> Option<String> {
         {
             if kind == "unknown field `" && looks_like_secret_key(word) {
                 return Some(crate::model::common::INLINE_SECRET_HINT.to_string());
+            }
+            // An Alertmanager receiver type MOP does not offer: compare the
+            // integration names without the common `_configs`, so `telegram`
+            // is not taken for a typo of `pagerduty`.
+            if let Some(kind_word) = word.strip_suffix("_configs")
+                && tail.contains("slack_configs")
+            {
+                let types: Vec<&str> = tail
+                    .split(|c: char| c == ',' || c.is_whitespace() || c == '`')
+                    .filter_map(|c| c.strip_suffix("_configs"))
+                    .collect();
+                return Some(match did_you_mean(kind_word, types.iter().copied()) {
+                    Some(t) => format!("did you mean `{t}_configs`?"),
+                    None => format!(
+                        "MOP offers the receiver types {}; use a webhook_configs receiver for others",
+                        types
+                            .iter()
+                            .map(|t| format!("{t}_configs"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
             }
             let expected = tail
                 .split_once("expected one of ")

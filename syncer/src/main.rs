@@ -119,6 +119,7 @@ enum TargetArg {
     Grafana,
     MimirRuler,
     LokiRuler,
+    MimirAlertmanager,
     Kubernetes,
 }
 
@@ -128,6 +129,7 @@ impl From<TargetArg> for render::Target {
             TargetArg::Grafana => render::Target::Grafana,
             TargetArg::MimirRuler => render::Target::MimirRuler,
             TargetArg::LokiRuler => render::Target::LokiRuler,
+            TargetArg::MimirAlertmanager => render::Target::MimirAlertmanager,
             TargetArg::Kubernetes => render::Target::Kubernetes,
         }
     }
@@ -524,9 +526,13 @@ async fn connections(
         repo.platform.grafana.admin_password,
         mop_syncer::model::SecretRef::Secret(_)
     ) && conn.selected(render::Target::Grafana);
-    if conn.selected(render::Target::Kubernetes) || needs_secret {
+    let alerting_secrets = conn.selected(render::Target::MimirAlertmanager)
+        && mop_syncer::render::alertmanager::uses_kubernetes_secrets(repo);
+    if conn.selected(render::Target::Kubernetes) || needs_secret || alerting_secrets {
         let why = if conn.selected(render::Target::Kubernetes) {
             "leave the kubernetes target out with --only"
+        } else if alerting_secrets {
+            "alerting.yaml references Kubernetes Secrets; leave the mimir-alertmanager target out with --only"
         } else {
             "mop.yaml's grafana.admin_password is a Kubernetes Secret reference; \
              outside the cluster use `admin_password: {file: /path/to/password}`"

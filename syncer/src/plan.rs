@@ -145,10 +145,35 @@ fn details(old: &Resource, new: &Resource) -> Option<Vec<Detail>> {
         dashboard_details(&a, &b, &mut out);
     } else if new.id.kind == Kind::RuleGroup {
         rule_group_details(&a, &b, &mut out);
+    } else if new.id.kind == Kind::AlertmanagerConfig {
+        value_diff("", &receivers_by_name(a), &receivers_by_name(b), &mut out);
     } else {
         value_diff("", &a, &b, &mut out);
     }
     Some(out)
+}
+
+/// An Alertmanager configuration with its receivers keyed by name, so a change
+/// reads `receivers.team-pager.pagerduty_configs[0].severity` and a receiver
+/// added in the middle does not shift every later one. Route changes keep
+/// their position (`route.routes[1].matchers`): order is meaning there.
+fn receivers_by_name(mut v: Value) -> Value {
+    if let Some(r) = v.pointer_mut("/alertmanager_config/receivers")
+        && let Value::Array(list) = r.take()
+    {
+        *r = Value::Object(
+            list.into_iter()
+                .map(|mut rcv| {
+                    let name = match rcv.as_object_mut().and_then(|o| o.remove("name")) {
+                        Some(Value::String(n)) => n,
+                        _ => String::new(),
+                    };
+                    (name, rcv)
+                })
+                .collect(),
+        );
+    }
+    v
 }
 
 /// The marker `new` value of a [`Detail`] whose list kept its members but not

@@ -1,7 +1,10 @@
 //! The validated domain model of a config repository: what rendering reads.
 //! Everything here has passed [`crate::validate`]; nothing downstream re-checks it.
 
-use crate::model::{PlatformFile, RuleFile, SamplingFile, TenantFile, VersionsFile};
+use crate::model::{
+    AlertingFile, PlatformAlertingFile, PlatformFile, RuleFile, SamplingFile, TenantFile,
+    VersionsFile,
+};
 
 /// A whole, valid config repository at one revision.
 #[derive(Debug, Clone)]
@@ -10,6 +13,8 @@ pub struct Repo {
     pub revision: Option<String>,
     pub platform: PlatformFile,
     pub versions: VersionsFile,
+    /// The platform's `alerting.yaml`: receivers and routes every tenant gets.
+    pub alerting: Option<PlatformAlertingFile>,
     /// Ordered by directory name.
     pub tenants: Vec<Tenant>,
 }
@@ -22,6 +27,11 @@ pub struct Tenant {
     pub spec: TenantFile,
     /// `None` when the tenant has no `sampling.yaml` (keep every trace).
     pub sampling: Option<SamplingFile>,
+    /// `None` when the tenant has no `alerting.yaml` (MOP manages no
+    /// Alertmanager configuration for it).
+    pub alerting: Option<AlertingFile>,
+    /// Notification templates (`alert-templates/<name>.tmpl`): file name → text.
+    pub alert_templates: std::collections::BTreeMap<String, String>,
     /// Ordered by path.
     pub dashboards: Vec<Dashboard>,
     /// Metric rule files (Mimir ruler), ordered by path.

@@ -5,7 +5,10 @@ use std::path::Path;
 
 use schemars::{JsonSchema, generate::SchemaSettings};
 
-use crate::model::{PlatformFile, RuleFile, SamplingFile, TenantFile, VersionsFile};
+use crate::model::{
+    AlertingFile, PlatformAlertingFile, PlatformFile, RuleFile, SamplingFile, TenantFile,
+    VersionsFile,
+};
 
 /// The root schema of one type, as the docs ship it.
 pub fn root<T: JsonSchema>() -> serde_json::Value {
@@ -35,6 +38,14 @@ pub fn all() -> Vec<(&'static str, serde_json::Value)> {
         (
             "sampling.schema.json",
             one::<SamplingFile>("tenants/<tenant>/sampling.yaml"),
+        ),
+        (
+            "alerting.schema.json",
+            one::<AlertingFile>("tenants/<tenant>/alerting.yaml"),
+        ),
+        (
+            "platform-alerting.schema.json",
+            one::<PlatformAlertingFile>("alerting.yaml"),
         ),
         (
             "rules.schema.json",

@@ -67,7 +67,10 @@ pub enum SourceError {
 /// Whether MOP reads this repository path. Other files (README, CODEOWNERS, CI
 /// config) are the users' business.
 pub fn is_config_path(rel: &str) -> bool {
-    rel == "mop.yaml" || rel == "versions.yaml" || rel.starts_with("tenants/")
+    rel == "mop.yaml"
+        || rel == "versions.yaml"
+        || rel == "alerting.yaml"
+        || rel.starts_with("tenants/")
 }
 
 impl Snapshot {
@@ -92,7 +95,7 @@ impl Snapshot {
         let mut links = BTreeMap::new();
         // `symlink_metadata` never follows a link: a linked config file or
         // directory is recorded as a link, never read through.
-        for name in ["mop.yaml", "versions.yaml", "tenants"] {
+        for name in ["mop.yaml", "versions.yaml", "alerting.yaml", "tenants"] {
             let path = root.join(name);
             let Ok(meta) = std::fs::symlink_metadata(&path) else {
                 continue;

@@ -28,7 +28,7 @@ impl Connections {
 }
 
 /// The appliers of every selected target, in apply order: Grafana, the rulers,
-/// then Kubernetes (workload rollouts last).
+/// Mimir's Alertmanager, then Kubernetes (workload rollouts last).
 pub async fn appliers(
     repo: &Repo,
     conn: &Connections,
@@ -59,6 +59,16 @@ pub async fn appliers(
             &p.backends.loki.url.value,
             conn.retry,
         )?));
+    }
+    if conn.selected(Target::MimirAlertmanager) {
+        out.push(Box::new(
+            crate::apply::alertmanager::AlertmanagerApplier::new(
+                &p.backends.mimir.url.value,
+                conn.retry,
+                conn.kube.clone(),
+                &p.namespace,
+            )?,
+        ));
     }
     if conn.selected(Target::Kubernetes) {
         let Some(client) = &conn.kube else {
@@ -143,6 +153,7 @@ pub async fn reconcile(
             Target::Grafana,
             Target::MimirRuler,
             Target::LokiRuler,
+            Target::MimirAlertmanager,
             Target::Kubernetes,
         ]
         .into_iter()

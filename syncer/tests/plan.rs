@@ -283,3 +283,49 @@ fn unknown_revision_is_an_error_not_a_plan() {
         "{err}"
     );
 }
+
+#[test]
+fn alerting_changes_name_receivers_and_routes_and_show_references_only() {
+    let mut repo = GitRepo::new();
+    repo.copy_template();
+    let base = repo.commit("template");
+    let a = "tenants/checkout/alerting.yaml";
+    repo.write(
+        a,
+        &repo
+            .read(a)
+            .replace(
+                "channel: \"#checkout-alerts\"",
+                "channel: \"#checkout-oncall\"",
+            )
+            .replace(
+                "{ name: mop-alerting-checkout, key: pagerduty-routing-key }",
+                "{ name: mop-alerting-checkout, key: pagerduty-key-v2 }",
+            ),
+    );
+    let p = "alerting.yaml";
+    repo.write(
+        p,
+        &repo.read(p).replace(
+            "matchers: ['severity=\"critical\"']",
+            "matchers: ['severity=~\"critical|page\"']",
+        ),
+    );
+    let head = repo.commit("alert routing");
+    let (code, text, err) = plan(&repo, &base, &head, "text");
+    assert_eq!(code, 2, "{text}{err}");
+    for want in [
+        "~ alertmanager-config alertmanager",
+        "alertmanager_config.receivers.checkout-slack.slack_configs[0].channel: #checkout-alerts → #checkout-oncall",
+        "alertmanager_config.route.routes[0].matchers: [\"severity=\\\"critical\\\"\"] → [\"severity=~\\\"critical|page\\\"\"]",
+        "secrets./receivers/1/pagerduty_configs/0/routing_key.secret.key: pagerduty-routing-key → pagerduty-key-v2",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    // The platform route is in every tenant's configuration.
+    assert!(
+        text.trim_end()
+            .ends_with("Plan: 0 to create, 3 to update, 0 to delete."),
+        "{text}"
+    );
+}

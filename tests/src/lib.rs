@@ -9,7 +9,10 @@
 //! - [`grafana::FakeGrafana`]: orgs, org users, teams, datasources, folders,
 //!   dashboards and search, with Grafana's basic-auth and `X-Grafana-Org-Id` rules.
 //! - [`ruler::FakeRuler`]: the Mimir ruler (`/prometheus/config/v1/rules`) and the
-//!   Loki ruler (`/loki/api/v1/rules`), per tenant by `X-Scope-OrgID`.
+//!   Loki ruler (`/loki/api/v1/rules`), per tenant by `X-Scope-OrgID`; with the
+//!   Mimir API on, also Mimir's Alertmanager configuration API.
+//! - [`alertmanager::FakeAlertmanager`]: Mimir's Alertmanager configuration API
+//!   (`/api/v1/alerts`) alone.
 //!
 //! Both record write requests by route and can fail the next requests on demand
 //! ([`Recorder`]), so tests can assert "zero writes" and exercise retries.
@@ -30,6 +33,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod alertmanager;
 mod common;
 pub mod grafana;
 pub mod ruler;

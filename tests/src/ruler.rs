@@ -213,6 +213,7 @@ pub struct FakeRuler {
     server: common::Server,
     shared: Arc<Shared>,
     recorder: Recorder,
+    alertmanager: crate::alertmanager::Shared,
 }
 
 impl FakeRuler {
@@ -227,13 +228,24 @@ impl FakeRuler {
                 router = router.merge(routes(api, Arc::clone(&shared)));
             }
         }
+        // Mimir serves its Alertmanager's configuration API under the same URL.
+        let alertmanager = crate::alertmanager::Shared::default();
+        if apis.mimir {
+            router = router.merge(crate::alertmanager::routes(alertmanager.clone()));
+        }
         let recorder = Recorder::default();
         let server = common::serve(router, recorder.clone(), not_found).await?;
         Ok(Self {
             server,
             shared,
             recorder,
+            alertmanager,
         })
+    }
+
+    /// The Alertmanager configurations stored through the Mimir URL.
+    pub fn alertmanager(&self) -> &crate::alertmanager::Shared {
+        &self.alertmanager
     }
 
     /// Base URL, e.g. `http://127.0.0.1:41234` (no trailing slash).

@@ -67,7 +67,13 @@ async fn sync_applies_everything_then_a_second_sync_writes_nothing() {
         applied.0 > 0 && applied.1 > 0 && applied.2 > 0,
         "{applied:?}"
     );
-    for target in ["grafana", "mimir-ruler", "loki-ruler", "kubernetes"] {
+    for target in [
+        "grafana",
+        "mimir-ruler",
+        "loki-ruler",
+        "mimir-alertmanager",
+        "kubernetes",
+    ] {
         assert!(
             r.stdout
                 .lines()
@@ -98,6 +104,7 @@ async fn sync_applies_everything_then_a_second_sync_writes_nothing() {
             l.starts_with("grafana: ")
                 || l.starts_with("mimir-ruler: ")
                 || l.starts_with("loki-ruler: ")
+                || l.starts_with("mimir-alertmanager: ")
                 || l.starts_with("kubernetes: ")
                 || l.starts_with("Sync of "),
             "not a summary line on stdout: {l:?}"

@@ -47,6 +47,9 @@ enum Scenario {
     Leader,
     /// `admin_password: {secret: ...}` read through the API.
     Secret,
+    /// The Alertmanager applier resolving repo-template's alerting.yaml
+    /// `secret:` references (one `get` per Secret) and applying the result.
+    AlertSecrets,
     /// Drift and rollout Events about objects in MOP's namespace, a backend's
     /// namespace and cluster-scoped objects.
     Events,
@@ -288,6 +291,13 @@ const NEEDS: &[(&str, &str, &str, &str, Scenario)] = &[
         "mop-grafana-admin",
         "get",
         Secret,
+    ),
+    (
+        "Role/mop-syncer",
+        "secrets",
+        "mop-alerting-platform,mop-alerting-checkout,mop-alerting-catalog",
+        "get",
+        AlertSecrets,
     ),
     ("Role/mop-syncer", "events", "", "create", Events),
     (
@@ -583,6 +593,43 @@ async fn run(s: Scenario, fake: &FakeKube, client: kube::Client) -> Result<(), S
             let got = mop_syncer::sync::read_secret(&r, NS, Some(&client)).await?;
             (got == "s3cret").then_some(()).ok_or(got)
         }
+        AlertSecrets => {
+            support::put_alerting_secrets(fake);
+            let (mut desired, scope) = support::rendered_template();
+            desired
+                .resources
+                .retain(|id, _| id.target == Target::MimirAlertmanager);
+            let mimir = mop_fakes::alertmanager::FakeAlertmanager::start()
+                .await
+                .map_err(|e| e.to_string())?;
+            let applier = mop_syncer::apply::alertmanager::AlertmanagerApplier::new(
+                &mimir.url(),
+                mop_syncer::apply::http::RetryPolicy::default(),
+                Some(client),
+                NS,
+            )
+            .map_err(|e| e.to_string())?;
+            let appliers: Vec<Box<dyn Applier>> = vec![Box::new(applier)];
+            let report = engine::reconcile(
+                &desired,
+                &scope,
+                &appliers,
+                &EngineOptions {
+                    prune: false,
+                    max_prune_percent: 100.0,
+                    allow_mass_prune: false,
+                    dry_run: false,
+                },
+                &|_, _| {},
+            )
+            .await;
+            let stored = ["catalog", "checkout", "platform"]
+                .iter()
+                .all(|t| mimir.config(t).is_some());
+            (report.converged() && stored)
+                .then_some(())
+                .ok_or_else(|| format!("{report:#?}"))
+        }
         Events => {
             let about = [
                 ("apps/v1", "Deployment", Some(NS), "mop-gateway"),
@@ -730,7 +777,16 @@ async fn removing_any_verb_of_the_syncer_rbac_breaks_a_named_scenario() {
     let sem = Arc::new(Semaphore::new(6));
     // Baseline: the unchanged RBAC lets every scenario through.
     let mut baseline = tokio::task::JoinSet::new();
-    for s in [Install, Prune, Inventory, Handoff, Leader, Secret, Events] {
+    for s in [
+        Install,
+        Prune,
+        Inventory,
+        Handoff,
+        Leader,
+        Secret,
+        AlertSecrets,
+        Events,
+    ] {
         let (sem, base) = (sem.clone(), base.clone());
         baseline.spawn(async move { (s, limited(&sem, attempt(s, base)).await) });
     }

@@ -12,6 +12,7 @@
 //! secrets are replaced by a hash kept on the object, JSON keys are sorted. Two
 //! objects that differ only in what the server adds then have equal bodies.
 
+pub mod alertmanager;
 pub mod engine;
 pub mod grafana;
 pub mod http;

@@ -4,6 +4,7 @@
 //! them into a [`crate::repo::Repo`], the validated domain model that rendering
 //! reads; code past validation never re-checks what validation guaranteed.
 
+pub mod alerting;
 pub mod common;
 pub mod platform;
 pub mod rules;
@@ -11,6 +12,7 @@ pub mod sampling;
 pub mod tenant;
 pub mod versions;
 
+pub use alerting::{AlertingFile, PlatformAlertingFile};
 pub use common::{Duration, Loc, SecretRef};
 pub use platform::PlatformFile;
 pub use rules::RuleFile;

@@ -191,3 +191,53 @@ proptest! {
         prop_assert_eq!(md.matches("```diff").count() * 2, md.matches("```").count());
     }
 }
+
+#[test]
+fn alertmanager_changes_name_the_receiver_and_the_route() {
+    let a = r##"{"alertmanager_config":{"route":{"receiver":"slack","routes":[{"matchers":["severity=\"critical\""],"receiver":"pager"}]},"receivers":[{"name":"slack","slack_configs":[{"api_url":"<secret>","channel":"#a"}]},{"name":"pager","pagerduty_configs":[{"routing_key":"<secret>"}]}]},"secrets":{},"template_files":{}}"##;
+    let b = r##"{"alertmanager_config":{"route":{"receiver":"slack","routes":[{"matchers":["severity=~\"critical|page\""],"receiver":"pager"}]},"receivers":[{"name":"mail","email_configs":[{"to":"a@example.com"}]},{"name":"slack","slack_configs":[{"api_url":"<secret>","channel":"#b"}]},{"name":"pager","pagerduty_configs":[{"routing_key":"<secret>"}]}]},"secrets":{},"template_files":{}}"##;
+    let one = |body: &str| {
+        let mut d = Desired::default();
+        let id = ResourceId {
+            target: Target::MimirAlertmanager,
+            tenant: Some("a".into()),
+            kind: Kind::AlertmanagerConfig,
+            name: "alertmanager".into(),
+        };
+        d.resources.insert(
+            id.clone(),
+            Resource {
+                id,
+                title: None,
+                body: Arc::from(body),
+            },
+        );
+        d
+    };
+    let plan = diff(Some(&one(a)), &one(b));
+    let details: Vec<(String, Option<String>, Option<String>)> = plan.changes[0]
+        .details
+        .iter()
+        .map(|d| (d.path.clone(), d.old.clone(), d.new.clone()))
+        .collect();
+    assert_eq!(
+        details,
+        vec![
+            (
+                "alertmanager_config.receivers.slack.slack_configs[0].channel".into(),
+                Some("#a".into()),
+                Some("#b".into())
+            ),
+            (
+                "alertmanager_config.receivers.mail".into(),
+                None,
+                Some(r#"{"email_configs":[{"to":"a@example.com"}]}"#.into())
+            ),
+            (
+                "alertmanager_config.route.routes[0].matchers".into(),
+                Some(r#"["severity=\"critical\""]"#.into()),
+                Some(r#"["severity=~\"critical|page\""]"#.into())
+            ),
+        ]
+    );
+}

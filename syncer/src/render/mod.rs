@@ -6,6 +6,7 @@
 //! keeps a 10,000-dashboard repository small in memory, and makes "changed?" a string
 //! comparison.
 
+pub mod alertmanager;
 mod grafana;
 mod kubernetes;
 mod overrides;
@@ -33,6 +34,7 @@ pub enum Target {
     Grafana,
     MimirRuler,
     LokiRuler,
+    MimirAlertmanager,
     Kubernetes,
 }
 
@@ -42,6 +44,7 @@ impl Target {
             Target::Grafana => "grafana",
             Target::MimirRuler => "mimir-ruler",
             Target::LokiRuler => "loki-ruler",
+            Target::MimirAlertmanager => "mimir-alertmanager",
             Target::Kubernetes => "kubernetes",
         }
     }
@@ -66,6 +69,7 @@ pub enum Kind {
     Folder,
     Dashboard,
     RuleGroup,
+    AlertmanagerConfig,
     Namespace,
     ServiceAccount,
     ClusterRole,
@@ -89,6 +93,7 @@ impl Kind {
             Kind::Folder => "folder",
             Kind::Dashboard => "dashboard",
             Kind::RuleGroup => "rule-group",
+            Kind::AlertmanagerConfig => "alertmanager-config",
             Kind::Namespace => "namespace",
             Kind::ServiceAccount => "service-account",
             Kind::ClusterRole => "cluster-role",
@@ -229,6 +234,7 @@ pub fn render(repo: &Repo) -> Result<Desired> {
     let mut b = Builder::default();
     grafana::render(repo, &mut b)?;
     rulers::render(repo, &mut b)?;
+    alertmanager::render(repo, &mut b)?;
     kubernetes::render(repo, &mut b)?;
     Ok(Desired {
         revision: repo.revision.clone(),

@@ -25,6 +25,11 @@ pub enum Dialect {
     /// Loki's copy of the check declares no `$externalURL`
     /// (`pkg/ruler/compat.go`, `testTemplateParsing`).
     Loki,
+    /// Alertmanager notification templates (`template.FromGlobs`): no
+    /// predeclared variables but `$`. The function set differs between
+    /// Alertmanager releases and Mimir's fork adds its own, so function names
+    /// are left to Mimir, which parses the files when the configuration is posted.
+    Alertmanager,
 }
 
 /// Why a template does not parse.
@@ -88,6 +93,9 @@ fn is_function(name: &str) -> bool {
 }
 
 fn predeclared(dialect: Dialect) -> Vec<&'static str> {
+    if dialect == Dialect::Alertmanager {
+        return vec!["$"];
+    }
     // `$` always exists; the rest are rulefmt's `defs`, parsed in front of the text.
     let mut v = vec!["$", "$labels", "$externalLabels"];
     if dialect == Dialect::Prometheus {
@@ -107,6 +115,7 @@ pub fn parse(text: &str, dialect: Dialect) -> Result<(), TemplateError> {
         vars: predeclared(dialect),
         range_depth: 0,
         defined: HashSet::new(),
+        check_functions: dialect != Dialect::Alertmanager,
     };
     p.parse_top()
 }
@@ -776,6 +785,8 @@ struct Parser<'a> {
     vars: Vec<&'a str>,
     range_depth: usize,
     defined: HashSet<String>,
+    /// Whether an unregistered function name is an error.
+    check_functions: bool,
 }
 
 type PResult<T> = Result<T, TemplateError>;
@@ -1216,7 +1227,7 @@ impl<'a> Parser<'a> {
         match &t.tok {
             Tok::Identifier => {
                 let name = &self.text[t.start..t.end];
-                if !is_function(name) {
+                if self.check_functions && !is_function(name) {
                     return Err(TemplateError {
                         offset: t.start,
                         message: format!("function {name:?} not defined"),

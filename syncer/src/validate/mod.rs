@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use crate::diag::{self, Diagnostic, did_you_mean};
+use crate::model::alerting::{AlertingFile, PlatformAlertingFile};
 use crate::model::common::Loc;
 use crate::model::platform::PlatformFile;
 use crate::model::rules::RuleFile;
@@ -21,6 +22,7 @@ use crate::source::Snapshot;
 
 pub use crate::uid::MAX_UID_LEN;
 
+mod alerting;
 mod dashboards;
 pub mod gotemplate;
 pub mod logql;
@@ -30,6 +32,7 @@ mod rules;
 mod sampling;
 mod tenants;
 
+use alerting::{check_alerting, check_alerting_refs, check_platform_alerting};
 use dashboards::parse_dashboard;
 use platform::{check_platform, check_versions};
 use rules::check_rule_file;
@@ -56,7 +59,10 @@ impl Outcome {
 enum FileKind {
     Platform,
     Versions,
+    PlatformAlerting,
     Tenant { tenant: String },
+    Alerting { tenant: String },
+    AlertTemplate { tenant: String, name: String },
     Sampling { tenant: String },
     Dashboard { tenant: String, folder: String },
     MetricRules { tenant: String },
@@ -72,6 +78,9 @@ fn classify(path: &str) -> FileKind {
     if path == "versions.yaml" {
         return FileKind::Versions;
     }
+    if path == "alerting.yaml" {
+        return FileKind::PlatformAlerting;
+    }
     let parts: Vec<&str> = path.split('/').collect();
     if path.ends_with(".md") {
         return FileKind::Docs;
@@ -83,6 +92,13 @@ fn classify(path: &str) -> FileKind {
         },
         ["tenants", t, "sampling.yaml"] => FileKind::Sampling {
             tenant: (*t).into(),
+        },
+        ["tenants", t, "alerting.yaml"] => FileKind::Alerting {
+            tenant: (*t).into(),
+        },
+        ["tenants", t, "alert-templates", f] if f.ends_with(".tmpl") => FileKind::AlertTemplate {
+            tenant: (*t).into(),
+            name: (*f).into(),
         },
         ["tenants", t, "dashboards", folder, f] if f.ends_with(".json") => FileKind::Dashboard {
             tenant: (*t).into(),
@@ -98,16 +114,16 @@ fn classify(path: &str) -> FileKind {
             tenant: (*t).into(),
         },
         ["tenants", _, f] if yaml(f) => {
-            let known = ["tenant.yaml", "sampling.yaml"];
+            let known = ["tenant.yaml", "sampling.yaml", "alerting.yaml"];
             FileKind::Unknown {
                 hint: match did_you_mean(f, known) {
-                    Some(k) => format!("did you mean `{k}`? MOP reads tenant.yaml and sampling.yaml in a tenant directory"),
-                    None => "a tenant directory holds tenant.yaml, sampling.yaml, dashboards/<folder>/*.json and rules/{metrics,logs}/*.yaml".into(),
+                    Some(k) => format!("did you mean `{k}`? MOP reads tenant.yaml, sampling.yaml and alerting.yaml in a tenant directory"),
+                    None => "a tenant directory holds tenant.yaml, sampling.yaml, alerting.yaml, alert-templates/*.tmpl, dashboards/<folder>/*.json and rules/{metrics,logs}/*.yaml".into(),
                 },
             }
         }
         _ => FileKind::Unknown {
-            hint: "a tenant directory holds tenant.yaml, sampling.yaml, dashboards/<folder>/*.json and rules/{metrics,logs}/*.yaml".into(),
+            hint: "a tenant directory holds tenant.yaml, sampling.yaml, alerting.yaml, alert-templates/*.tmpl, dashboards/<folder>/*.json and rules/{metrics,logs}/*.yaml".into(),
         },
     }
 }
@@ -117,6 +133,9 @@ struct TenantParts {
     spec: Option<TenantFile>,
     spec_path: String,
     sampling: Option<(String, SamplingFile)>,
+    alerting: Option<(String, AlertingFile)>,
+    /// `alert-templates/<name>.tmpl`: (path, name, text).
+    alert_templates: Vec<(String, String, String)>,
     dashboards: Vec<Dashboard>,
     metric_rules: Vec<RuleNamespace>,
     log_rules: Vec<RuleNamespace>,
@@ -132,6 +151,13 @@ enum Parsed {
     Versions(Box<VersionsFile>),
     Tenant(String, Box<TenantFile>),
     Sampling(String, Box<SamplingFile>),
+    Alerting(String, Box<AlertingFile>),
+    PlatformAlerting(Box<PlatformAlertingFile>),
+    AlertTemplate {
+        tenant: String,
+        name: String,
+        text: String,
+    },
     Dashboard(String, Dashboard),
     Rules {
         tenant: String,
@@ -174,6 +200,8 @@ fn parse_one(path: &str, bytes: &[u8], diags: &mut Vec<Diagnostic>) -> Parsed {
             return match kind {
                 FileKind::Tenant { tenant } => Parsed::TenantMarker(tenant, true),
                 FileKind::Sampling { tenant }
+                | FileKind::Alerting { tenant }
+                | FileKind::AlertTemplate { tenant, .. }
                 | FileKind::Dashboard { tenant, .. }
                 | FileKind::MetricRules { tenant }
                 | FileKind::LogRules { tenant } => Parsed::TenantMarker(tenant, false),
@@ -212,6 +240,39 @@ fn parse_one(path: &str, bytes: &[u8], diags: &mut Vec<Diagnostic>) -> Parsed {
                 Parsed::Sampling(tenant, Box::new(s))
             }
             None => Parsed::TenantMarker(tenant, false),
+        },
+        FileKind::Alerting { tenant } => match parse_yaml::<AlertingFile>(path, text, diags) {
+            Some(a) => {
+                check_alerting(path, &a, diags);
+                Parsed::Alerting(tenant, Box::new(a))
+            }
+            None => Parsed::TenantMarker(tenant, false),
+        },
+        FileKind::AlertTemplate { tenant, name } => {
+            // What Mimir does with the file when the configuration is posted
+            // (`validateUserConfig`: `template.FromGlobs`, Go's text/template).
+            match gotemplate::parse(text, gotemplate::Dialect::Alertmanager) {
+                Ok(()) => Parsed::AlertTemplate {
+                    tenant,
+                    name,
+                    text: text.to_string(),
+                },
+                Err(e) => {
+                    let (line, column) = diag::line_col(text, e.offset);
+                    diags.push(
+                        Diagnostic::error(path, line, column, format!("template does not parse: {}", e.message))
+                            .with_hint("this is a Go text/template, as Alertmanager reads it: `{{ define \"name\" }}…{{ end }}`, used from a receiver field as `{{ template \"name\" . }}`"),
+                    );
+                    Parsed::TenantMarker(tenant, false)
+                }
+            }
+        }
+        FileKind::PlatformAlerting => match parse_yaml::<PlatformAlertingFile>(path, text, diags) {
+            Some(a) => {
+                check_platform_alerting(path, &a, diags);
+                Parsed::PlatformAlerting(Box::new(a))
+            }
+            None => Parsed::Nothing,
         },
         FileKind::Dashboard { tenant, folder } => {
             match parse_dashboard(path, &tenant, &folder, text, diags) {
@@ -265,6 +326,7 @@ fn validate_with(snapshot: &Snapshot, mut cache: Option<&mut ParseCache>) -> Out
     let mut diags = Vec::new();
     let mut platform: Option<PlatformFile> = None;
     let mut versions: Option<VersionsFile> = None;
+    let mut platform_alerting: Option<PlatformAlertingFile> = None;
     let mut tenants: BTreeMap<String, TenantParts> = BTreeMap::new();
 
     let empty = ParseCache::default();
@@ -318,6 +380,17 @@ fn validate_with(snapshot: &Snapshot, mut cache: Option<&mut ParseCache>) -> Out
             Parsed::Nothing => {}
             Parsed::Platform(p) => platform = Some(*p),
             Parsed::Versions(v) => versions = Some(*v),
+            Parsed::PlatformAlerting(a) => platform_alerting = Some(*a),
+            Parsed::AlertTemplate { tenant, name, text } => {
+                let t = tenants.entry(tenant).or_default();
+                t.has_files = true;
+                t.alert_templates.push((path, name, text));
+            }
+            Parsed::Alerting(tenant, a) => {
+                let t = tenants.entry(tenant).or_default();
+                t.has_files = true;
+                t.alerting = Some((path, *a));
+            }
             Parsed::Tenant(tenant, spec) => {
                 let t = tenants.entry(tenant).or_default();
                 t.has_files = true;
@@ -393,6 +466,18 @@ fn validate_with(snapshot: &Snapshot, mut cache: Option<&mut ParseCache>) -> Out
         }
     }
     check_tenants(&tenants, &mut diags);
+    for t in tenants.values() {
+        if let Some((path, a)) = &t.alerting {
+            check_alerting_refs(path, a, platform_alerting.as_ref(), &mut diags);
+        } else {
+            for (path, _, _) in &t.alert_templates {
+                diags.push(
+                    Diagnostic::error(path, 0, 0, "notification template without an alerting.yaml in this tenant")
+                        .with_hint("templates are sent with the tenant's Alertmanager configuration: add alerting.yaml, or remove the template"),
+                );
+            }
+        }
+    }
     if let Some(p) = &platform {
         check_default_tenant(p, &tenants, &mut diags);
         rules::check_ruler_limits(p, &tenants, &mut diags);
@@ -412,6 +497,7 @@ fn validate_with(snapshot: &Snapshot, mut cache: Option<&mut ParseCache>) -> Out
             revision: snapshot.revision.clone(),
             platform,
             versions,
+            alerting: platform_alerting,
             tenants: tenants
                 .into_iter()
                 .filter_map(|(key, mut t)| {
@@ -423,6 +509,12 @@ fn validate_with(snapshot: &Snapshot, mut cache: Option<&mut ParseCache>) -> Out
                         key,
                         spec,
                         sampling: t.sampling.map(|(_, s)| s),
+                        alerting: t.alerting.map(|(_, a)| a),
+                        alert_templates: t
+                            .alert_templates
+                            .into_iter()
+                            .map(|(_, name, text)| (name, text))
+                            .collect(),
                         dashboards: t.dashboards,
                         metric_rules: t.metric_rules,
                         log_rules: t.log_rules,
@@ -511,6 +603,8 @@ fn scan_credentials(path: &str, text: &str, diags: &mut Vec<Diagnostic>) {
     }
 }
 
+#[cfg(test)]
+mod alerting_tests;
 #[cfg(test)]
 mod dashboard_tests;
 #[cfg(test)]

@@ -645,7 +645,7 @@ fn inline_secret_in_a_credential_field() {
     );
     assert_has(
         &d,
-        "mop.yaml:4:19: error: inline secret: credentials must not be written into the repository; reference the credential instead: `file: /path/to/mounted/secret` or `secret: {name: my-secret, key: password}`",
+        "mop.yaml:4:19: error: inline secret: credentials must not be written into the repository\n  hint: reference the credential instead: `file: /path/to/mounted/secret` or `secret: {name: my-secret, key: password}`",
     );
 }
 
@@ -680,7 +680,7 @@ fn unexpected_file_in_a_tenant_directory() {
     let d = errors_with("tenants/a/sampling.yml", "policies: []\n");
     assert_has(
         &d,
-        "tenants/a/sampling.yml: error: MOP does not read this file\n  hint: did you mean `sampling.yaml`? MOP reads tenant.yaml and sampling.yaml in a tenant directory",
+        "tenants/a/sampling.yml: error: MOP does not read this file\n  hint: did you mean `sampling.yaml`? MOP reads tenant.yaml, sampling.yaml and alerting.yaml in a tenant directory",
     );
 }
 

@@ -92,6 +92,7 @@ const PRUNE: &str = "apply/kubernetes.rs KubeApplier::apply (prune)";
 const BEFORE: &str = "apply/kubernetes.rs KubeApplier::apply (the running version, before)";
 const WAIT: &str = "apply/rollout.rs wait (await_condition, then a last get)";
 const ROLLBACK: &str = "apply/kubernetes.rs roll_out (rollback apply)";
+const ALERTING: &str = "apply/alertmanager.rs AlertmanagerApplier::observe (credentials)";
 
 use Name::*;
 use Scope::*;
@@ -598,6 +599,37 @@ pub const CALLS: &[Call] = &[
         "secrets",
         Own,
         Configured("mop-grafana-admin"),
+        false,
+    ),
+    // `secret:` references of alerting.yaml (repo-template's Secrets).
+    call(
+        ALERTING,
+        "GET",
+        "get",
+        "",
+        "secrets",
+        Own,
+        Configured("mop-alerting-platform"),
+        false,
+    ),
+    call(
+        ALERTING,
+        "GET",
+        "get",
+        "",
+        "secrets",
+        Own,
+        Configured("mop-alerting-checkout"),
+        false,
+    ),
+    call(
+        ALERTING,
+        "GET",
+        "get",
+        "",
+        "secrets",
+        Own,
+        Configured("mop-alerting-catalog"),
         false,
     ),
 ];

@@ -319,6 +319,7 @@ impl Fakes {
         let ruler = FakeRuler::start(RulerApis::ALL).await.unwrap();
         let kube = FakeKube::start().await.unwrap();
         let token = install_syncer(&kube);
+        put_alerting_secrets(&kube);
 
         let password = tmp.path().join("grafana-password");
         std::fs::write(&password, format!("{PASSWORD}\n")).unwrap();
@@ -670,4 +671,56 @@ pub fn assert_all_skipped(t: &mop_syncer::apply::engine::TargetReport) {
         "{:#?}",
         t.changes
     );
+}
+
+/// The Secrets repo-template's alerting.yaml files reference, in MOP's
+/// namespace, with values Alertmanager accepts (URLs where it wants URLs).
+pub fn put_alerting_secrets(fake: &FakeKube) {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    for (name, keys) in [
+        (
+            "mop-alerting-platform",
+            &[
+                ("pagerduty-routing-key", "platform-routing-key-0001"),
+                (
+                    "slack-webhook-url",
+                    "https://hooks.slack.example/services/T0/B0/platform",
+                ),
+                ("ticket-webhook-url", "https://tickets.example/hooks/mop"),
+            ][..],
+        ),
+        (
+            "mop-alerting-checkout",
+            &[
+                ("pagerduty-routing-key", "checkout-routing-key-0001"),
+                (
+                    "slack-webhook-url",
+                    "https://hooks.slack.example/services/T0/B0/checkout",
+                ),
+            ][..],
+        ),
+        (
+            "mop-alerting-catalog",
+            &[
+                ("pagerduty-routing-key", "catalog-routing-key-0001"),
+                (
+                    "slack-webhook-url",
+                    "https://hooks.slack.example/services/T0/B0/catalog",
+                ),
+            ][..],
+        ),
+    ] {
+        let data: serde_json::Map<String, Value> = keys
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), Value::String(b64(v))))
+            .collect();
+        fake.put(
+            "kubectl",
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": name, "namespace": SYNCER_NAMESPACE},
+                "data": data}),
+        )
+        .unwrap();
+    }
 }

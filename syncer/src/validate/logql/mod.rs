@@ -285,7 +285,7 @@ pub(super) fn shorten(s: &str, max: usize) -> String {
 
 mod lexer;
 mod parser;
-mod regex;
+pub(crate) mod regex;
 
 use lexer::*;
 use parser::*;

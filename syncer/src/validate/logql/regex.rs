@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) struct RegexInfo {
+pub(crate) struct RegexInfo {
     /// The regex matches the empty string (as Prometheus matchers anchor it).
     pub(super) nullable: bool,
     /// Names of the named capture groups.
@@ -33,7 +33,7 @@ pub(super) enum Escape {
 
 /// Checks `re` against Go's RE2 syntax without compiling it, and works out
 /// whether it matches the empty string and which named groups it has.
-pub(super) fn check_regex_syntax(re: &str) -> Result<RegexInfo, RegexError> {
+pub(crate) fn check_regex_syntax(re: &str) -> Result<RegexInfo, RegexError> {
     let cs: Vec<(usize, char)> = re.char_indices().collect();
     let at = |i: usize| cs.get(i).map(|&(_, c)| c);
     let off = |i: usize| cs.get(i).map_or(re.len(), |&(o, _)| o);
