@@ -1,6 +1,11 @@
 //! Connection reassembly: kernel events in, exchanges (with their
 //! connection's tuple and role) out. One parser per connection, chosen from
 //! the first bytes the client sends.
+//!
+//! A TLS connection has two streams under one (process, fd): what its
+//! socket syscalls moved before TLS began (PostgreSQL's SSLRequest, the
+//! handshake when the agent came late) and the plaintext of its SSL calls.
+//! Each gets its own parser; the close of the fd ends both.
 use std::collections::HashMap;
 
 use crate::{
@@ -54,6 +59,8 @@ pub struct Located {
     pub comm: Comm,
     pub tuple: Tuple,
     pub role: Role,
+    /// Carried inside TLS (seen at the SSL calls).
+    pub tls: bool,
     pub exchange: Exchange,
 }
 
@@ -65,7 +72,7 @@ pub struct Stats {
 }
 
 pub struct Tracker {
-    conns: HashMap<(u32, i32), Conn, foldhash::fast::RandomState>,
+    conns: HashMap<(u32, i32, bool), Conn, foldhash::fast::RandomState>,
     max: usize,
     seq: u64,
     pub stats: Stats,
@@ -114,12 +121,14 @@ impl Tracker {
     }
 
     pub fn handle(&mut self, ev: &Event<'_>, out: &mut Vec<Located>) {
-        let key = (ev.tgid, ev.fd);
+        let key = (ev.tgid, ev.fd, ev.tls);
         self.seq += 1;
         match ev.kind {
             EventKind::Open => {
-                if let Some(old) = self.conns.remove(&key) {
-                    self.flush(key.0, old, ev.ts_ns, out);
+                for tls in [false, true] {
+                    if let Some(old) = self.conns.remove(&(ev.tgid, ev.fd, tls)) {
+                        self.flush(key.0, tls, old, ev.ts_ns, out);
+                    }
                 }
                 if self.conns.len() >= self.max {
                     self.evict_oldest();
@@ -138,8 +147,10 @@ impl Tracker {
                 );
             }
             EventKind::Close => {
-                if let Some(c) = self.conns.remove(&key) {
-                    self.flush(key.0, c, ev.ts_ns, out);
+                for tls in [false, true] {
+                    if let Some(c) = self.conns.remove(&(ev.tgid, ev.fd, tls)) {
+                        self.flush(key.0, tls, c, ev.ts_ns, out);
+                    }
                 }
             }
             EventKind::Data => {
@@ -147,15 +158,20 @@ impl Tracker {
                     return;
                 };
                 if !self.conns.contains_key(&key) {
-                    // Its OPEN event was lost (ring buffer full): the data
-                    // event carries the tuple, so start from it.
+                    // The first plaintext of a TLS connection, or its OPEN
+                    // event was lost (ring buffer full): the data event
+                    // carries the tuple, so start from it.
                     if self.conns.len() >= self.max {
                         self.evict_oldest();
                     }
+                    let comm = match self.conns.get(&(ev.tgid, ev.fd, false)) {
+                        Some(plain) => plain.comm,
+                        None => Comm::new(&ev.comm),
+                    };
                     self.conns.insert(
                         key,
                         Conn {
-                            comm: Comm::new(&ev.comm),
+                            comm,
                             tuple: ev.tuple,
                             role: ev.tuple.role,
                             parser: None,
@@ -222,6 +238,7 @@ impl Tracker {
                         comm: c.comm,
                         tuple: c.tuple,
                         role: c.role,
+                        tls: key.2,
                         exchange,
                     });
                 }
@@ -229,7 +246,7 @@ impl Tracker {
         }
     }
 
-    fn flush(&mut self, tgid: u32, mut c: Conn, ts: u64, out: &mut Vec<Located>) {
+    fn flush(&mut self, tgid: u32, tls: bool, mut c: Conn, ts: u64, out: &mut Vec<Located>) {
         if let Some(p) = c.parser.as_mut() {
             let mut exchanges = Vec::new();
             p.close(ts, &mut exchanges);
@@ -240,6 +257,7 @@ impl Tracker {
                     comm: c.comm,
                     tuple: c.tuple,
                     role: c.role,
+                    tls,
                     exchange,
                 });
             }

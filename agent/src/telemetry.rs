@@ -294,6 +294,7 @@ pub fn build(
     ex: &Exchange,
     tuple: &Tuple,
     role: Role,
+    tls: bool,
     wall_offset_ns: i128,
     s: &mut Scratch,
     out: &mut Vec<u8>,
@@ -326,6 +327,7 @@ pub fn build(
         kv_int(a, "server.port", i64::from(tuple.peer_port));
     }
     kv_str(a, "network.transport", "tcp");
+    let scheme = if tls { "https" } else { "http" };
     match &ex.detail {
         Detail::Http(h) => {
             route_template_into(&h.target, &mut s.route);
@@ -354,7 +356,7 @@ pub fn build(
             }
             if server {
                 error = h.status >= 500 || h.status == 0;
-                kv_str(a, "url.scheme", "http");
+                kv_str(a, "url.scheme", scheme);
                 kv_str(a, "url.path", path);
                 if let Some(q) = query {
                     kv_str(a, "url.query", q);
@@ -371,12 +373,13 @@ pub fn build(
                 s.name.push(' ');
                 s.name.push_str(&s.route);
                 s.series.push("http.route", &s.route);
-                s.series.push("url.scheme", "http");
+                s.series.push("url.scheme", scheme);
                 parent = h.traceparent.as_deref().and_then(TraceParent::parse);
             } else {
                 error = h.status >= 400 || h.status == 0;
                 s.text.clear();
-                s.text.push_str("http://");
+                s.text.push_str(scheme);
+                s.text.push_str("://");
                 s.text.push_str(h.host.as_deref().unwrap_or(&s.peer));
                 s.text.push_str(&h.target);
                 kv_str(a, "url.full", &s.text);
@@ -420,7 +423,7 @@ pub fn build(
                     response_body_size: 0,
                 }),
             };
-            return build(&as_http, tuple, role, wall_offset_ns, s, out);
+            return build(&as_http, tuple, role, tls, wall_offset_ns, s, out);
         }
         Detail::Http2(h) => {
             let full = h.path.trim_start_matches('/');
@@ -915,7 +918,7 @@ mod tests {
         s: &mut Scratch,
     ) -> (Option<Observation>, Span, Vec<u8>) {
         let mut out = Vec::new();
-        let o = build(ex, &tuple(), role, off, s, &mut out);
+        let o = build(ex, &tuple(), role, false, off, s, &mut out);
         (o, Span::decode(&out[..]).unwrap(), out)
     }
 
