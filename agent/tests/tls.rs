@@ -266,3 +266,131 @@ async fn python_ssl_server_and_client() {
     );
     agent.shutdown(Duration::from_secs(5)).await;
 }
+
+fn pg_bin(name: &str) -> std::path::PathBuf {
+    let mut versions: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin").join(name))
+                .filter(|p| p.exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort();
+    versions.pop().unwrap_or_else(|| {
+        panic!("PostgreSQL's {name} is not installed (Debian package `postgresql`; CI installs it via .ci/apt.d/agent.txt)")
+    })
+}
+
+/// `sslmode=require`: the SSLRequest and its `S` answer travel in the clear,
+/// everything after inside TLS. Without the uprobes the agent would see
+/// the startup message no more and no span at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sslmode_require() {
+    let initdb = pg_bin("initdb");
+    let postgres = pg_bin("postgres");
+    let psql = require("psql", "postgresql-client");
+    let setpriv = require("setpriv", "util-linux");
+    let sink = OtlpSink::start().await;
+    let port = free_port();
+    let dir = temp_dir("pg-tls");
+    let data = dir.join("data");
+    let (cert, key) = self_signed(&dir);
+    run_ok(
+        Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&*dir),
+    );
+    // PostgreSQL refuses a key others can read.
+    run_ok(Command::new("chmod").arg("600").arg(&key));
+    let as_pg = |bin: &std::path::PathBuf| {
+        let mut c = Command::new(&setpriv);
+        c.args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
+            .arg(bin);
+        c
+    };
+    run_ok(
+        as_pg(&initdb)
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data),
+    );
+    // Only TLS connections over TCP are accepted.
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "hostssl all all 127.0.0.1/32 trust\n",
+    )
+    .unwrap();
+    let _server = Proc::spawn(
+        "postgres",
+        as_pg(&postgres)
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-p",
+                &port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "ssl=on",
+            ])
+            .arg("-c")
+            .arg(format!("ssl_cert_file={}", cert.display()))
+            .arg("-c")
+            .arg(format!("ssl_key_file={}", key.display()))
+            .arg("-k")
+            .arg(&*dir),
+    );
+    wait_listening(port, Duration::from_secs(20));
+    let go_file = dir.join("go");
+    let script = format!(
+        "{wait}{psql} 'host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=require' -X -q \
+         -c 'select 41 + 1' -c 'select * from no_such_table'",
+        psql = psql.display(),
+        wait = wait_for_go(&go_file),
+    );
+    let client = Proc::spawn("sh (psql)", Command::new("sh").arg("-c").arg(&script));
+    let mut cfg = config(&sink, &[port]);
+    cfg.instrument.pids = vec![client.pid()];
+    let agent = start_agent(cfg).await;
+    go(&go_file);
+
+    let pg = |s: &[GotSpan], k: SpanKind| -> Vec<GotSpan> {
+        s.iter()
+            .filter(|x| {
+                x.span.kind == k as i32
+                    && attr_str(&x.span.attributes, "db.system.name").as_deref()
+                        == Some("postgresql")
+            })
+            .cloned()
+            .collect()
+    };
+    let ready = |s: &[GotSpan], k| pg(s, k).len() >= 2;
+    let spans = sink
+        .wait_spans(Duration::from_secs(20), |s| {
+            ready(s, SpanKind::Server) && ready(s, SpanKind::Client)
+        })
+        .await;
+    for k in [SpanKind::Server, SpanKind::Client] {
+        let got = pg(&spans, k);
+        let texts: Vec<String> = got
+            .iter()
+            .filter_map(|x| attr_str(&x.span.attributes, "db.query.text"))
+            .collect();
+        assert_eq!(texts.len(), 2, "{k:?} spans: {got:#?}");
+        assert!(texts.iter().any(|t| t == "select 41 + 1"), "{texts:?}");
+        let bad = got
+            .iter()
+            .find(|x| {
+                attr_str(&x.span.attributes, "db.query.text").as_deref()
+                    == Some("select * from no_such_table")
+            })
+            .unwrap_or_else(|| panic!("{texts:?}"));
+        assert_eq!(
+            attr_str(&bad.span.attributes, "db.response.status_code").as_deref(),
+            Some("42P01")
+        );
+    }
+    agent.shutdown(Duration::from_secs(5)).await;
+}
