@@ -291,6 +291,41 @@ mod tests {
     }
 
     #[test]
+    fn tls_plaintext_is_a_stream_of_its_own_closed_with_the_fd() {
+        let mut t = Tracker::new(8);
+        let mut out = Vec::new();
+        let mut open = sample();
+        open.kind = EventKind::Open;
+        open.comm = "psql".into();
+        t.handle(&open, &mut out);
+        // PostgreSQL's SSLRequest in the clear, then its answer.
+        let mut ssl_req = sample();
+        ssl_req.direction = Some(Direction::Ingress);
+        ssl_req.data = &[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+        ssl_req.total_len = 8;
+        t.handle(&ssl_req, &mut out);
+        // The plaintext inside TLS: an HTTP request and its response.
+        let mut req = sample();
+        req.tls = true;
+        req.data = b"GET /x HTTP/1.1\r\n\r\n";
+        req.total_len = req.data.len() as u32;
+        t.handle(&req, &mut out);
+        assert_eq!(t.len(), 2, "one parser per stream");
+        let mut resp = req.clone();
+        resp.direction = Some(Direction::Egress);
+        resp.data = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        resp.total_len = resp.data.len() as u32;
+        t.handle(&resp, &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].tls);
+        assert_eq!(out[0].comm.as_str(), "psql", "named by the fd's OPEN");
+        let mut close = sample();
+        close.kind = EventKind::Close;
+        t.handle(&close, &mut out);
+        assert!(t.is_empty());
+    }
+
+    #[test]
     fn comm_keeps_at_most_16_bytes_on_a_character_boundary() {
         assert_eq!(Comm::new("nginx").as_str(), "nginx");
         assert_eq!(Comm::new("abcdefghijklmnopq").as_str(), "abcdefghijklmnop");
