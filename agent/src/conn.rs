@@ -86,6 +86,8 @@ fn new_parser(p: Protocol) -> Box<dyn ConnParser> {
         Protocol::Http2 => Box::<protocol::http2::Http2Conn>::default(),
         Protocol::Redis => Box::<protocol::redis::RedisConn>::default(),
         Protocol::Postgres => Box::<protocol::postgres::PgConn>::default(),
+        Protocol::MySql => Box::new(protocol::mysql::MySqlConn::from_handshake()),
+        Protocol::MySqlCommand => Box::new(protocol::mysql::MySqlConn::from_command()),
     }
 }
 

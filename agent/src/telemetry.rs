@@ -484,18 +484,26 @@ pub fn build(
                 seconds,
             });
         }
-        Detail::Postgres(p) => {
+        Detail::Postgres(p) | Detail::MySql(p) => {
+            let system = match &ex.detail {
+                Detail::MySql(_) => "mysql",
+                _ => "postgresql",
+            };
             s.name.push_str(if p.operation.is_empty() {
-                "postgresql"
+                system
             } else {
                 &p.operation
             });
-            kv_str(a, "db.system.name", "postgresql");
+            kv_str(a, "db.system.name", system);
             if !p.operation.is_empty() {
                 kv_str(a, "db.operation.name", &p.operation);
             }
-            kv_str(a, "db.query.text", &p.query);
-            s.series.push("db.system.name", "postgresql");
+            // Empty when a prepared statement was prepared before the agent
+            // started: no text is better than a wrong one.
+            if !p.query.is_empty() {
+                kv_str(a, "db.query.text", &p.query);
+            }
+            s.series.push("db.system.name", system);
             s.series.push("db.operation.name", &p.operation);
             if let Some(code) = &p.error_code {
                 error = true;

@@ -7,8 +7,10 @@
 //! were moved but not captured.
 pub mod http1;
 pub mod http2;
+pub mod mysql;
 pub mod postgres;
 pub mod redis;
+pub mod sql;
 
 use crate::ebpf::event::Direction;
 
@@ -28,6 +30,10 @@ pub enum Protocol {
     Http2,
     Redis,
     Postgres,
+    /// From the client's handshake response.
+    MySql,
+    /// From a command on a connection joined midway.
+    MySqlCommand,
 }
 
 /// Which protocol a connection speaks, guessed from the first bytes the client
@@ -41,6 +47,10 @@ pub fn detect(client_bytes: &[u8]) -> Option<Protocol> {
         Some(Protocol::Redis)
     } else if postgres::looks_like_startup(client_bytes) {
         Some(Protocol::Postgres)
+    } else if mysql::looks_like_handshake_response(client_bytes) {
+        Some(Protocol::MySql)
+    } else if mysql::looks_like_command(client_bytes) {
+        Some(Protocol::MySqlCommand)
     } else {
         None
     }
@@ -61,6 +71,7 @@ pub enum Detail {
     Http2(http2::H2Exchange),
     Redis(redis::RedisExchange),
     Postgres(postgres::PgExchange),
+    MySql(sql::SqlExchange),
 }
 
 /// A per-connection parser of both directions.
