@@ -201,14 +201,26 @@ impl Tracker {
                         Role::Client => direction == Direction::Egress,
                         Role::Unknown => true,
                     };
-                    if !client_side {
-                        return;
-                    }
-                    c.attempts += 1;
-                    match protocol::detect(ev.data) {
+                    let detected = if client_side {
+                        c.attempts += 1;
+                        protocol::detect(ev.data)
+                    } else {
+                        None
+                    };
+                    // MySQL's server speaks first; its clients may send their
+                    // first packet in pieces (header, then body).
+                    let server_first = if detected.is_none() {
+                        protocol::detect_server_greeting(ev.data)
+                    } else {
+                        None
+                    };
+                    match detected.or(server_first) {
                         Some(p) => {
                             if c.role == Role::Unknown {
-                                c.role = if sender_is_us {
+                                // The sender of a request is the client, of
+                                // a greeting the server.
+                                let sender_is_client = server_first.is_none();
+                                c.role = if sender_is_us == sender_is_client {
                                     Role::Client
                                 } else {
                                     Role::Server
@@ -216,6 +228,7 @@ impl Tracker {
                             }
                             c.parser = Some(new_parser(p));
                         }
+                        None if !client_side => return,
                         None => {
                             if c.attempts == DETECT_ATTEMPTS {
                                 self.stats.undetected += 1;

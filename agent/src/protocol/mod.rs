@@ -56,6 +56,12 @@ pub fn detect(client_bytes: &[u8]) -> Option<Protocol> {
     }
 }
 
+/// Which protocol a connection speaks, guessed from the first bytes the
+/// server sent, for protocols whose server speaks first (MySQL's greeting).
+pub fn detect_server_greeting(server_bytes: &[u8]) -> Option<Protocol> {
+    mysql::looks_like_greeting(server_bytes).then_some(Protocol::MySql)
+}
+
 /// A completed request/response pair, ready to become a span.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exchange {

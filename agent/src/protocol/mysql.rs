@@ -52,6 +52,26 @@ pub fn looks_like_handshake_response(b: &[u8]) -> bool {
         && p[9..28].iter().all(|c| *c == 0)
 }
 
+/// The server's Initial Handshake packet (protocol version 10): sequence 0,
+/// a printable server version ending in NUL, then thread id (4 bytes), the
+/// first 8 bytes of the scramble and a zero filler. Servers write it whole.
+pub fn looks_like_greeting(b: &[u8]) -> bool {
+    if b.len() < 4 + 1 + 2 + 13 {
+        return false;
+    }
+    let len = u32::from_le_bytes([b[0], b[1], b[2], 0]) as usize;
+    if len + 4 != b.len() || b[3] != 0 || b[4] != 10 {
+        return false;
+    }
+    let version = &b[5..];
+    let Some(nul) = version.iter().position(|c| *c == 0) else {
+        return false;
+    };
+    nul > 0
+        && version[..nul].iter().all(|c| c.is_ascii_graphic())
+        && version.get(nul + 13) == Some(&0)
+}
+
 /// A lone COM_QUERY or COM_STMT_PREPARE on a connection joined midway: the
 /// whole packet in one segment, its text starting like a statement.
 pub fn looks_like_command(b: &[u8]) -> bool {

@@ -248,6 +248,30 @@ fn long_query_with_uncaptured_tail_keeps_framing() {
 }
 
 #[test]
+fn the_server_greeting_is_recognised() {
+    let mut g = vec![10];
+    g.extend_from_slice(b"5.5.5-10.11.19-MariaDB-0+deb12u1\0");
+    g.extend_from_slice(&[7, 0, 0, 0]);
+    g.extend_from_slice(b"abcdefgh\0");
+    g.extend_from_slice(&[0xfe, 0xf7, 45, 2, 0]);
+    let p = pkt(0, &g);
+    assert!(looks_like_greeting(&p));
+    assert!(!looks_like_greeting(&p[..p.len() - 1]));
+    assert!(!looks_like_greeting(&pkt(1, &g)));
+    // A client that sends its handshake response as header, then body.
+    let mut c = MySqlConn::from_handshake();
+    let mut out = Vec::new();
+    c.feed(false, seg(1, &p), &mut out);
+    let resp = handshake_response(CAPS | CLIENT_DEPRECATE_EOF, false);
+    c.feed(true, seg(2, &resp[..4]), &mut out);
+    c.feed(true, seg(3, &resp[4..]), &mut out);
+    c.feed(false, seg(4, &pkt(2, &[0, 0, 0, 2, 0, 0, 0])), &mut out);
+    c.feed(true, seg(5, &pkt(0, b"\x03select 1")), &mut out);
+    c.feed(false, seg(6, &pkt(1, &[0, 0, 0, 2, 0, 0, 0])), &mut out);
+    assert_eq!(out.len(), 1);
+}
+
+#[test]
 fn other_protocols_are_not_taken_for_mysql() {
     assert!(!looks_like_handshake_response(
         b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: curl/8\r\n\r\n"
