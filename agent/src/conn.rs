@@ -21,6 +21,8 @@ struct Conn {
     tuple: Tuple,
     role: Role,
     parser: Option<Box<dyn ConnParser>>,
+    /// What `parser` parses.
+    protocol: Option<Protocol>,
     attempts: u8,
     last_ts: u64,
     seen: u64,
@@ -142,6 +144,7 @@ impl Tracker {
                         tuple: ev.tuple,
                         role: ev.tuple.role,
                         parser: None,
+                        protocol: None,
                         attempts: 0,
                         last_ts: ev.ts_ns,
                         seen: self.seq,
@@ -166,17 +169,31 @@ impl Tracker {
                     if self.conns.len() >= self.max {
                         self.evict_oldest();
                     }
-                    let comm = match self.conns.get(&(ev.tgid, ev.fd, false)) {
-                        Some(plain) => plain.comm,
-                        None => Comm::new(&ev.comm),
+                    let plain = self.conns.get(&(ev.tgid, ev.fd, false));
+                    let comm = plain.map_or_else(|| Comm::new(&ev.comm), |p| p.comm);
+                    // MySQL switches to TLS inside its handshake, after the
+                    // greeting that identified it: the TLS stream goes on
+                    // with the protocol the cleartext one found.
+                    let (role, protocol) = match plain {
+                        Some(p)
+                            if ev.tls
+                                && matches!(
+                                    p.protocol,
+                                    Some(Protocol::MySql | Protocol::MySqlCommand)
+                                ) =>
+                        {
+                            (p.role, Some(Protocol::MySql))
+                        }
+                        _ => (ev.tuple.role, None),
                     };
                     self.conns.insert(
                         key,
                         Conn {
                             comm,
                             tuple: ev.tuple,
-                            role: ev.tuple.role,
-                            parser: None,
+                            role,
+                            parser: protocol.map(new_parser),
+                            protocol,
                             attempts: 0,
                             last_ts: ev.ts_ns,
                             seen: self.seq,
@@ -227,6 +244,7 @@ impl Tracker {
                                 };
                             }
                             c.parser = Some(new_parser(p));
+                            c.protocol = Some(p);
                         }
                         None if !client_side => return,
                         None => {

@@ -45,26 +45,10 @@ fn texts(spans: &[GotSpan]) -> Vec<String> {
         .collect()
 }
 
-const QUERY: &str = "select name from shop.items where id = ?";
-const PREPARED: &str = "SELECT name FROM shop.items WHERE id = ?";
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mariadb_queries_and_prepared_statements() {
+/// mariadbd on `port` with a fresh data directory in `dir`.
+fn start_mariadb(dir: &std::path::Path, port: u16, extra: &[String]) -> Proc {
     let install = require("mariadb-install-db", "mariadb-server");
     let server = require("mariadbd", "mariadb-server");
-    let cli = require("mariadb", "mariadb-client");
-    let python = require("python3", "python3");
-    let probe = Command::new(&python)
-        .args(["-c", "import mysql.connector"])
-        .output()
-        .unwrap();
-    assert!(
-        probe.status.success(),
-        "mysql-connector-python is not installed (CI installs it via .ci/pip.d/agent.txt)"
-    );
-    let sink = OtlpSink::start().await;
-    let port = free_port();
-    let dir = temp_dir("mariadb");
     let data = dir.join("data");
     run_ok(
         Command::new(install)
@@ -72,7 +56,7 @@ async fn mariadb_queries_and_prepared_statements() {
             .arg(format!("--datadir={}", data.display()))
             .args(["--user=root", "--skip-test-db"]),
     );
-    let _server = Proc::spawn(
+    let p = Proc::spawn(
         "mariadbd",
         Command::new(server)
             .arg("--no-defaults")
@@ -88,9 +72,32 @@ async fn mariadb_queries_and_prepared_statements() {
                 "--skip-grant-tables",
                 "--skip-log-bin",
                 "--innodb-buffer-pool-size=16M",
-            ]),
+            ])
+            .args(extra),
     );
     wait_listening(port, Duration::from_secs(30));
+    p
+}
+
+const QUERY: &str = "select name from shop.items where id = ?";
+const PREPARED: &str = "SELECT name FROM shop.items WHERE id = ?";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_queries_and_prepared_statements() {
+    let cli = require("mariadb", "mariadb-client");
+    let python = require("python3", "python3");
+    let probe = Command::new(&python)
+        .args(["-c", "import mysql.connector"])
+        .output()
+        .unwrap();
+    assert!(
+        probe.status.success(),
+        "mysql-connector-python is not installed (CI installs it via .ci/pip.d/agent.txt)"
+    );
+    let sink = OtlpSink::start().await;
+    let port = free_port();
+    let dir = temp_dir("mariadb");
+    let _server = start_mariadb(&dir, port, &[]);
     let m = format!("{} -h 127.0.0.1 -P {port} -u root", cli.display());
     run_ok(Command::new("sh").arg("-c").arg(format!(
         "{m} -e \"create database shop; create table shop.items (id int primary key, name varchar(20)); \
@@ -200,5 +207,85 @@ async fn mariadb_queries_and_prepared_statements() {
         }),
         "{points:#?}"
     );
+    agent.shutdown(Duration::from_secs(5)).await;
+}
+
+/// MySQL's switch to TLS happens inside its handshake (SSLRequest), after
+/// the greeting that identified the connection; the server only accepts
+/// TLS here, so every span below came through the OpenSSL uprobes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_over_tls() {
+    let cli = require("mariadb", "mariadb-client");
+    let openssl = require("openssl", "openssl");
+    let sink = OtlpSink::start().await;
+    let port = free_port();
+    let dir = temp_dir("mariadb-tls");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    run_ok(
+        Command::new(openssl)
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    let _server = start_mariadb(
+        &dir,
+        port,
+        &[
+            format!("--ssl-cert={}", cert.display()),
+            format!("--ssl-key={}", key.display()),
+            "--require-secure-transport=ON".into(),
+        ],
+    );
+    let go_file = dir.join("go");
+    let script = format!(
+        "{wait}{m} -h 127.0.0.1 -P {port} -u root --ssl -e \"select 41 + 1; select * from mysql.nope\"",
+        wait = wait_for_go(&go_file),
+        m = cli.display(),
+    );
+    let client = Proc::spawn(
+        "sh (mariadb --ssl)",
+        Command::new("sh").arg("-c").arg(&script),
+    );
+    let mut cfg = config(&sink, &[port]);
+    cfg.instrument.pids = vec![client.pid()];
+    let agent = start_agent(cfg).await;
+    go(&go_file);
+
+    let ready = |s: &[GotSpan], k| {
+        let t = texts(&mysql_spans(s, k));
+        t.iter().any(|q| q == "select ? + ?") && t.iter().any(|q| q == "select * from mysql.nope")
+    };
+    let spans = sink
+        .wait_spans(Duration::from_secs(30), |s| {
+            ready(s, SpanKind::Server) && ready(s, SpanKind::Client)
+        })
+        .await;
+    for k in [SpanKind::Server, SpanKind::Client] {
+        let got = mysql_spans(&spans, k);
+        assert!(ready(&spans, k), "{k:?}: {:#?}", texts(&got));
+        let bad = got
+            .iter()
+            .find(|s| {
+                attr_str(&s.span.attributes, "db.query.text").as_deref()
+                    == Some("select * from mysql.nope")
+            })
+            .unwrap();
+        assert_eq!(
+            attr_str(&bad.span.attributes, "db.response.status_code").as_deref(),
+            Some("1146")
+        );
+    }
     agent.shutdown(Duration::from_secs(5)).await;
 }
