@@ -4,9 +4,13 @@
  * SSL_read, SSL_read_ex, SSL_write, SSL_write_ex and SSL_do_handshake.
  * Included by sockets.bpf.c: it shares that set's maps.
  *
- * The entry probe saves the call's SSL object and buffer in the thread's
- * mop_active_io slot; the return probe copies the bytes the call really moved
- * (a write can be partial or fail with WANT_WRITE and be retried).
+ * Reads: the entry probe saves the call's SSL object and buffer in the
+ * thread's mop_active_io slot; the return probe copies the bytes the call
+ * really read. Writes are taken at entry, from the caller's buffer, with no
+ * return probe: a uprobe costs a trap per hit, a return probe a second one,
+ * for every process that maps the library. The price: a write that fails
+ * with SSL_ERROR_WANT_WRITE and is retried with the same buffer is seen
+ * twice (the parsers count what they cannot follow as desyncs).
  *
  * Which socket an SSL object uses is learned from the syscalls its calls make
  * on the same thread (mop_on_data_exit records the fd in the slot), not read
@@ -40,13 +44,42 @@ static __always_inline int mop_ssl_enter(struct pt_regs *ctx, __u8 direction, bo
 	return 0;
 }
 
+/* A write, at entry: its socket is the one the SSL object used before (its
+ * handshake, or an earlier read); the write's own syscall comes later. */
+static __always_inline int mop_ssl_write(struct pt_regs *ctx, long num)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (num <= 0 || !mop_tracked(pid_tgid >> 32))
+		return 0;
+	struct mop_ssl_key key = {.ssl = PT_REGS_PARM1(ctx), .tgid = pid_tgid >> 32};
+	__s32 *known = bpf_map_lookup_elem(&mop_ssl_fds, &key);
+	if (!known) {
+		mop_count_drop(MOP_DROP_TLS_NO_FD);
+		return 0;
+	}
+	__s32 fd = *known;
+	struct mop_tuple *t = mop_conn_of(pid_tgid, fd, MOP_SC_SSL_WRITE);
+	if (!t)
+		return 0;
+	/* Keeps the write's ciphertext out of the ring buffer. */
+	if (!(t->flags & MOP_CONN_TLS))
+		t->flags |= MOP_CONN_TLS;
+	mop_emit_data(pid_tgid, fd, t, MOP_DIR_EGRESS, MOP_SC_SSL_WRITE, MOP_EVF_TLS, MOP_BUF_PLAIN,
+		      PT_REGS_PARM2(ctx), 0, num);
+	return 0;
+}
+
 /* int SSL_write(SSL *ssl, const void *buf, int num) */
 SEC("uprobe")
-int mop_ssl_write_enter(struct pt_regs *ctx) { return mop_ssl_enter(ctx, MOP_DIR_EGRESS, false); }
+int mop_ssl_write_enter(struct pt_regs *ctx) { return mop_ssl_write(ctx, (int)PT_REGS_PARM3(ctx)); }
 
 /* int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written) */
 SEC("uprobe")
-int mop_ssl_write_ex_enter(struct pt_regs *ctx) { return mop_ssl_enter(ctx, MOP_DIR_EGRESS, true); }
+int mop_ssl_write_ex_enter(struct pt_regs *ctx)
+{
+	__u64 num = PT_REGS_PARM3(ctx);
+	return mop_ssl_write(ctx, num > 0x7fffffff ? 0x7fffffff : (long)num);
+}
 
 /* int SSL_read(SSL *ssl, void *buf, int num) */
 SEC("uprobe")
@@ -62,7 +95,7 @@ int mop_ssl_read_ex_enter(struct pt_regs *ctx) { return mop_ssl_enter(ctx, MOP_D
 SEC("uprobe")
 int mop_ssl_handshake_enter(struct pt_regs *ctx) { return mop_ssl_enter(ctx, MOP_DIR_NONE, false); }
 
-/* The return of any of the above. */
+/* The return of the reads and of the handshake. */
 SEC("uretprobe")
 int mop_ssl_ret(struct pt_regs *ctx)
 {

@@ -50,8 +50,11 @@ fn start_mariadb(dir: &std::path::Path, port: u16, extra: &[String]) -> Proc {
     let install = require("mariadb-install-db", "mariadb-server");
     let server = require("mariadbd", "mariadb-server");
     let data = dir.join("data");
+    // Temporary tables of the bootstrap go to TMPDIR, named by pid and a
+    // counter: two tests bootstrapping at once in /tmp collided.
     run_ok(
         Command::new(install)
+            .env("TMPDIR", dir)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .args(["--user=root", "--skip-test-db"]),
@@ -59,6 +62,7 @@ fn start_mariadb(dir: &std::path::Path, port: u16, extra: &[String]) -> Proc {
     let p = Proc::spawn(
         "mariadbd",
         Command::new(server)
+            .env("TMPDIR", dir)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--port={port}"))
@@ -76,6 +80,25 @@ fn start_mariadb(dir: &std::path::Path, port: u16, extra: &[String]) -> Proc {
             .args(extra),
     );
     wait_listening(port, Duration::from_secs(30));
+    // Accepting connections is not answering queries yet on a busy machine.
+    let cli = require("mariadb", "mariadb-client");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new(&cli)
+            .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", "root"])
+            .args(["-e", "select 1"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mariadbd did not answer within 30 s: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     p
 }
 

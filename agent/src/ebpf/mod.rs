@@ -24,17 +24,18 @@ pub const DROP_REASONS: [&str; 4] = [
 ];
 
 /// The OpenSSL uprobes (`agent-ebpf/sockets/tls.h`): entry program, libssl
-/// symbol, and whether a library without the symbol is still worth hooking.
-/// Every symbol also gets [`TLS_RETURN`] at its return.
-pub const TLS_ATTACHMENTS: &[(&str, &str, bool)] = &[
-    ("mop_ssl_read_enter", "SSL_read", true),
-    ("mop_ssl_write_enter", "SSL_write", true),
+/// symbol, whether a library without the symbol is still worth hooking, and
+/// whether the symbol also gets [`TLS_RETURN`] at its return (reads do;
+/// writes are taken at entry, sparing a trap per call).
+pub const TLS_ATTACHMENTS: &[(&str, &str, bool, bool)] = &[
+    ("mop_ssl_read_enter", "SSL_read", true, true),
+    ("mop_ssl_write_enter", "SSL_write", true, false),
     // Since OpenSSL 1.1.1; Python's ssl module uses these.
-    ("mop_ssl_read_ex_enter", "SSL_read_ex", false),
-    ("mop_ssl_write_ex_enter", "SSL_write_ex", false),
-    // Ties the SSL object to its socket before the first read and keeps the
-    // handshake's ciphertext out of the ring buffer.
-    ("mop_ssl_handshake_enter", "SSL_do_handshake", false),
+    ("mop_ssl_read_ex_enter", "SSL_read_ex", false, true),
+    ("mop_ssl_write_ex_enter", "SSL_write_ex", false, false),
+    // Ties the SSL object to its socket before the first write or read and
+    // keeps the handshake's ciphertext out of the ring buffer.
+    ("mop_ssl_handshake_enter", "SSL_do_handshake", false, true),
 ];
 pub const TLS_RETURN: &str = "mop_ssl_ret";
 
@@ -364,8 +365,9 @@ impl Programs {
         let lib = library.display().to_string();
         // The return probe goes first: an entry whose return is not hooked
         // would leave its thread looking as if inside an SSL call.
-        for &(name, symbol, required) in TLS_ATTACHMENTS {
-            for prog in [TLS_RETURN, name] {
+        for &(name, symbol, required, ret) in TLS_ATTACHMENTS {
+            let progs: &[&'static str] = if ret { &[TLS_RETURN, name] } else { &[name] };
+            for &prog in progs {
                 let up = uprobe(&mut self.ebpf, prog)?;
                 if let Err(source) = up.attach(symbol, library, UProbeScope::AllProcesses) {
                     if !required
@@ -445,7 +447,7 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe> 
 fn load_tls(ebpf: &mut Ebpf) -> Result<()> {
     let names = TLS_ATTACHMENTS
         .iter()
-        .map(|(n, _, _)| *n)
+        .map(|(n, _, _, _)| *n)
         .chain([TLS_RETURN]);
     for name in names {
         uprobe(ebpf, name)?
