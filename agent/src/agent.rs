@@ -85,7 +85,10 @@ impl Agent {
         let program_ids = programs.program_ids.clone();
         let proc_root = PathBuf::from("/proc");
         let mut discovery = process::Discovery::default();
-        let mut tls = TlsHooks::default();
+        let mut tls = TlsHooks {
+            enabled: cfg.capture.tls,
+            ..TlsHooks::default()
+        };
         for pid in discovery.scan(&proc_root, &cfg.instrument, &HashSet::new()) {
             programs.track(pid)?;
             tls.inspect(&mut programs, &proc_root, pid);
@@ -200,6 +203,8 @@ struct Reader {
 /// those without it are checked again every [`TlsHooks::RECHECK`] rescans.
 #[derive(Default)]
 struct TlsHooks {
+    /// `capture.tls`: off, no library is hooked.
+    enabled: bool,
     /// pid → whether it maps libssl.
     seen: HashMap<u32, bool>,
     rescans: u64,
@@ -209,6 +214,9 @@ impl TlsHooks {
     const RECHECK: u64 = 10;
 
     fn inspect(&mut self, programs: &mut Programs, proc_root: &std::path::Path, pid: u32) {
+        if !self.enabled {
+            return;
+        }
         let libs = process::mapped_libssl(proc_root, pid);
         for lib in &libs {
             if let Err(e) = programs.attach_tls(lib) {

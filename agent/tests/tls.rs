@@ -395,3 +395,40 @@ async fn postgres_sslmode_require() {
     }
     agent.shutdown(Duration::from_secs(5)).await;
 }
+
+/// `capture.tls: false`: no library is hooked, TLS stays ciphertext, and no
+/// span comes from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_capture_can_be_turned_off() {
+    let python = require("python3", "python3");
+    let curl = require("curl", "curl");
+    let sink = OtlpSink::start().await;
+    let port = free_port();
+    let dir = temp_dir("py-tls-off");
+    let (cert, key) = self_signed(&dir);
+    let _server = Proc::spawn(
+        "python3 (ssl server)",
+        Command::new(&python)
+            .arg("-c")
+            .arg(PY_SERVER)
+            .arg(port.to_string())
+            .arg(&cert)
+            .arg(&key),
+    );
+    wait_listening(port, Duration::from_secs(10));
+    let mut cfg = config(&sink, &[port]);
+    cfg.capture.tls = false;
+    let agent = start_agent(cfg).await;
+    run_ok(Command::new(&curl).args(["-sfk", &format!("https://127.0.0.1:{port}/greet/1")]));
+    // Three export intervals: a span would have arrived by now.
+    let spans = sink
+        .wait_spans(Duration::from_millis(600), |s| {
+            !spans_of(s, SpanKind::Server, port).is_empty()
+        })
+        .await;
+    assert!(
+        spans_of(&spans, SpanKind::Server, port).is_empty(),
+        "{spans:#?}"
+    );
+    agent.shutdown(Duration::from_secs(5)).await;
+}
