@@ -994,6 +994,47 @@ mod tests {
     }
 
     #[test]
+    fn http_inside_tls_is_https() {
+        let mut s = Scratch::default();
+        let ex = Exchange {
+            start_ns: 5,
+            end_ns: 9,
+            detail: Detail::Http(HttpExchange {
+                method: "GET".into(),
+                target: "/a?b=1".into(),
+                status: 200,
+                version: "1.1",
+                host: Some("shop.example:8443".into()),
+                ..HttpExchange::default()
+            }),
+        };
+        let text = |span: &Span, key: &str| {
+            span.attributes.iter().find(|a| a.key == key).and_then(|a| {
+                match a.value.as_ref()?.value.as_ref()? {
+                    any_value::Value::StringValue(v) => Some(v.clone()),
+                    _ => None,
+                }
+            })
+        };
+        for (role, key, want) in [
+            (Role::Client, "url.full", "https://shop.example:8443/a?b=1"),
+            (Role::Server, "url.scheme", "https"),
+        ] {
+            let mut out = Vec::new();
+            build(&ex, &tuple(), role, true, 0, &mut s, &mut out);
+            let span = Span::decode(&out[..]).unwrap();
+            assert_eq!(text(&span, key).as_deref(), Some(want));
+        }
+        // The RED series carries the scheme too.
+        let mut out = Vec::new();
+        build(&ex, &tuple(), Role::Server, true, 0, &mut s, &mut out);
+        assert!(
+            SeriesKey::attrs(s.series.as_bytes())
+                .contains(&("url.scheme".to_owned(), "https".to_owned()))
+        );
+    }
+
+    #[test]
     fn spans_without_parent_get_fresh_ids_and_match_prost() {
         let mut s = Scratch::default();
         let exchanges = [
