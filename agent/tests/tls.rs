@@ -432,3 +432,47 @@ async fn tls_capture_can_be_turned_off() {
     );
     agent.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A TLS server that starts after the agent: found by the rescan (its port),
+/// its libssl hooked then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_server_started_after_the_agent() {
+    let python = require("python3", "python3");
+    let curl = require("curl", "curl");
+    let sink = OtlpSink::start().await;
+    let port = free_port();
+    let dir = temp_dir("py-tls-late");
+    let (cert, key) = self_signed(&dir);
+    let agent = start_agent(config(&sink, &[port])).await;
+    let _server = Proc::spawn(
+        "python3 (ssl server)",
+        Command::new(&python)
+            .arg("-c")
+            .arg(PY_SERVER)
+            .arg(port.to_string())
+            .arg(&cert)
+            .arg(&key),
+    );
+    wait_listening(port, Duration::from_secs(10));
+    // Requests until one is seen: the rescan runs every 200 ms here.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut seen = Vec::new();
+    while seen.is_empty() && std::time::Instant::now() < deadline {
+        run_ok(Command::new(&curl).args(["-sfk", &format!("https://127.0.0.1:{port}/late/1")]));
+        let spans = sink
+            .wait_spans(Duration::from_millis(500), |s| {
+                !spans_of(s, SpanKind::Server, port).is_empty()
+            })
+            .await;
+        seen = spans_of(&spans, SpanKind::Server, port);
+    }
+    let s = seen
+        .first()
+        .expect("no span from a TLS server started after the agent");
+    assert_eq!(s.span.name, "GET /late/{id}");
+    assert_eq!(
+        attr_str(&s.span.attributes, "url.scheme").as_deref(),
+        Some("https")
+    );
+    agent.shutdown(Duration::from_secs(5)).await;
+}
