@@ -17,7 +17,8 @@
 # first saturated run; read it with `perf report -i FILE --no-children`.
 # TLS=1 serves HTTPS (self-signed, made by openssl) and runs wrk over TLS:
 # the agent then sees nginx's plaintext through the OpenSSL uprobes.
-# MODES picks the modes (default "saturated fixed").
+# MODES picks the modes (default "saturated fixed"); AGENT=path runs another
+# mop-agent binary (an A/B of two builds).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DUR=${1:-10}
@@ -27,7 +28,7 @@ for b in nginx wrk bpftool python3 openssl; do
   command -v "$b" >/dev/null || { echo "missing $b (apt-get install nginx-light wrk bpftool python3)"; exit 1; }
 done
 cargo build -q --release -p mop-agent --bin mop-agent --example otlp_sink
-AGENT=target/release/mop-agent
+AGENT=${AGENT:-target/release/mop-agent}
 SINK=target/release/examples/otlp_sink
 
 TMP=$(mktemp -d /tmp/mop-bench.XXXXXX)
