@@ -75,13 +75,16 @@ fn layout_probe(clang: &str, include: &Path, out: &Path) -> Result<()> {
         "kind",
         "direction",
         "syscall",
+        "flags",
         "total_len",
         "captured_len",
         "tuple",
         "comm",
         "data",
     ];
-    let tuple_fields = ["saddr", "daddr", "sport", "dport", "family", "role"];
+    let tuple_fields = [
+        "saddr", "daddr", "sport", "dport", "family", "role", "flags",
+    ];
     let mut c = String::from(
         "#include <stdio.h>\n#include <stddef.h>\n#include <linux/types.h>\n#include \"mop_event.h\"\nint main(void) {\n",
     );

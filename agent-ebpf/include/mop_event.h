@@ -44,6 +44,19 @@ enum mop_syscall {
 	MOP_SC_SENDMSG = 10,
 	MOP_SC_SENDFILE = 11,
 	MOP_SC_CLOSE = 12,
+	/* Plaintext of a TLS connection, from the OpenSSL uprobes (tls.h). */
+	MOP_SC_SSL_READ = 13,
+	MOP_SC_SSL_WRITE = 14,
+};
+
+/* mop_event.flags */
+enum mop_event_flag {
+	MOP_EVF_TLS = 1, /* data[] is TLS plaintext taken at SSL_read/SSL_write */
+};
+
+/* mop_tuple.flags */
+enum mop_conn_flag {
+	MOP_CONN_TLS = 1, /* an SSL call used this socket: its syscall bytes are ciphertext */
 };
 
 /* Indexes of the per-CPU drop counters (map mop_drops). */
@@ -51,6 +64,9 @@ enum mop_drop_reason {
 	MOP_DROP_RINGBUF_FULL = 0,
 	MOP_DROP_CONN_TABLE_FULL = 1,
 	MOP_DROP_USER_READ = 2,
+	/* A TLS call whose socket was never seen (no syscall of its thread
+	 * inside any call on that SSL object). */
+	MOP_DROP_TLS_NO_FD = 3,
 	MOP_DROP__COUNT = 4,
 };
 
@@ -64,7 +80,7 @@ struct mop_tuple {
 	__u16 dport;
 	__u16 family;
 	__u8 role;
-	__u8 _pad;
+	__u8 flags; /* enum mop_conn_flag */
 };
 
 struct mop_event {
@@ -75,7 +91,7 @@ struct mop_event {
 	__u8 kind;      /* enum mop_event_kind */
 	__u8 direction; /* enum mop_direction */
 	__u8 syscall;   /* enum mop_syscall */
-	__u8 _pad0;
+	__u8 flags;     /* enum mop_event_flag */
 	__u32 total_len;    /* bytes the syscall moved (may exceed captured_len) */
 	__u32 captured_len; /* bytes of data[] that are valid */
 	struct mop_tuple tuple;

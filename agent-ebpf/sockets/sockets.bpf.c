@@ -20,6 +20,7 @@
 #include "maps/active_io.h"
 #include "maps/scratch.h"
 #include "maps/not_sockets.h"
+#include "maps/ssl_fds.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -116,7 +117,7 @@ static __always_inline void mop_fill_header(struct mop_event *e, __u64 pid_tgid,
 	e->kind = kind;
 	e->direction = direction;
 	e->syscall = syscall;
-	e->_pad0 = 0;
+	e->flags = 0;
 	e->total_len = 0;
 	e->captured_len = 0;
 	e->tuple = *t;
@@ -183,7 +184,7 @@ static __always_inline int mop_stash(__s32 fd, __u64 buf, __u64 iovlen, __u8 buf
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!mop_tracked(pid_tgid >> 32))
 		return 0;
-	struct mop_active_io io = {
+	struct mop_io io = {
 		.buf = buf,
 		.iovlen = iovlen,
 		.fd = fd,
@@ -192,24 +193,28 @@ static __always_inline int mop_stash(__s32 fd, __u64 buf, __u64 iovlen, __u8 buf
 		.direction = direction,
 	};
 	/* Entries stay for the thread's lifetime and are rewritten in place:
-	 * a hash update/delete pair per syscall was the largest cost here. */
+	 * a hash update/delete pair per syscall was the largest cost here. The
+	 * SSL half is left alone: the syscall may run inside an SSL call. */
 	struct mop_active_io *slot = bpf_map_lookup_elem(&mop_active_io, &pid_tgid);
-	if (slot)
-		*slot = io;
-	else
-		bpf_map_update_elem(&mop_active_io, &pid_tgid, &io, BPF_ANY);
+	if (slot) {
+		slot->io = io;
+	} else {
+		struct mop_active_io fresh = {.io = io, .ssl = {.fd = -1}};
+		bpf_map_update_elem(&mop_active_io, &pid_tgid, &fresh, BPF_ANY);
+	}
 	return 0;
 }
 
-/* Takes the pending syscall's arguments; false if there are none. */
-static __always_inline bool mop_take_io(__u64 pid_tgid, struct mop_active_io *out)
+/* Takes the pending syscall's arguments; NULL if there are none. The
+ * returned slot also says whether an SSL call is in flight on the thread. */
+static __always_inline struct mop_active_io *mop_take_io(__u64 pid_tgid, struct mop_io *out)
 {
-	struct mop_active_io *io = bpf_map_lookup_elem(&mop_active_io, &pid_tgid);
-	if (!io || io->syscall == 0)
-		return false;
-	*out = *io;
-	io->syscall = 0;
-	return true;
+	struct mop_active_io *a = bpf_map_lookup_elem(&mop_active_io, &pid_tgid);
+	if (!a || a->io.syscall == 0)
+		return NULL;
+	*out = a->io;
+	a->io.syscall = 0;
+	return a;
 }
 
 SEC("tracepoint/syscalls/sys_enter_connect")
@@ -222,7 +227,7 @@ SEC("tracepoint/syscalls/sys_exit_connect")
 int mop_exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct mop_active_io io;
+	struct mop_io io;
 	if (!mop_take_io(pid_tgid, &io))
 		return 0;
 	__s32 fd = io.fd;
@@ -342,49 +347,48 @@ static __always_inline __u32 mop_copy_iov(struct mop_event *e, __u64 iov_ptr, __
 	return off;
 }
 
-static __always_inline int mop_on_data_exit(struct trace_event_raw_sys_exit *ctx)
+/* The connection behind fd of the current process: known, or learned now
+ * (opened before the agent started). NULL if fd is not a TCP socket. */
+static __always_inline struct mop_tuple *mop_conn_of(__u64 pid_tgid, __s32 fd, __u8 syscall)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct mop_active_io io;
-	if (!mop_take_io(pid_tgid, &io))
-		return 0;
-	long ret = ctx->ret;
-	if (ret <= 0)
-		return 0;
-
-	__u32 tgid = pid_tgid >> 32;
-	__u64 key = mop_conn_key(tgid, io.fd);
+	__u64 key = mop_conn_key(pid_tgid >> 32, fd);
 	struct mop_tuple *t = bpf_map_lookup_elem(&mop_conns, &key);
+	if (t)
+		return t;
+	if (bpf_map_lookup_elem(&mop_not_sockets, &key))
+		return NULL;
+	t = mop_track_conn(pid_tgid, fd, MOP_ROLE_UNKNOWN, syscall);
 	if (!t) {
-		if (bpf_map_lookup_elem(&mop_not_sockets, &key))
-			return 0;
-		/* A connection opened before the agent started: learn it now. */
-		t = mop_track_conn(pid_tgid, io.fd, MOP_ROLE_UNKNOWN, io.syscall);
-		if (!t) {
-			__u8 one = 1;
-			bpf_map_update_elem(&mop_not_sockets, &key, &one, BPF_ANY);
-			return 0;
-		}
+		__u8 one = 1;
+		bpf_map_update_elem(&mop_not_sockets, &key, &one, BPF_ANY);
 	}
+	return t;
+}
 
+/* Emits one DATA event of `total` bytes moved, copying a prefix of them. */
+static __always_inline void mop_emit_data(__u64 pid_tgid, __s32 fd, const struct mop_tuple *t,
+					  __u8 direction, __u8 syscall, __u8 flags,
+					  __u8 buf_kind, __u64 buf, __u64 iovlen, long total)
+{
 	struct mop_event *e = mop_scratch_event();
 	if (!e)
-		return 0;
-	mop_fill_header(e, pid_tgid, io.fd, MOP_EV_DATA, io.direction, io.syscall, t);
-	e->total_len = ret > 0xffffffffL ? 0xffffffff : (__u32)ret;
+		return;
+	mop_fill_header(e, pid_tgid, fd, MOP_EV_DATA, direction, syscall, t);
+	e->flags = flags;
+	e->total_len = total > 0xffffffffL ? 0xffffffff : (__u32)total;
 
 	__u32 want = mop_min(capture_bytes, MOP_MAX_CAPTURE);
 	want = mop_min(want, e->total_len);
 	__u32 got = 0;
-	if (io.buf_kind == MOP_BUF_PLAIN) {
+	if (buf_kind == MOP_BUF_PLAIN) {
 		__u64 n = want;
 		MOP_BOUND(n, 0x1fff);
-		if (n > 0 && bpf_probe_read_user(e->data, n, (void *)io.buf) == 0)
+		if (n > 0 && bpf_probe_read_user(e->data, n, (void *)buf) == 0)
 			got = n;
 		else if (n > 0)
 			mop_count_drop(MOP_DROP_USER_READ);
-	} else if (io.buf_kind == MOP_BUF_IOV) {
-		got = mop_copy_iov(e, io.buf, io.iovlen, want);
+	} else if (buf_kind == MOP_BUF_IOV) {
+		got = mop_copy_iov(e, buf, iovlen, want);
 	}
 	if (got > MOP_MAX_CAPTURE)
 		got = MOP_MAX_CAPTURE;
@@ -395,6 +399,33 @@ static __always_inline int mop_on_data_exit(struct trace_event_raw_sys_exit *ctx
 	size += MOP_EVENT_HEADER_SIZE;
 	if (bpf_ringbuf_output(&mop_events, e, size, mop_output_flags()))
 		mop_count_drop(MOP_DROP_RINGBUF_FULL);
+}
+
+static __always_inline int mop_on_data_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct mop_io io;
+	struct mop_active_io *slot = mop_take_io(pid_tgid, &io);
+	if (!slot)
+		return 0;
+	long ret = ctx->ret;
+	if (ret <= 0)
+		return 0;
+
+	struct mop_tuple *t = mop_conn_of(pid_tgid, io.fd, io.syscall);
+	if (!t)
+		return 0;
+	if (slot->ssl.ssl) {
+		/* Ciphertext moved by an SSL call: the plaintext comes from its
+		 * uretprobe; this only tells which socket the SSL object uses. */
+		slot->ssl.fd = io.fd;
+		t->flags |= MOP_CONN_TLS;
+		return 0;
+	}
+	if (t->flags & MOP_CONN_TLS)
+		return 0;
+	mop_emit_data(pid_tgid, io.fd, t, io.direction, io.syscall, 0, io.buf_kind, io.buf,
+		      io.iovlen, ret);
 	return 0;
 }
 
@@ -478,3 +509,5 @@ int mop_process_exit(struct trace_event_raw_sched_process_template *ctx)
 	bpf_map_delete_elem(&mop_active_io, &pid_tgid);
 	return 0;
 }
+
+#include "tls.h"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark: nginx under wrk with and without mop-agent attached.
 #
-# Reports, per mode (saturation, and a fixed rate):
+# Reports, per mode (saturation, and a fixed rate of about half of nginx's
+# capacity as measured by the saturated runs without the agent):
 #   - requests/s with and without the agent (throughput loss),
+#   - wrk's p99 latency with and without the agent,
 #   - eBPF run time per request from kernel.bpf_stats_enabled counters,
 #   - agent userspace CPU per request (utime+stime of the agent process),
 #   - nginx CPU per request (the in-kernel cost lands in nginx's syscalls).
@@ -13,20 +15,32 @@
 # capture.poll_interval_ms (defaults: the agent's defaults).
 # PROFILE=FILE records the agent with perf (DWARF call graphs) during the
 # first saturated run; read it with `perf report -i FILE --no-children`.
+# TLS=1 serves HTTPS (self-signed, made by openssl) and runs wrk over TLS:
+# the agent then sees nginx's plaintext through the OpenSSL uprobes.
+# MODES picks the modes (default "saturated fixed"); AGENT=path runs another
+# mop-agent binary (an A/B of two builds).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DUR=${1:-10}
 ROUNDS=${2:-3}
 CONNS=${CONNS:-50}
-for b in nginx wrk bpftool python3; do
+for b in nginx wrk bpftool python3 openssl; do
   command -v "$b" >/dev/null || { echo "missing $b (apt-get install nginx-light wrk bpftool python3)"; exit 1; }
 done
 cargo build -q --release -p mop-agent --bin mop-agent --example otlp_sink
-AGENT=target/release/mop-agent
+AGENT=${AGENT:-target/release/mop-agent}
 SINK=target/release/examples/otlp_sink
 
 TMP=$(mktemp -d /tmp/mop-bench.XXXXXX)
 PORT=18080
+SCHEME=http
+LISTEN_SSL=
+if [[ -n "${TLS:-}" ]]; then
+  SCHEME=https
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+    -subj /CN=localhost -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
+  LISTEN_SSL="ssl; ssl_certificate $TMP/cert.pem; ssl_certificate_key $TMP/key.pem"
+fi
 OTLP=127.0.0.1:14317
 METRICS=127.0.0.1:19464
 cleanup() {
@@ -48,12 +62,12 @@ http {
   access_log off;
   client_body_temp_path $TMP/b; proxy_temp_path $TMP/p; fastcgi_temp_path $TMP/f;
   uwsgi_temp_path $TMP/u; scgi_temp_path $TMP/s;
-  server { listen 127.0.0.1:$PORT; root $TMP/www;
+  server { listen 127.0.0.1:$PORT $LISTEN_SSL; root $TMP/www;
     location /api/ { default_type text/plain; return 200 "ok\n"; } }
 }
 CONF
 nginx -c "$TMP/nginx.conf" -p "$TMP" & NGINX_PID=$!
-for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
+for _ in $(seq 50); do curl -sk -o /dev/null "$SCHEME://127.0.0.1:$PORT/" && break; sleep 0.1; done
 
 cat > "$TMP/agent.yaml" <<CONF
 otlp_endpoint: http://$OTLP
@@ -68,9 +82,10 @@ capture:
   wakeup_bytes: ${WAKEUP_BYTES:-2097152}
   poll_interval_ms: ${POLL_MS:-100}
 CONF
-# ~2 ms pause per request per connection: a fixed rate of about CONNS*500/s.
+# A 1 ms pause per request per connection: with N connections, a fixed
+# rate of at most N*1000/s. N is chosen from the saturated capacity.
 cat > "$TMP/fixed.lua" <<'LUA'
-function delay() return 2 end
+function delay() return 1 end
 LUA
 
 nginx_cpu() { # utime+stime ticks of all nginx processes of this run
@@ -103,12 +118,16 @@ for per_req,name,runs,per_run in sorted(rows,reverse=True):
     print(f"    {name:24} {runs:5.2f} runs/req {per_run:6.0f} ns/run {per_req:6.0f} ns/req")
 PY
 }
-run_wrk() { # mode -> prints requests
-  local extra=()
-  [[ $1 == fixed ]] && extra=(-s "$TMP/fixed.lua")
-  wrk -t1 -c"$CONNS" -d"${DUR}s" "${extra[@]}" "http://127.0.0.1:$PORT/api/items/42" \
-    | awk '/requests in/ {print $1}'
+run_wrk() { # mode -> prints "requests p99_us"
+  local extra=() conns=$CONNS
+  [[ $1 == fixed ]] && extra=(-s "$TMP/fixed.lua") && conns=$FIXED_CONNS
+  wrk -t1 -c"$conns" -d"${DUR}s" --latency "${extra[@]}" "$SCHEME://127.0.0.1:$PORT/api/items/42" \
+    | awk '/requests in/ {n=$1}
+           $1 == "99%" {v=$2; u=1; if (v ~ /us$/) u=1; else if (v ~ /ms$/) u=1000; else if (v ~ /s$/) u=1000000;
+                        sub(/[a-z]+$/, "", v); p=v*u}
+           END {print n, p}'
 }
+CAPACITY=()
 HZ=$(getconf CLK_TCK)
 
 start_agent() {
@@ -123,10 +142,19 @@ stop_agent() {
 }
 
 sysctl -q -w kernel.bpf_stats_enabled=1
-echo "nginx (1 worker) + wrk -t1 -c$CONNS, ${DUR}s per run, $ROUNDS rounds, kernel $(uname -r), $(nproc) CPUs"
-for mode in saturated fixed; do
+echo "nginx (1 worker, $SCHEME) + wrk -t1 -c$CONNS, ${DUR}s per run, $ROUNDS rounds, kernel $(uname -r), $(nproc) CPUs; $(uptime)"
+FIXED_CONNS=${FIXED_CONNS:-}
+for mode in ${MODES:-saturated fixed}; do
+  if [[ $mode == fixed && -z "$FIXED_CONNS" ]]; then
+    # Half of the capacity measured without the agent (or, with no
+    # saturated runs, of one short run now), at 1 ms per request per conn.
+    if ((${#CAPACITY[@]} == 0)); then read -r c _ < <(run_wrk saturated); CAPACITY+=("$c"); fi
+    FIXED_CONNS=$(python3 -c "import sys; c=[float(x) for x in sys.argv[1:]]; print(max(1, round(sum(c)/len(c)/$DUR/2/1000)))" "${CAPACITY[@]}")
+    echo "fixed mode: $FIXED_CONNS connections, 1 ms pause each: half of $(python3 -c "import sys; c=[float(x) for x in sys.argv[1:]]; print(round(sum(c)/len(c)/$DUR))" "${CAPACITY[@]}") req/s"
+  fi
   for r in $(seq "$ROUNDS"); do
-    n0=$(nginx_cpu); base=$(run_wrk $mode); n1=$(nginx_cpu)
+    n0=$(nginx_cpu); read -r base base_p99 < <(run_wrk $mode); n1=$(nginx_cpu)
+    [[ $mode == saturated ]] && CAPACITY+=("$base")
     start_agent
     a0=$(agent_cpu); s0=$(sink_cpu); read -r b0 c0 < <(bpf_ns); m0=$(nginx_cpu)
     prog_stats "$TMP/progs0.json"
@@ -134,25 +162,28 @@ for mode in saturated fixed; do
       perf record -q -F 999 --call-graph dwarf,16384 -o "$PROFILE" -p "$AGENT_PID" -- sleep "$DUR" 2>/dev/null &
       PERF_PID=$!
     fi
-    with=$(run_wrk $mode)
+    read -r with with_p99 < <(run_wrk $mode)
     [[ -n "${PERF_PID:-}" ]] && { wait "$PERF_PID" || true; PERF_PID=; }
     a1=$(agent_cpu); s1=$(sink_cpu); read -r b1 c1 < <(bpf_ns); m1=$(nginx_cpu)
     prog_stats "$TMP/progs1.json"
     spans=$(curl -s "http://$METRICS/metrics" | awk '/^mop_agent_exchanges_total/ {print $2}')
     drops=$(curl -s "http://$METRICS/metrics" | awk '/^mop_agent_kernel_drops_total/ {s+=$2} END {print s+0}')
     stop_agent
-    python3 - "$mode" "$r" "$base" "$with" "$n0" "$n1" "$m0" "$m1" "$a0" "$a1" "$b0" "$b1" "$c0" "$c1" "$HZ" "$spans" "$drops" "$s0" "$s1" <<'PY'
+    python3 - "$mode" "$r" "$base" "$with" "$n0" "$n1" "$m0" "$m1" "$a0" "$a1" "$b0" "$b1" "$c0" "$c1" "$HZ" "$spans" "$drops" "$s0" "$s1" "$base_p99" "$with_p99" <<'PY'
 import sys
 mode, r = sys.argv[1], sys.argv[2]
-base, with_, n0, n1, m0, m1, a0, a1, b0, b1, c0, c1, hz, spans, drops, s0, s1 = map(float, sys.argv[3:])
+base, with_, n0, n1, m0, m1, a0, a1, b0, b1, c0, c1, hz, spans, drops, s0, s1, p0, p1 = map(float, sys.argv[3:])
 loss = (base - with_) / base * 100
 print(f"{mode:9} round {r}: without {base:9.0f} req  with {with_:9.0f} req  loss {loss:5.1f}%  "
+      f"p99 {p0:6.0f} -> {p1:6.0f} us  "
+      f"eBPF+agent {((b1-b0) + (a1-a0)/hz*1e9)/with_:6.0f} ns/req  "
       f"eBPF {(b1-b0)/with_:6.0f} ns/req ({(c1-c0)/with_:4.1f} prog runs/req)  "
       f"agent {(a1-a0)/hz/with_*1e9:6.0f} ns CPU/req  "
       f"sink {(s1-s0)/hz/with_*1e9:5.0f} ns CPU/req  "
       f"nginx {(n1-n0)/hz/base*1e6:5.1f} -> {(m1-m0)/hz/with_*1e6:5.1f} us CPU/req  "
       f"exchanges {spans:.0f} kernel-drops {drops:.0f}")
 PY
+    echo "    load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
     [[ -n "${PER_PROG:-}" ]] && prog_table "$TMP/progs0.json" "$TMP/progs1.json" "$with"
   done
 done

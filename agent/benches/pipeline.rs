@@ -42,6 +42,7 @@ fn event(kind: EventKind, fd: i32, ts: u64, dir: Option<Direction>, data: &[u8])
         kind,
         direction: dir,
         syscall: 0,
+        tls: false,
         total_len: data.len() as u32,
         data,
         tuple: Tuple {

@@ -85,8 +85,13 @@ impl Agent {
         let program_ids = programs.program_ids.clone();
         let proc_root = PathBuf::from("/proc");
         let mut discovery = process::Discovery::default();
+        let mut tls = TlsHooks {
+            enabled: cfg.capture.tls,
+            ..TlsHooks::default()
+        };
         for pid in discovery.scan(&proc_root, &cfg.instrument, &HashSet::new()) {
             programs.track(pid)?;
+            tls.inspect(&mut programs, &proc_root, pid);
         }
         let stats = Arc::new(SelfMetrics::default());
         let cancel = CancellationToken::new();
@@ -145,6 +150,7 @@ impl Agent {
             cfg,
             proc_root,
             discovery,
+            tls,
         };
         let reader_cancel = cancel.clone();
         let reader = tokio::spawn(async move {
@@ -189,6 +195,58 @@ struct Reader {
     cfg: Config,
     proc_root: PathBuf,
     discovery: process::Discovery,
+    tls: TlsHooks,
+}
+
+/// Which tracked processes were checked for a mapped libssl. A process may
+/// load libssl after it was first seen (Python imports `ssl` lazily), so
+/// those without it are checked again every [`TlsHooks::RECHECK`] rescans.
+#[derive(Default)]
+struct TlsHooks {
+    /// `capture.tls`: off, no library is hooked.
+    enabled: bool,
+    /// pid → whether it maps libssl.
+    seen: HashMap<u32, bool>,
+    rescans: u64,
+}
+
+impl TlsHooks {
+    const RECHECK: u64 = 10;
+
+    fn inspect(&mut self, programs: &mut Programs, proc_root: &std::path::Path, pid: u32) {
+        if !self.enabled {
+            return;
+        }
+        let libs = process::mapped_libssl(proc_root, pid);
+        for lib in &libs {
+            if let Err(e) = programs.attach_tls(lib) {
+                warn!(pid, library = %lib.display(), error = %e, "TLS of this library is not seen");
+            }
+        }
+        self.seen.insert(pid, !libs.is_empty());
+    }
+
+    /// Checks the tracked processes not checked yet (children, new matches),
+    /// and forgets those that are gone.
+    fn rescan(
+        &mut self,
+        programs: &mut Programs,
+        proc_root: &std::path::Path,
+        tracked: &HashSet<u32>,
+    ) {
+        self.rescans += 1;
+        let recheck = self.rescans.is_multiple_of(Self::RECHECK);
+        self.seen.retain(|pid, _| tracked.contains(pid));
+        for &pid in tracked {
+            let due = match self.seen.get(&pid) {
+                None => true,
+                Some(has) => !has && recheck,
+            };
+            if due {
+                self.inspect(programs, proc_root, pid);
+            }
+        }
+    }
 }
 
 /// What happens to each ring-buffer record, separated from the ring so that
@@ -239,7 +297,7 @@ impl Pipeline {
             let scratch = &mut self.scratch;
             let offset = self.offset;
             let obs = batch.push_with(res, |out| {
-                telemetry::build(&l.exchange, &l.tuple, l.role, offset, scratch, out)
+                telemetry::build(&l.exchange, &l.tuple, l.role, l.tls, offset, scratch, out)
             });
             if let (Some(o), Some(m)) = (obs, metrics.as_deref_mut()) {
                 m.record(res, o.metric, &scratch.series, o.seconds);
@@ -297,6 +355,9 @@ impl Reader {
                 warn!(pid, error = %e, "could not track process");
             }
         }
+        let tracked: HashSet<u32> = self.programs.tracked().into_iter().collect();
+        self.tls
+            .rescan(&mut self.programs, &self.proc_root, &tracked);
         // Config-derived attributes do not change, but processes come and go
         // (and pids are reused): rebuild resources each period.
         self.pipeline.forget_resources();

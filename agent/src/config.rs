@@ -183,6 +183,11 @@ pub struct Capture {
     /// Connections followed at once; the oldest idle one is evicted beyond.
     #[serde(default = "default_max_conns")]
     pub max_connections: usize,
+    /// TLS plaintext through uprobes on OpenSSL's libssl. Every process
+    /// mapping a hooked libssl then traps at each SSL_read/SSL_write, which
+    /// costs (docs/performance.md, Agent); off leaves TLS as ciphertext.
+    #[serde(default = "default_tls")]
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -230,6 +235,9 @@ fn default_poll_ms() -> u64 {
 fn default_max_conns() -> usize {
     65536
 }
+fn default_tls() -> bool {
+    true
+}
 fn default_batch() -> usize {
     512
 }
@@ -254,6 +262,7 @@ impl Default for Capture {
             wakeup_bytes: default_wakeup_bytes(),
             poll_interval_ms: default_poll_ms(),
             max_connections: default_max_conns(),
+            tls: default_tls(),
         }
     }
 }

@@ -1,6 +1,11 @@
 //! Connection reassembly: kernel events in, exchanges (with their
 //! connection's tuple and role) out. One parser per connection, chosen from
 //! the first bytes the client sends.
+//!
+//! A TLS connection has two streams under one (process, fd): what its
+//! socket syscalls moved before TLS began (PostgreSQL's SSLRequest, the
+//! handshake when the agent came late) and the plaintext of its SSL calls.
+//! Each gets its own parser; the close of the fd ends both.
 use std::collections::HashMap;
 
 use crate::{
@@ -16,6 +21,8 @@ struct Conn {
     tuple: Tuple,
     role: Role,
     parser: Option<Box<dyn ConnParser>>,
+    /// What `parser` parses.
+    protocol: Option<Protocol>,
     attempts: u8,
     last_ts: u64,
     seen: u64,
@@ -54,6 +61,8 @@ pub struct Located {
     pub comm: Comm,
     pub tuple: Tuple,
     pub role: Role,
+    /// Carried inside TLS (seen at the SSL calls).
+    pub tls: bool,
     pub exchange: Exchange,
 }
 
@@ -65,7 +74,7 @@ pub struct Stats {
 }
 
 pub struct Tracker {
-    conns: HashMap<(u32, i32), Conn, foldhash::fast::RandomState>,
+    conns: HashMap<(u32, i32, bool), Conn, foldhash::fast::RandomState>,
     max: usize,
     seq: u64,
     pub stats: Stats,
@@ -79,6 +88,8 @@ fn new_parser(p: Protocol) -> Box<dyn ConnParser> {
         Protocol::Http2 => Box::<protocol::http2::Http2Conn>::default(),
         Protocol::Redis => Box::<protocol::redis::RedisConn>::default(),
         Protocol::Postgres => Box::<protocol::postgres::PgConn>::default(),
+        Protocol::MySql => Box::new(protocol::mysql::MySqlConn::from_handshake()),
+        Protocol::MySqlCommand => Box::new(protocol::mysql::MySqlConn::from_command()),
     }
 }
 
@@ -114,12 +125,14 @@ impl Tracker {
     }
 
     pub fn handle(&mut self, ev: &Event<'_>, out: &mut Vec<Located>) {
-        let key = (ev.tgid, ev.fd);
+        let key = (ev.tgid, ev.fd, ev.tls);
         self.seq += 1;
         match ev.kind {
             EventKind::Open => {
-                if let Some(old) = self.conns.remove(&key) {
-                    self.flush(key.0, old, ev.ts_ns, out);
+                for tls in [false, true] {
+                    if let Some(old) = self.conns.remove(&(ev.tgid, ev.fd, tls)) {
+                        self.flush(key.0, tls, old, ev.ts_ns, out);
+                    }
                 }
                 if self.conns.len() >= self.max {
                     self.evict_oldest();
@@ -131,6 +144,7 @@ impl Tracker {
                         tuple: ev.tuple,
                         role: ev.tuple.role,
                         parser: None,
+                        protocol: None,
                         attempts: 0,
                         last_ts: ev.ts_ns,
                         seen: self.seq,
@@ -138,8 +152,10 @@ impl Tracker {
                 );
             }
             EventKind::Close => {
-                if let Some(c) = self.conns.remove(&key) {
-                    self.flush(key.0, c, ev.ts_ns, out);
+                for tls in [false, true] {
+                    if let Some(c) = self.conns.remove(&(ev.tgid, ev.fd, tls)) {
+                        self.flush(key.0, tls, c, ev.ts_ns, out);
+                    }
                 }
             }
             EventKind::Data => {
@@ -147,18 +163,37 @@ impl Tracker {
                     return;
                 };
                 if !self.conns.contains_key(&key) {
-                    // Its OPEN event was lost (ring buffer full): the data
-                    // event carries the tuple, so start from it.
+                    // The first plaintext of a TLS connection, or its OPEN
+                    // event was lost (ring buffer full): the data event
+                    // carries the tuple, so start from it.
                     if self.conns.len() >= self.max {
                         self.evict_oldest();
                     }
+                    let plain = self.conns.get(&(ev.tgid, ev.fd, false));
+                    let comm = plain.map_or_else(|| Comm::new(&ev.comm), |p| p.comm);
+                    // MySQL switches to TLS inside its handshake, after the
+                    // greeting that identified it: the TLS stream goes on
+                    // with the protocol the cleartext one found.
+                    let (role, protocol) = match plain {
+                        Some(p)
+                            if ev.tls
+                                && matches!(
+                                    p.protocol,
+                                    Some(Protocol::MySql | Protocol::MySqlCommand)
+                                ) =>
+                        {
+                            (p.role, Some(Protocol::MySql))
+                        }
+                        _ => (ev.tuple.role, None),
+                    };
                     self.conns.insert(
                         key,
                         Conn {
-                            comm: Comm::new(&ev.comm),
+                            comm,
                             tuple: ev.tuple,
-                            role: ev.tuple.role,
-                            parser: None,
+                            role,
+                            parser: protocol.map(new_parser),
+                            protocol,
                             attempts: 0,
                             last_ts: ev.ts_ns,
                             seen: self.seq,
@@ -183,21 +218,35 @@ impl Tracker {
                         Role::Client => direction == Direction::Egress,
                         Role::Unknown => true,
                     };
-                    if !client_side {
-                        return;
-                    }
-                    c.attempts += 1;
-                    match protocol::detect(ev.data) {
+                    let detected = if client_side {
+                        c.attempts += 1;
+                        protocol::detect(ev.data)
+                    } else {
+                        None
+                    };
+                    // MySQL's server speaks first; its clients may send their
+                    // first packet in pieces (header, then body).
+                    let server_first = if detected.is_none() {
+                        protocol::detect_server_greeting(ev.data)
+                    } else {
+                        None
+                    };
+                    match detected.or(server_first) {
                         Some(p) => {
                             if c.role == Role::Unknown {
-                                c.role = if sender_is_us {
+                                // The sender of a request is the client, of
+                                // a greeting the server.
+                                let sender_is_client = server_first.is_none();
+                                c.role = if sender_is_us == sender_is_client {
                                     Role::Client
                                 } else {
                                     Role::Server
                                 };
                             }
                             c.parser = Some(new_parser(p));
+                            c.protocol = Some(p);
                         }
+                        None if !client_side => return,
                         None => {
                             if c.attempts == DETECT_ATTEMPTS {
                                 self.stats.undetected += 1;
@@ -222,6 +271,7 @@ impl Tracker {
                         comm: c.comm,
                         tuple: c.tuple,
                         role: c.role,
+                        tls: key.2,
                         exchange,
                     });
                 }
@@ -229,7 +279,7 @@ impl Tracker {
         }
     }
 
-    fn flush(&mut self, tgid: u32, mut c: Conn, ts: u64, out: &mut Vec<Located>) {
+    fn flush(&mut self, tgid: u32, tls: bool, mut c: Conn, ts: u64, out: &mut Vec<Located>) {
         if let Some(p) = c.parser.as_mut() {
             let mut exchanges = Vec::new();
             p.close(ts, &mut exchanges);
@@ -240,6 +290,7 @@ impl Tracker {
                     comm: c.comm,
                     tuple: c.tuple,
                     role: c.role,
+                    tls,
                     exchange,
                 });
             }
@@ -270,6 +321,41 @@ mod tests {
         t.handle(&resp, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].role, Role::Client);
+    }
+
+    #[test]
+    fn tls_plaintext_is_a_stream_of_its_own_closed_with_the_fd() {
+        let mut t = Tracker::new(8);
+        let mut out = Vec::new();
+        let mut open = sample();
+        open.kind = EventKind::Open;
+        open.comm = "psql".into();
+        t.handle(&open, &mut out);
+        // PostgreSQL's SSLRequest in the clear, then its answer.
+        let mut ssl_req = sample();
+        ssl_req.direction = Some(Direction::Ingress);
+        ssl_req.data = &[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+        ssl_req.total_len = 8;
+        t.handle(&ssl_req, &mut out);
+        // The plaintext inside TLS: an HTTP request and its response.
+        let mut req = sample();
+        req.tls = true;
+        req.data = b"GET /x HTTP/1.1\r\n\r\n";
+        req.total_len = req.data.len() as u32;
+        t.handle(&req, &mut out);
+        assert_eq!(t.len(), 2, "one parser per stream");
+        let mut resp = req.clone();
+        resp.direction = Some(Direction::Egress);
+        resp.data = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        resp.total_len = resp.data.len() as u32;
+        t.handle(&resp, &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].tls);
+        assert_eq!(out[0].comm.as_str(), "psql", "named by the fd's OPEN");
+        let mut close = sample();
+        close.kind = EventKind::Close;
+        t.handle(&close, &mut out);
+        assert!(t.is_empty());
     }
 
     #[test]

@@ -202,6 +202,38 @@ impl Discovery {
     }
 }
 
+/// The OpenSSL libssl files a process maps, as paths through its own root
+/// (`/proc/<pid>/root/...`) so that a container's library is found as the
+/// container sees it.
+pub fn mapped_libssl(proc_root: &Path, pid: u32) -> Vec<PathBuf> {
+    let dir = proc_root.join(pid.to_string());
+    let Ok(maps) = fs::read_to_string(dir.join("maps")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = Vec::new();
+    for line in maps.lines() {
+        // address perms offset dev inode path; the path may contain spaces.
+        let Some(path) = line.splitn(6, ' ').nth(5).map(str::trim_start) else {
+            continue;
+        };
+        let name = path.rsplit('/').next().unwrap_or_default();
+        if !path.starts_with('/') || !is_libssl(name) {
+            continue;
+        }
+        let p = dir.join("root").join(path.trim_start_matches('/'));
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// `libssl.so.3`, `libssl.so.1.1`, `libssl.so`: OpenSSL's TLS library (not
+/// `libssl3.so`, which is NSS's).
+fn is_libssl(file_name: &str) -> bool {
+    file_name == "libssl.so" || file_name.starts_with("libssl.so.")
+}
+
 /// Resource attributes of one (process, local port).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ResourceInfo {
@@ -312,6 +344,30 @@ impl Resolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_libssl_in_a_processes_mappings() {
+        let root = std::env::temp_dir().join(format!("mop-agent-maps-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("42")).unwrap();
+        std::fs::write(
+            root.join("42/maps"),
+            "7f00-7f01 r--p 00000000 fe:01 1234   /usr/lib/x86_64-linux-gnu/libssl.so.3\n\
+             7f01-7f02 r-xp 00001000 fe:01 1234   /usr/lib/x86_64-linux-gnu/libssl.so.3\n\
+             7f02-7f03 r-xp 00000000 fe:01 99     /usr/lib/x86_64-linux-gnu/libssl3.so\n\
+             7f03-7f04 r-xp 00000000 fe:01 98     /opt/my app/libssl.so.1.1\n\
+             7f04-7f05 rw-p 00000000 00:00 0      [heap]\n",
+        )
+        .unwrap();
+        let got = mapped_libssl(&root, 42);
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                root.join("42/root/usr/lib/x86_64-linux-gnu/libssl.so.3"),
+                root.join("42/root/opt/my app/libssl.so.1.1"),
+            ]
+        );
+    }
 
     #[test]
     fn container_ids_of_common_runtimes() {

@@ -20,7 +20,7 @@ pub struct SelfMetrics {
     pub export_retries: AtomicU64,
     pub metric_exports: AtomicU64,
     pub metric_exports_failed: AtomicU64,
-    pub kernel_drops: [AtomicU64; 3],
+    pub kernel_drops: [AtomicU64; 4],
     pub conns_evicted: AtomicU64,
     pub conns_undetected: AtomicU64,
     pub parser_desyncs: AtomicU64,

@@ -294,6 +294,7 @@ pub fn build(
     ex: &Exchange,
     tuple: &Tuple,
     role: Role,
+    tls: bool,
     wall_offset_ns: i128,
     s: &mut Scratch,
     out: &mut Vec<u8>,
@@ -326,6 +327,7 @@ pub fn build(
         kv_int(a, "server.port", i64::from(tuple.peer_port));
     }
     kv_str(a, "network.transport", "tcp");
+    let scheme = if tls { "https" } else { "http" };
     match &ex.detail {
         Detail::Http(h) => {
             route_template_into(&h.target, &mut s.route);
@@ -354,7 +356,7 @@ pub fn build(
             }
             if server {
                 error = h.status >= 500 || h.status == 0;
-                kv_str(a, "url.scheme", "http");
+                kv_str(a, "url.scheme", scheme);
                 kv_str(a, "url.path", path);
                 if let Some(q) = query {
                     kv_str(a, "url.query", q);
@@ -371,12 +373,13 @@ pub fn build(
                 s.name.push(' ');
                 s.name.push_str(&s.route);
                 s.series.push("http.route", &s.route);
-                s.series.push("url.scheme", "http");
+                s.series.push("url.scheme", scheme);
                 parent = h.traceparent.as_deref().and_then(TraceParent::parse);
             } else {
                 error = h.status >= 400 || h.status == 0;
                 s.text.clear();
-                s.text.push_str("http://");
+                s.text.push_str(scheme);
+                s.text.push_str("://");
                 s.text.push_str(h.host.as_deref().unwrap_or(&s.peer));
                 s.text.push_str(&h.target);
                 kv_str(a, "url.full", &s.text);
@@ -420,7 +423,7 @@ pub fn build(
                     response_body_size: 0,
                 }),
             };
-            return build(&as_http, tuple, role, wall_offset_ns, s, out);
+            return build(&as_http, tuple, role, tls, wall_offset_ns, s, out);
         }
         Detail::Http2(h) => {
             let full = h.path.trim_start_matches('/');
@@ -481,18 +484,26 @@ pub fn build(
                 seconds,
             });
         }
-        Detail::Postgres(p) => {
+        Detail::Postgres(p) | Detail::MySql(p) => {
+            let system = match &ex.detail {
+                Detail::MySql(_) => "mysql",
+                _ => "postgresql",
+            };
             s.name.push_str(if p.operation.is_empty() {
-                "postgresql"
+                system
             } else {
                 &p.operation
             });
-            kv_str(a, "db.system.name", "postgresql");
+            kv_str(a, "db.system.name", system);
             if !p.operation.is_empty() {
                 kv_str(a, "db.operation.name", &p.operation);
             }
-            kv_str(a, "db.query.text", &p.query);
-            s.series.push("db.system.name", "postgresql");
+            // Empty when a prepared statement was prepared before the agent
+            // started: no text is better than a wrong one.
+            if !p.query.is_empty() {
+                kv_str(a, "db.query.text", &p.query);
+            }
+            s.series.push("db.system.name", system);
             s.series.push("db.operation.name", &p.operation);
             if let Some(code) = &p.error_code {
                 error = true;
@@ -915,7 +926,7 @@ mod tests {
         s: &mut Scratch,
     ) -> (Option<Observation>, Span, Vec<u8>) {
         let mut out = Vec::new();
-        let o = build(ex, &tuple(), role, off, s, &mut out);
+        let o = build(ex, &tuple(), role, false, off, s, &mut out);
         (o, Span::decode(&out[..]).unwrap(), out)
     }
 
@@ -980,6 +991,47 @@ mod tests {
         let series = SeriesKey::attrs(s.series.as_bytes());
         assert!(series.contains(&("http.route".into(), "/items/{id}".into())));
         assert!(series.contains(&("error.type".into(), "503".into())));
+    }
+
+    #[test]
+    fn http_inside_tls_is_https() {
+        let mut s = Scratch::default();
+        let ex = Exchange {
+            start_ns: 5,
+            end_ns: 9,
+            detail: Detail::Http(HttpExchange {
+                method: "GET".into(),
+                target: "/a?b=1".into(),
+                status: 200,
+                version: "1.1",
+                host: Some("shop.example:8443".into()),
+                ..HttpExchange::default()
+            }),
+        };
+        let text = |span: &Span, key: &str| {
+            span.attributes.iter().find(|a| a.key == key).and_then(|a| {
+                match a.value.as_ref()?.value.as_ref()? {
+                    any_value::Value::StringValue(v) => Some(v.clone()),
+                    _ => None,
+                }
+            })
+        };
+        for (role, key, want) in [
+            (Role::Client, "url.full", "https://shop.example:8443/a?b=1"),
+            (Role::Server, "url.scheme", "https"),
+        ] {
+            let mut out = Vec::new();
+            build(&ex, &tuple(), role, true, 0, &mut s, &mut out);
+            let span = Span::decode(&out[..]).unwrap();
+            assert_eq!(text(&span, key).as_deref(), Some(want));
+        }
+        // The RED series carries the scheme too.
+        let mut out = Vec::new();
+        build(&ex, &tuple(), Role::Server, true, 0, &mut s, &mut out);
+        assert!(
+            SeriesKey::attrs(s.series.as_bytes())
+                .contains(&("url.scheme".to_owned(), "https".to_owned()))
+        );
     }
 
     #[test]

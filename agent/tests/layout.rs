@@ -34,6 +34,7 @@ fn event_offsets_match_the_c_header() {
         ("kind", offset_of!(RawEventHeader, kind)),
         ("direction", offset_of!(RawEventHeader, direction)),
         ("syscall", offset_of!(RawEventHeader, syscall)),
+        ("flags", offset_of!(RawEventHeader, flags)),
         ("total_len", offset_of!(RawEventHeader, total_len)),
         ("captured_len", offset_of!(RawEventHeader, captured_len)),
         ("tuple", offset_of!(RawEventHeader, tuple)),
@@ -54,6 +55,7 @@ fn event_offsets_match_the_c_header() {
         ("dport", offset_of!(RawTuple, dport)),
         ("family", offset_of!(RawTuple, family)),
         ("role", offset_of!(RawTuple, role)),
+        ("flags", offset_of!(RawTuple, flags)),
     ];
     for (field, off) in tuple {
         assert_eq!(

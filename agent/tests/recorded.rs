@@ -173,7 +173,7 @@ fn psql_and_pgbench_to_postgres() {
         assert_eq!(
             psql,
             vec![
-                ("select 41 + 1".into(), None),
+                ("select ? + ?".into(), None),
                 ("select * from no_such_table".into(), Some("42P01".into()))
             ]
         );
@@ -185,7 +185,9 @@ fn psql_and_pgbench_to_postgres() {
             .collect();
         let ours = bench
             .iter()
-            .filter(|(q, e)| q.starts_with("select count(*) from pg_class") && e.is_none())
+            .filter(|(q, e)| {
+                q.starts_with("select count(*) from pg_class where relkind = ?") && e.is_none()
+            })
             .count();
         assert_eq!(ours, 2, "{bench:?}");
     }

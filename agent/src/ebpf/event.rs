@@ -18,7 +18,8 @@ pub struct RawTuple {
     pub dport: u16,
     pub family: u16,
     pub role: u8,
-    pub pad: u8,
+    /// `enum mop_conn_flag`.
+    pub flags: u8,
 }
 
 /// `struct mop_event` without its `data[]` tail.
@@ -32,7 +33,8 @@ pub struct RawEventHeader {
     pub kind: u8,
     pub direction: u8,
     pub syscall: u8,
-    pub pad0: u8,
+    /// `enum mop_event_flag`.
+    pub flags: u8,
     pub total_len: u32,
     pub captured_len: u32,
     pub tuple: RawTuple,
@@ -45,6 +47,12 @@ pub struct RawEvent {
     pub header: RawEventHeader,
     pub data: [u8; MAX_CAPTURE],
 }
+
+/// `MOP_EVF_TLS`.
+pub const EVF_TLS: u8 = 1;
+/// `MOP_SC_SSL_READ` and `MOP_SC_SSL_WRITE`.
+pub const SC_SSL_READ: u8 = 13;
+pub const SC_SSL_WRITE: u8 = 14;
 
 pub const HEADER_SIZE: usize = std::mem::size_of::<RawEventHeader>();
 
@@ -92,6 +100,9 @@ pub struct Event<'a> {
     pub kind: EventKind,
     pub direction: Option<Direction>,
     pub syscall: u8,
+    /// The bytes are TLS plaintext taken at SSL_read/SSL_write (uprobes),
+    /// not what the socket syscalls moved.
+    pub tls: bool,
     /// Bytes the syscall moved; `data` holds at most the first of them.
     pub total_len: u32,
     pub data: &'a [u8],
@@ -189,6 +200,7 @@ impl<'a> Event<'a> {
             kind,
             direction,
             syscall: b[offset_of!(RawEventHeader, syscall)],
+            tls: b[offset_of!(RawEventHeader, flags)] & EVF_TLS != 0,
             total_len: u32_at(b, offset_of!(RawEventHeader, total_len)),
             data: &b[HEADER_SIZE..HEADER_SIZE + captured],
             tuple: Tuple {
@@ -236,6 +248,7 @@ impl Event<'_> {
             Some(Direction::Egress) => 2,
         };
         b[offset_of!(RawEventHeader, syscall)] = e.syscall;
+        b[offset_of!(RawEventHeader, flags)] = if e.tls { EVF_TLS } else { 0 };
         put(
             &mut b,
             offset_of!(RawEventHeader, total_len),
@@ -292,6 +305,7 @@ pub(crate) mod tests {
             kind: EventKind::Data,
             direction: Some(Direction::Ingress),
             syscall: 5,
+            tls: false,
             total_len: 100,
             data: b"GET / HTTP/1.1\r\n",
             comm: "nginx".into(),

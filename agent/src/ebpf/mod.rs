@@ -3,12 +3,12 @@
 pub mod event;
 pub mod probe;
 
-use std::{os::fd::AsRawFd as _, path::Path};
+use std::{collections::HashSet, os::fd::AsRawFd as _, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{TracePoint, UProbe, uprobe::UProbeScope},
 };
 use tracing::{info, warn};
 
@@ -16,7 +16,28 @@ use tracing::{info, warn};
 static SOCKETS_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockets.bpf.o"));
 
 /// Number of per-CPU drop counters (`MOP_DROP__COUNT`).
-pub const DROP_REASONS: [&str; 3] = ["ringbuf_full", "conn_table_full", "user_read_failed"];
+pub const DROP_REASONS: [&str; 4] = [
+    "ringbuf_full",
+    "conn_table_full",
+    "user_read_failed",
+    "tls_fd_unknown",
+];
+
+/// The OpenSSL uprobes (`agent-ebpf/sockets/tls.h`): entry program, libssl
+/// symbol, whether a library without the symbol is still worth hooking, and
+/// whether the symbol also gets [`TLS_RETURN`] at its return (reads do;
+/// writes are taken at entry, sparing a trap per call).
+pub const TLS_ATTACHMENTS: &[(&str, &str, bool, bool)] = &[
+    ("mop_ssl_read_enter", "SSL_read", true, true),
+    ("mop_ssl_write_enter", "SSL_write", true, false),
+    // Since OpenSSL 1.1.1; Python's ssl module uses these.
+    ("mop_ssl_read_ex_enter", "SSL_read_ex", false, true),
+    ("mop_ssl_write_ex_enter", "SSL_write_ex", false, false),
+    // Ties the SSL object to its socket before the first write or read and
+    // keeps the handshake's ciphertext out of the ring buffer.
+    ("mop_ssl_handshake_enter", "SSL_do_handshake", false, true),
+];
+pub const TLS_RETURN: &str = "mop_ssl_ret";
 
 /// Every program of the set and its tracepoint, with whether the agent can do
 /// without it (and what is lost then).
@@ -163,6 +184,14 @@ pub enum Error {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+    #[error("attaching the TLS uprobe {name} to {symbol} in {library}: {source}")]
+    TlsAttach {
+        name: &'static str,
+        symbol: &'static str,
+        library: String,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),
     #[error("map {name}: {source}")]
@@ -193,6 +222,11 @@ pub struct Programs {
     /// What could not be attached, in plain words.
     pub degraded: Vec<String>,
     pub program_ids: Vec<u32>,
+    /// The TLS uprobes loaded (not attached: that happens per library).
+    tls_ready: bool,
+    /// libssl files hooked, by (device, inode): one uprobe per file covers
+    /// every process that maps it, whatever path it was found under.
+    tls_libraries: HashSet<(u64, u64)>,
 }
 
 impl Programs {
@@ -260,6 +294,16 @@ impl Programs {
                 program_ids.push(info.id());
             }
         }
+        let tls_ready = match load_tls(&mut ebpf) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, "TLS uprobes could not be loaded; TLS traffic is seen as ciphertext only");
+                degraded.push(format!(
+                    "TLS uprobes not loaded ({e}): TLS traffic is seen as ciphertext only"
+                ));
+                false
+            }
+        };
         let ring = RingBuf::try_from(
             ebpf.take_map("mop_events")
                 .ok_or(Error::MissingMap("mop_events"))?,
@@ -296,9 +340,59 @@ impl Programs {
                 drops,
                 degraded,
                 program_ids,
+                tls_ready,
+                tls_libraries: HashSet::new(),
             },
             ring,
         ))
+    }
+
+    /// Hooks one libssl file (found in a tracked process's mappings) for
+    /// every process that maps it; the kernel side keeps to tracked ones.
+    /// Returns false if this file is already hooked or TLS is unavailable.
+    pub fn attach_tls(&mut self, library: &Path) -> Result<bool> {
+        use std::os::unix::fs::MetadataExt as _;
+        if !self.tls_ready {
+            return Ok(false);
+        }
+        let id = match std::fs::metadata(library) {
+            Ok(m) => (m.dev(), m.ino()),
+            Err(_) => return Ok(false),
+        };
+        if self.tls_libraries.contains(&id) {
+            return Ok(false);
+        }
+        let lib = library.display().to_string();
+        // The return probe goes first: an entry whose return is not hooked
+        // would leave its thread looking as if inside an SSL call.
+        for &(name, symbol, required, ret) in TLS_ATTACHMENTS {
+            let progs: &[&'static str] = if ret { &[TLS_RETURN, name] } else { &[name] };
+            for &prog in progs {
+                let up = uprobe(&mut self.ebpf, prog)?;
+                if let Err(source) = up.attach(symbol, library, UProbeScope::AllProcesses) {
+                    if !required
+                        && matches!(
+                            source,
+                            aya::programs::ProgramError::UProbeError(
+                                aya::programs::uprobe::UProbeError::SymbolError { .. },
+                            )
+                        )
+                    {
+                        info!(library = %lib, symbol, "symbol absent; not hooked");
+                        break;
+                    }
+                    return Err(Error::TlsAttach {
+                        name: prog,
+                        symbol,
+                        library: lib,
+                        source: Box::new(source),
+                    });
+                }
+            }
+        }
+        self.tls_libraries.insert(id);
+        info!(library = %lib, "TLS uprobes attached");
+        Ok(true)
     }
 
     /// Starts capturing a process (and, through fork, its future children).
@@ -322,8 +416,8 @@ impl Programs {
     }
 
     /// Kernel-side drops per reason, summed over CPUs.
-    pub fn drops(&self) -> [u64; 3] {
-        let mut out = [0u64; 3];
+    pub fn drops(&self) -> [u64; 4] {
+        let mut out = [0u64; 4];
         for (i, slot) in out.iter_mut().enumerate() {
             if let Ok(values) = self.drops.get(&(i as u32), 0) {
                 *slot = values.iter().sum();
@@ -336,4 +430,32 @@ impl Programs {
     pub fn program_count(&self) -> usize {
         self.ebpf.programs().count()
     }
+}
+
+fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe> {
+    ebpf.program_mut(name)
+        .ok_or(Error::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| Error::Program {
+            name,
+            source: Box::new(source),
+        })
+}
+
+/// Loads the TLS uprobe programs into the kernel; they are attached per
+/// library by [`Programs::attach_tls`].
+fn load_tls(ebpf: &mut Ebpf) -> Result<()> {
+    let names = TLS_ATTACHMENTS
+        .iter()
+        .map(|(n, _, _, _)| *n)
+        .chain([TLS_RETURN]);
+    for name in names {
+        uprobe(ebpf, name)?
+            .load()
+            .map_err(|source| Error::Program {
+                name,
+                source: Box::new(source),
+            })?;
+    }
+    Ok(())
 }

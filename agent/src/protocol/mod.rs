@@ -7,8 +7,10 @@
 //! were moved but not captured.
 pub mod http1;
 pub mod http2;
+pub mod mysql;
 pub mod postgres;
 pub mod redis;
+pub mod sql;
 
 use crate::ebpf::event::Direction;
 
@@ -28,6 +30,10 @@ pub enum Protocol {
     Http2,
     Redis,
     Postgres,
+    /// From the client's handshake response.
+    MySql,
+    /// From a command on a connection joined midway.
+    MySqlCommand,
 }
 
 /// Which protocol a connection speaks, guessed from the first bytes the client
@@ -41,9 +47,19 @@ pub fn detect(client_bytes: &[u8]) -> Option<Protocol> {
         Some(Protocol::Redis)
     } else if postgres::looks_like_startup(client_bytes) {
         Some(Protocol::Postgres)
+    } else if mysql::looks_like_handshake_response(client_bytes) {
+        Some(Protocol::MySql)
+    } else if mysql::looks_like_command(client_bytes) {
+        Some(Protocol::MySqlCommand)
     } else {
         None
     }
+}
+
+/// Which protocol a connection speaks, guessed from the first bytes the
+/// server sent, for protocols whose server speaks first (MySQL's greeting).
+pub fn detect_server_greeting(server_bytes: &[u8]) -> Option<Protocol> {
+    mysql::looks_like_greeting(server_bytes).then_some(Protocol::MySql)
 }
 
 /// A completed request/response pair, ready to become a span.
@@ -61,6 +77,7 @@ pub enum Detail {
     Http2(http2::H2Exchange),
     Redis(redis::RedisExchange),
     Postgres(postgres::PgExchange),
+    MySql(sql::SqlExchange),
 }
 
 /// A per-connection parser of both directions.

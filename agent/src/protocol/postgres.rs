@@ -4,7 +4,13 @@
 //! server's `CommandComplete`, `EmptyQueryResponse` or `ErrorResponse`.
 use std::collections::{HashMap, VecDeque};
 
-use super::{ConnParser, Detail, Exchange, MAX_BUFFERED, Segment};
+use super::{
+    ConnParser, Detail, Exchange, MAX_BUFFERED, Segment,
+    sql::{Dialect, clip, operation, sanitize, sanitize_unless_parameterized},
+};
+
+/// A PostgreSQL statement's exchange.
+pub type PgExchange = super::sql::SqlExchange;
 
 const PROTOCOL_3: u32 = 196_608;
 const SSL_REQUEST: u32 = 80_877_103;
@@ -12,8 +18,6 @@ const GSSENC_REQUEST: u32 = 80_877_104;
 const CANCEL_REQUEST: u32 = 80_877_102;
 const MAX_PENDING: usize = 256;
 const MAX_STATEMENTS: usize = 256;
-/// Longest query text kept on a span.
-const MAX_QUERY: usize = 2048;
 
 pub fn looks_like_startup(b: &[u8]) -> bool {
     if b.len() < 8 {
@@ -26,17 +30,6 @@ pub fn looks_like_startup(b: &[u8]) -> bool {
 
 fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PgExchange {
-    pub query: String,
-    /// First keyword of the query, upper-cased (`SELECT`, `INSERT`, …).
-    pub operation: String,
-    /// SQLSTATE of an ErrorResponse.
-    pub error_code: Option<String>,
-    /// The command tag (`SELECT 3`), when complete.
-    pub tag: Option<String>,
 }
 
 /// One framed message; `payload` may be a captured prefix only.
@@ -147,23 +140,11 @@ fn cstr(b: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-fn operation(query: &str) -> String {
-    query
-        .trim_start()
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or_default()
-        .to_ascii_uppercase()
-}
-
-fn clip(b: &[u8]) -> String {
-    let s = String::from_utf8_lossy(&b[..b.len().min(MAX_QUERY)]);
-    s.trim().to_owned()
-}
-
 #[derive(Debug)]
 struct Pending {
+    /// Sanitized already, so the operation comes from `operation`.
     query: String,
+    operation: String,
     start_ns: u64,
 }
 
@@ -171,8 +152,9 @@ struct Pending {
 pub struct PgConn {
     client: Stream,
     server: Stream,
-    statements: HashMap<String, String>,
-    portals: HashMap<String, String>,
+    /// Name → (text for the span, operation).
+    statements: HashMap<String, (String, String)>,
+    portals: HashMap<String, (String, String)>,
     pending: VecDeque<Pending>,
     overflow: u64,
 }
@@ -194,15 +176,19 @@ impl Default for PgConn {
 }
 
 impl PgConn {
-    fn push(&mut self, query: String, start_ns: u64) {
+    fn push(&mut self, (query, operation): (String, String), start_ns: u64) {
         if self.pending.len() >= MAX_PENDING {
             self.pending.pop_front();
             self.overflow += 1;
         }
-        self.pending.push_back(Pending { query, start_ns });
+        self.pending.push_back(Pending {
+            query,
+            operation,
+            start_ns,
+        });
     }
 
-    fn remember(map: &mut HashMap<String, String>, k: String, v: String) {
+    fn remember(map: &mut HashMap<String, (String, String)>, k: String, v: (String, String)) {
         if map.len() >= MAX_STATEMENTS && !map.contains_key(&k) {
             map.clear();
         }
@@ -237,14 +223,21 @@ impl ConnParser for PgConn {
             }
             for (tag, p) in msgs {
                 match tag {
-                    b'Q' => self.push(clip(cstr(&p).0), ts),
+                    b'Q' => {
+                        let q = clip(cstr(&p).0);
+                        self.push((sanitize(&q, Dialect::Postgres), operation(&q)), ts);
+                    }
                     b'P' => {
                         let (name, rest) = cstr(&p);
                         let (query, _) = cstr(rest);
+                        let q = clip(query);
                         Self::remember(
                             &mut self.statements,
                             String::from_utf8_lossy(name).into_owned(),
-                            clip(query),
+                            (
+                                sanitize_unless_parameterized(&q, Dialect::Postgres),
+                                operation(&q),
+                            ),
                         );
                     }
                     b'B' => {
@@ -299,7 +292,7 @@ impl ConnParser for PgConn {
                     start_ns: req.start_ns,
                     end_ns: ts.max(req.start_ns),
                     detail: Detail::Postgres(PgExchange {
-                        operation: operation(&req.query),
+                        operation: req.operation,
                         query: req.query,
                         error_code,
                         tag: tag_text,
@@ -394,7 +387,7 @@ mod tests {
         let p = pg(&out[0]);
         assert_eq!(
             (p.operation.as_str(), p.query.as_str()),
-            ("SELECT", "select 1;")
+            ("SELECT", "select ?;")
         );
         assert_eq!(p.tag.as_deref(), Some("SELECT 1"));
         assert_eq!((out[0].start_ns, out[0].end_ns), (10, 15));
@@ -447,7 +440,7 @@ mod tests {
         c.feed(true, seg(32, &msg(b'Q', b"select 2\0")), &mut out);
         c.feed(false, seg(33, &r), &mut out);
         assert_eq!(out.len(), 2);
-        assert_eq!(pg(&out[1]).query, "select 2");
+        assert_eq!(pg(&out[1]).query, "select ?");
     }
 
     proptest::proptest! {
