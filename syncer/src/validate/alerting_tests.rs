@@ -259,3 +259,25 @@ fn notification_templates_parse_and_need_an_alerting_file() {
     let t = &out.repo.unwrap().tenants[0];
     assert_eq!(t.alert_templates.keys().collect::<Vec<_>>(), ["ok.tmpl"]);
 }
+
+/// An alerting.yaml that is present but refused (here an inline webhook URL)
+/// is the one error: its templates are not reported as orphans on top.
+#[test]
+fn an_invalid_alerting_file_does_not_orphan_its_templates() {
+    let inline = TENANT.replace(
+        "{secret: {name: mop-alerting-a, key: slack-url}}",
+        "https://hooks.slack.com/services/T000/B000/XXXX",
+    );
+    let d = with(&[
+        ("tenants/a/alerting.yaml", &inline),
+        (
+            "tenants/a/alert-templates/slack.tmpl",
+            "{{ define \"a\" }}{{ end }}",
+        ),
+    ]);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert!(
+        d[0].starts_with("tenants/a/alerting.yaml:12:18: error: inline secret"),
+        "{d:#?}"
+    );
+}

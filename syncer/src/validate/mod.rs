@@ -466,10 +466,12 @@ fn validate_with(snapshot: &Snapshot, mut cache: Option<&mut ParseCache>) -> Out
         }
     }
     check_tenants(&tenants, &mut diags);
-    for t in tenants.values() {
+    for (key, t) in &tenants {
         if let Some((path, a)) = &t.alerting {
             check_alerting_refs(path, a, platform_alerting.as_ref(), &mut diags);
-        } else {
+        } else if !present(&format!("tenants/{key}/alerting.yaml")) {
+            // An alerting.yaml that is there but invalid has its own error; the
+            // templates are not the problem then.
             for (path, _, _) in &t.alert_templates {
                 diags.push(
                     Diagnostic::error(path, 0, 0, "notification template without an alerting.yaml in this tenant")
