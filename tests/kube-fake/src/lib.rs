@@ -35,6 +35,7 @@ mod selector;
 mod server;
 mod status;
 mod store;
+mod strict;
 mod validate;
 mod watch;
 

@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::resources::Resource;
 
-type Defs = BTreeMap<String, Value>;
+pub(crate) type Defs = BTreeMap<String, Value>;
 
 fn schema_dir() -> Result<PathBuf, String> {
     let root = match std::env::var_os("MOP_KUBE_SCHEMAS") {
@@ -142,6 +142,46 @@ fn walk(defs: &Defs, v: &Value, schema: &Value, path: &str, out: &mut Vec<String
         }
         _ => {}
     }
+}
+
+/// What a schema node decodes into, as Go's typed decoding sees it.
+pub(crate) enum Shape<'a> {
+    /// A struct: its declared fields, and the value schema of a map-valued
+    /// fallback (`additionalProperties`) when the schema has one.
+    Struct(&'a serde_json::Map<String, Value>, Option<&'a Value>),
+    /// A map (`map[string]T`): the schema of its values.
+    MapOf(&'a Value),
+    /// Something with its own decoding (IntOrString, Quantity, Time,
+    /// RawExtension, FieldsV1, `x-kubernetes-preserve-unknown-fields`): nothing
+    /// inside is checked.
+    Leaf,
+}
+
+pub(crate) fn shape<'a>(defs: &'a Defs, schema: &'a Value) -> Shape<'a> {
+    let s = resolve(defs, schema);
+    if s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
+        return Shape::Leaf;
+    }
+    let extra = s.get("additionalProperties").filter(|e| e.is_object());
+    match (s.get("properties").and_then(Value::as_object), extra) {
+        (Some(p), e) => Shape::Struct(p, e),
+        (None, Some(e)) => Shape::MapOf(e),
+        (None, None) => Shape::Leaf,
+    }
+}
+
+/// The schema of an array's items, when the schema is an array's.
+pub(crate) fn items<'a>(defs: &'a Defs, schema: &'a Value) -> Option<&'a Value> {
+    resolve(defs, schema).get("items")
+}
+
+/// The loaded definitions and the schema of `res`'s type.
+pub(crate) fn root(res: &Resource) -> Result<(&'static Defs, &'static Value), String> {
+    let defs = defs()?;
+    let name = definition_name(res);
+    defs.get(&name)
+        .map(|s| (defs, s))
+        .ok_or_else(|| format!("no OpenAPI schema {name} in kubernetes-validate's definitions"))
 }
 
 /// The undeclared fields of an applied object, as structured-merge-diff words

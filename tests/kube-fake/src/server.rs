@@ -98,6 +98,7 @@ pub async fn handle(AxState(inner): AxState<Arc<Inner>>, req: Request) -> Respon
 
     let attributes = rbac::attributes(method.as_str(), &path, &query);
     let mut user_name = String::new();
+    let mut warnings: Vec<String> = Vec::new();
     let reply = match authenticate(&inner, &headers) {
         Err(e) => e.into(),
         Ok(user) => {
@@ -115,8 +116,9 @@ pub async fn handle(AxState(inner): AxState<Arc<Inner>>, req: Request) -> Respon
                     let who = Who {
                         user,
                         attributes: attributes.clone(),
+                        warnings: Default::default(),
                     };
-                    route(
+                    let reply = route(
                         &inner,
                         &method,
                         &path,
@@ -126,13 +128,15 @@ pub async fn handle(AxState(inner): AxState<Arc<Inner>>, req: Request) -> Respon
                         &body,
                         &who,
                     )
-                    .await
+                    .await;
+                    warnings = who.warnings.into_inner().unwrap_or_default();
+                    reply
                 }
             }
         }
     };
 
-    let (status, response) = match reply {
+    let (status, mut response) = match reply {
         Reply::Json(code, v) => {
             let sc = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut r = (sc, v.to_string()).into_response();
@@ -144,6 +148,12 @@ pub async fn handle(AxState(inner): AxState<Arc<Inner>>, req: Request) -> Respon
         }
         Reply::Stream(r) => (r.status().as_u16(), r),
     };
+    for w in &warnings {
+        if let Ok(v) = header::HeaderValue::from_bytes(crate::strict::warning_header(w).as_bytes())
+        {
+            response.headers_mut().append(header::WARNING, v);
+        }
+    }
 
     let recorded = RecordedRequest {
         method: method.to_string(),
@@ -168,6 +178,21 @@ pub async fn handle(AxState(inner): AxState<Arc<Inner>>, req: Request) -> Respon
 pub struct Who {
     pub user: User,
     pub attributes: rbac::Attributes,
+    /// What the answer's `Warning` headers will say, deduplicated as the API
+    /// server's warning recorder does (`endpoints/filters/warning.go`).
+    pub warnings: std::sync::Mutex<Vec<String>>,
+}
+
+impl Who {
+    pub fn warn(&self, texts: impl IntoIterator<Item = String>) {
+        if let Ok(mut w) = self.warnings.lock() {
+            for t in texts {
+                if !t.is_empty() && !w.contains(&t) {
+                    w.push(t);
+                }
+            }
+        }
+    }
 }
 
 /// Bearer token → user ("Authenticating": an unknown or malformed token is 401;
@@ -273,8 +298,8 @@ async fn route(
             watch::start(inner, &t, q)
         }
         (Method::GET, false) => list(inner, &t, q).map(|v| Reply::Json(200, v)),
-        (Method::POST, false) => create(inner, &t, q, body, &manager, who),
-        (Method::PUT, true) => replace(inner, &t, q, body, &manager, who),
+        (Method::POST, false) => create(inner, &t, q, content_type, body, &manager, who),
+        (Method::PUT, true) => replace(inner, &t, q, content_type, body, &manager, who),
         (Method::PATCH, true) => patch(inner, &t, q, content_type, body, &manager, who),
         (Method::DELETE, true) => delete(inner, &t, q, body),
         (Method::DELETE, false) => delete_collection(inner, &t, q),
@@ -336,6 +361,43 @@ fn body_object(t: &Target, body: &[u8]) -> Result<Value> {
     let obj = parse_body(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))?
         .ok_or_else(|| ApiError::bad_request("the request body is empty"))?;
+    check_object(t, obj)
+}
+
+/// A POST or PUT body decoded under its `fieldValidation` (strict.rs): 400
+/// under `Strict` with unknown or duplicate fields, warnings under `Warn`,
+/// unknown fields dropped under `Warn` and `Ignore`.
+fn decoded_object(
+    t: &Target,
+    q: &Query,
+    content_type: Option<&str>,
+    body: &[u8],
+    options_kind: &str,
+    who: &Who,
+) -> Result<Value> {
+    let directive = crate::strict::directive(q, options_kind)?;
+    let decoded = crate::strict::decode_body(&t.resource, body, content_type)?
+        .ok_or_else(|| ApiError::bad_request("the request body is empty"))?;
+    if !decoded.errors.is_empty() {
+        match directive {
+            crate::strict::Directive::Strict => {
+                return Err(crate::strict::decode_error(
+                    &t.resource,
+                    &decoded.obj,
+                    &decoded.errors,
+                ));
+            }
+            crate::strict::Directive::Warn => {
+                who.warn(crate::strict::warnings(&decoded.errors));
+            }
+            crate::strict::Directive::Ignore => {}
+        }
+    }
+    check_object(t, decoded.obj)
+}
+
+/// Checks a decoded body names the resource the path names.
+fn check_object(t: &Target, obj: Value) -> Result<Value> {
     if !obj.is_object() {
         return Err(ApiError::bad_request(
             "the request body must be a JSON or YAML object",
@@ -515,11 +577,12 @@ fn create(
     inner: &Arc<Inner>,
     t: &Target,
     q: &Query,
+    content_type: Option<&str>,
     body: &[u8],
     manager: &str,
     who: &Who,
 ) -> Result<Reply> {
-    let mut obj = body_object(t, body)?;
+    let mut obj = decoded_object(t, q, content_type, body, "CreateOptions", who)?;
     let dry = dry_run(q)?;
     if obj["metadata"]["resourceVersion"]
         .as_str()
@@ -572,11 +635,12 @@ fn replace(
     inner: &Arc<Inner>,
     t: &Target,
     q: &Query,
+    content_type: Option<&str>,
     body: &[u8],
     manager: &str,
     who: &Who,
 ) -> Result<Reply> {
-    let mut obj = body_object(t, body)?;
+    let mut obj = decoded_object(t, q, content_type, body, "UpdateOptions", who)?;
     let dry = dry_run(q)?;
     if let Some(ns) = &t.namespace {
         obj["metadata"]["namespace"] = json!(ns);
@@ -599,10 +663,13 @@ fn replace(
         // (`withAuthorization` in endpoints/handlers/update.go).
         rbac::authorize_create_on_write(&s, &who.user, &who.attributes)?;
         drop(s);
+        // The body is decoded already: what is passed on has nothing left to
+        // report.
         return create(
             inner,
             t,
             q,
+            Some("application/json"),
             &serde_json::to_vec(&obj).unwrap_or_default(),
             manager,
             who,
@@ -683,7 +750,8 @@ fn patch(
                     "force: Forbidden: may not be specified for non-apply patch",
                 ));
             }
-            other_patch(inner, t, q, &ct, body, manager, who)
+            let directive = crate::strict::directive(q, "PatchOptions")?;
+            other_patch(inner, t, q, &ct, body, manager, who, directive)
         }
         other => Err(ApiError::unsupported_media_type(other)),
     }
@@ -706,25 +774,8 @@ fn apply(
                 "PATCH, application/apply-patch+yaml: fieldManager is required for apply requests",
             )
         })?;
-    // `fieldValidation` (PatchOptions validation, apimachinery
-    // `pkg/apis/meta/v1/validation`): Strict, Warn (the default,
-    // endpoints/handlers/patch.go `fieldValidation`) or Ignore.
-    match q.get("fieldValidation").map(String::as_str) {
-        None | Some("" | "Strict" | "Warn" | "Ignore") => {}
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "PatchOptions",
-                "",
-                "meta.k8s.io",
-                &[(
-                    "fieldValidation".into(),
-                    format!(
-                        "Unsupported value: \"{other}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
-                    ),
-                )],
-            ));
-        }
-    }
+    // `fieldValidation` (PatchOptions validation; absent is Warn): strict.rs.
+    let directive = crate::strict::directive(q, "PatchOptions")?;
     let config = body_object(t, body)?;
     let dry = dry_run(q)?;
     if !config["metadata"]["managedFields"].is_null() {
@@ -770,6 +821,16 @@ fn apply(
         &now_rfc3339(),
     )
     .map_err(|c| ApiError::apply_conflicts(&c))?;
+    // Duplicate keys are looked for after the apply itself succeeded
+    // (`applyPatcher.applyPatchToCurrentObject` in endpoints/handlers/patch.go).
+    if directive != crate::strict::Directive::Ignore
+        && let Some(e) = crate::strict::apply_duplicates(body)
+    {
+        if directive == crate::strict::Directive::Strict {
+            return Err(crate::strict::apply_error(&e));
+        }
+        who.warn(crate::strict::warnings(&[e]));
+    }
 
     // The object is its untracked parts (identity, server metadata, status) plus the
     // merged view.
@@ -949,6 +1010,7 @@ fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // one request, taken apart once in `handle`
 fn other_patch(
     inner: &Arc<Inner>,
     t: &Target,
@@ -957,9 +1019,18 @@ fn other_patch(
     body: &[u8],
     manager: &str,
     who: &Who,
+    directive: crate::strict::Directive,
 ) -> Result<Reply> {
+    use crate::strict::{self, Directive};
     let patch: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    // The patch's own strict errors (endpoints/handlers/patch.go
+    // `applyJSPatch`, `strategicPatchObject`), then those of the patched object.
+    let mut strict_errors = if directive == Directive::Ignore {
+        Vec::new()
+    } else {
+        strict::patch_errors(ct, body)?
+    };
     let dry = dry_run(q)?;
     let mut s = lock(inner)?;
     let old = s
@@ -992,6 +1063,27 @@ fn other_patch(
             fields::merge(&mut obj, &patch, "");
         }
         _ => merge_patch(&mut obj, &patch),
+    }
+    // Typed decoding of the patched object drops what its type does not
+    // declare; under Strict and Warn it says so.
+    let shown = (directive == Directive::Strict).then(|| {
+        if ct == "application/strategic-merge-patch+json" {
+            strict::go_map(&patch)
+        } else {
+            strict::go_json(&obj)
+        }
+    });
+    let unknown = strict::patched_unknown(&t.resource, &mut obj)?;
+    if directive != Directive::Ignore {
+        strict_errors.extend(unknown);
+    }
+    if !strict_errors.is_empty() {
+        match (directive, shown) {
+            (Directive::Strict, Some(shown)) => {
+                return Err(strict::patch_error(&shown, &strict_errors));
+            }
+            _ => who.warn(strict::warnings(&strict_errors)),
+        }
     }
     if obj["metadata"]["name"] != old["metadata"]["name"]
         || obj["metadata"]["namespace"] != old["metadata"]["namespace"]
