@@ -364,6 +364,45 @@ fn strict_apply(manager: &str) -> PatchParams {
         .validation(ValidationDirective::Strict)
 }
 
+/// `POST` of `obj` with `fieldValidation=Strict` (`PostParams` cannot say it):
+/// an unknown or repeated field fails the write instead of being dropped with
+/// a warning nobody reads.
+pub async fn create_strict<K>(api: &Api<K>, obj: &K) -> kube::Result<K>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let body = serde_json::to_vec(obj).map_err(kube::Error::SerdeError)?;
+    let req = kube::core::Request::new(api.resource_url())
+        .create(&PostParams::default(), body)
+        .map_err(kube::Error::BuildRequest)?;
+    api.clone().into_client().request(strict(req)?).await
+}
+
+/// `PUT` of `obj` as `name` with `fieldValidation=Strict`.
+pub async fn replace_strict<K>(api: &Api<K>, name: &str, obj: &K) -> kube::Result<K>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let body = serde_json::to_vec(obj).map_err(kube::Error::SerdeError)?;
+    let req = kube::core::Request::new(api.resource_url())
+        .replace(name, &PostParams::default(), body)
+        .map_err(kube::Error::BuildRequest)?;
+    api.clone().into_client().request(strict(req)?).await
+}
+
+fn strict(mut req: http::Request<Vec<u8>>) -> kube::Result<http::Request<Vec<u8>>> {
+    let uri = req.uri().to_string();
+    let sep = match uri.chars().last() {
+        Some('?' | '&') => "",
+        _ if uri.contains('?') => "&",
+        _ => "?",
+    };
+    *req.uri_mut() = format!("{uri}{sep}fieldValidation=Strict")
+        .parse::<http::Uri>()
+        .map_err(|e| kube::Error::HttpError(e.into()))?;
+    Ok(req)
+}
+
 fn describe(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => format!("HTTP {} {}: {}", s.code, s.reason, s.message),
@@ -580,6 +619,7 @@ impl Applier for KubeApplier {
                     } } });
                     let pp = PatchParams {
                         field_manager: Some(FIELD_MANAGER.into()),
+                        field_validation: Some(ValidationDirective::Strict),
                         ..PatchParams::default()
                     };
                     match api.patch(name, &pp, &Patch::Merge(&patch)).await {
@@ -701,7 +741,7 @@ pub async fn emit_event(
         ..Event::default()
     };
     let api: Api<Event> = Api::namespaced(client.clone(), ns);
-    api.create(&PostParams::default(), &event)
+    create_strict(&api, &event)
         .await
         .map_err(|e| {
             ApplyError::new(format!(
@@ -717,6 +757,25 @@ pub async fn emit_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn creates_and_replaces_ask_for_strict_field_validation() {
+        let r = kube::core::Request::new("/apis/events.k8s.io/v1/namespaces/a/events");
+        let post = strict(r.create(&PostParams::default(), vec![]).unwrap()).unwrap();
+        assert_eq!(
+            post.uri().to_string(),
+            "/apis/events.k8s.io/v1/namespaces/a/events?fieldValidation=Strict"
+        );
+        let pp = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        let put = strict(r.replace("x", &pp, vec![]).unwrap()).unwrap();
+        assert_eq!(
+            put.uri().to_string(),
+            "/apis/events.k8s.io/v1/namespaces/a/events/x?&dryRun=All&fieldValidation=Strict"
+        );
+    }
 
     #[test]
     fn projection_keeps_only_desired_fields() {

@@ -24,7 +24,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -249,7 +249,7 @@ impl LeaderElector {
                 },
                 spec: Some(spec.clone()),
             };
-            return match self.api.create(&PostParams::default(), &lease).await {
+            return match crate::apply::kubernetes::create_strict(&self.api, &lease).await {
                 Ok(_) => {
                     self.observed = Some((Record::of(&spec), now));
                     Ok(true)
@@ -290,10 +290,7 @@ impl LeaderElector {
         // The resourceVersion read above stays in the metadata: the update only
         // succeeds if nobody wrote the Lease since.
         lease.metadata.managed_fields = None;
-        match self
-            .api
-            .replace(&name, &PostParams::default(), &lease)
-            .await
+        match crate::apply::kubernetes::replace_strict(&self.api, &name, &lease).await
         {
             Ok(_) => {
                 self.observed = Some((Record::of(&spec), now));
@@ -327,10 +324,7 @@ impl LeaderElector {
         spec.acquire_time = Some(stamp);
         lease.spec = Some(spec);
         lease.metadata.managed_fields = None;
-        match self
-            .api
-            .replace(&name, &PostParams::default(), &lease)
-            .await
+        match crate::apply::kubernetes::replace_strict(&self.api, &name, &lease).await
         {
             Ok(_) => Ok(()),
             // Someone else wrote it since: it is no longer ours to release.

@@ -68,6 +68,12 @@ impl RecordedRequest {
         matches!(self.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE")
     }
 
+    /// Whether the request sent an object or a patch (POST, PUT, PATCH): what
+    /// `fieldValidation` applies to.
+    pub fn sends_object(&self) -> bool {
+        matches!(self.method.as_str(), "POST" | "PUT" | "PATCH")
+    }
+
     /// Whether this was a server-side apply (`application/apply-patch+yaml`).
     pub fn is_apply(&self) -> bool {
         self.method == "PATCH"

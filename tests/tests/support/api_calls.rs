@@ -690,12 +690,12 @@ pub fn assert_recorded_calls_listed(fake: &FakeKube) {
     let lax: Vec<String> = fake
         .requests()
         .iter()
-        .filter(|r| r.user == syncer && r.is_apply() && !r.query.contains("fieldValidation=Strict"))
+        .filter(|r| r.user == syncer && r.sends_object() && !r.query.contains("fieldValidation=Strict"))
         .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
         .collect();
     assert!(
         lax.is_empty(),
-        "server-side applies without fieldValidation=Strict: {lax:#?}"
+        "writes without fieldValidation=Strict: {lax:#?}"
     );
     assert!(
         unlisted.is_empty(),
