@@ -3,32 +3,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test crate: a panic is a failure report
 
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mop_syncer::serve::git::{Auth, GitError, GitSource, GitSourceConfig};
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
-        .env("GIT_COMMITTER_NAME", "Test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use mop_test_support::{Proc, free_port, git};
 
 /// A bare "server" repository and a working clone that pushes to it.
 struct Upstream {
@@ -197,45 +178,21 @@ fn missing_local_repository_is_unreachable_with_url() {
     assert!(msg.contains(&url), "{msg}");
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // `git daemon` forks `git-daemon`; both are in the group the daemon
-        // leads (`process_group(0)` below), so kill the group, then reap.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.0.id())])
-            .status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_daemon(base: &Path, port: u16) -> Daemon {
-    let child = Command::new("git")
-        .process_group(0)
-        .args([
-            "daemon",
-            "--reuseaddr",
-            &format!("--base-path={}", base.display()),
-            "--export-all",
-            &format!("--port={port}"),
-            "--listen=127.0.0.1",
-        ])
-        .arg(base)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let daemon = Daemon(child);
+/// `git daemon` forks `git-daemon`: the `Proc` kills the group it leads.
+fn start_daemon(base: &Path, port: u16) -> Proc {
+    let daemon = Proc::spawn(
+        "git daemon",
+        Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                &format!("--base-path={}", base.display()),
+                "--export-all",
+                &format!("--port={port}"),
+                "--listen=127.0.0.1",
+            ])
+            .arg(base),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "git daemon did not listen");

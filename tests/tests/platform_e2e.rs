@@ -22,8 +22,8 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use backends::{Prometheus, RemoteWriteRelay, Tempo};
@@ -41,66 +41,9 @@ const PARENT_SPAN: &str = "00f067aa0ba902b7";
 const PAY: &str = "/api/checkout/pay";
 const CART: &str = "/api/checkout/cart";
 
-/// A system program the test drives; fails saying which package provides it.
-fn require(bin: &str, package: &str) -> PathBuf {
-    std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/sbin", "/sbin"])
-        .map(|d| Path::new(d).join(bin))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("`{bin}` is not installed: this test needs it (Debian package `{package}`; CI installs it via .ci/apt.d/)")
-        })
-}
-
-/// A child process killed (and reaped) on drop; its stderr goes to a file that
-/// failure messages quote.
-struct Proc {
-    child: Child,
-    name: &'static str,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, logs: &Path, cmd: &mut Command) -> Proc {
-        let log = logs.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Proc { child, name, log }
-    }
-
-    fn log(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(40).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        format!(
-            "--- {} log ({}) ---\n{}",
-            self.name,
-            self.log.display(),
-            tail.join("\n")
-        )
-    }
-
-    /// Panics with the log when the process has exited.
-    fn assert_running(&mut self) {
-        if let Some(st) = self.child.try_wait().unwrap() {
-            panic!("{} exited with {st}\n{}", self.name, self.log());
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+// A child killed with its process group on drop, its output in a log file
+// that failure messages quote; a system program found or named by package.
+use mop_test_support::{Proc, require};
 
 /// Replaces `from` by `to` in a file, insisting that `from` is there: the test
 /// must notice when repo-template changes under it.
@@ -363,7 +306,7 @@ async fn git_to_gateway_to_backends_with_agent_traffic_and_sampling_reload() {
 
     // Backends: Tempo fake; Prometheus behind the tenant-checking relay.
     let tempo = Tempo::start().await;
-    let prom = Prometheus::start(&prometheus).await;
+    let prom = Prometheus::start_with(&prometheus).await;
     let relay = RemoteWriteRelay::start(prom.write_url()).await;
     let kube = FakeKube::start().await.unwrap();
     let token = support::install_syncer(&kube);
@@ -464,7 +407,7 @@ async fn git_to_gateway_to_backends_with_agent_traffic_and_sampling_reload() {
     )
     .unwrap();
     let mut gw = Gateway {
-        proc: Proc::spawn(
+        proc: Proc::spawn_logged(
             "mop-gateway",
             &logs,
             Command::new(&gateway_bin)
@@ -499,7 +442,7 @@ async fn git_to_gateway_to_backends_with_agent_traffic_and_sampling_reload() {
     }
 
     // 3. The service and the agent, configured from the rendered agent.yaml.
-    let _app = Proc::spawn(
+    let _app = Proc::spawn_logged(
         "python-http-server",
         &logs,
         Command::new(&python)
@@ -584,7 +527,7 @@ async fn git_to_gateway_to_backends_with_agent_traffic_and_sampling_reload() {
         serde_json::to_string_pretty(&agent_cfg).unwrap(),
     )
     .unwrap();
-    let mut agent = Proc::spawn(
+    let mut agent = Proc::spawn_logged(
         "mop-agent",
         &logs,
         Command::new(&agent_bin).arg("--config").arg(&agent_yaml),

@@ -107,7 +107,7 @@ impl Platform {
 }
 
 fn spawn_mop(args: &[String], kubeconfig: &Path) -> Proc {
-    Proc(
+    Proc::adopt(
         Command::new(mop_bin())
             .args(args)
             .env("KUBECONFIG", kubeconfig)

@@ -68,7 +68,7 @@ fn start_replica(f: &Fakes, git: &GitServer, secret: &Path, name: &'static str) 
     Replica {
         name,
         base: format!("http://127.0.0.1:{port}"),
-        proc: Proc(child),
+        proc: Proc::adopt(child),
     }
 }
 

@@ -41,7 +41,7 @@ async fn watched_directory_edits_are_applied() {
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::inherit());
-    let mut mop = Proc(cmd.spawn().unwrap());
+    let mut mop = Proc::adopt(cmd.spawn().unwrap());
 
     // Applied at start.
     wait_for(

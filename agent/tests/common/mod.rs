@@ -2,10 +2,9 @@
 //! servers on free loopback ports (killed on drop), and bounded waits.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 use std::{
-    net::{SocketAddr, TcpListener as StdListener},
-    os::unix::process::CommandExt,
+    net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -195,77 +194,12 @@ impl Drop for OtlpSink {
     }
 }
 
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Fails with a clear message when a test's external program is missing.
-pub fn require(bin: &str, package: &str) -> PathBuf {
-    for dir in std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/sbin", "/sbin"])
-    {
-        let p = Path::new(dir).join(bin);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!(
-        "`{bin}` is not installed: this test needs it (Debian package `{package}`; CI installs it via .ci/apt.d/agent.txt)"
-    );
-}
-
-/// A child process killed (and reaped) on drop, with every process it forked:
-/// each `Proc` leads a process group of its own, and the drop kills the group
-/// (nginx's workers outlived a SIGKILL of their master before).
-pub struct Proc {
-    pub child: Child,
-    pub name: &'static str,
-}
-
-impl Proc {
-    pub fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
-        let child = cmd
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Proc { child, name }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Waits (bounded) until something accepts TCP connections on `port`.
-pub fn wait_listening(port: u16, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listened on 127.0.0.1:{port} within {timeout:?}");
-}
+// Shared with the other crates' tests (tests/support, `mop-test-support`):
+// ports, a system program named by its package, a child killed with its
+// whole process group on drop (nginx's workers outlived a SIGKILL of their
+// master before), a bounded wait for a listener.
+#[allow(unused_imports)] // each test binary uses some
+pub use mop_test_support::{Proc, free_port, require, wait_listening};
 
 /// A config exporting to `sink` quickly, instrumenting `ports`.
 pub fn config(sink: &OtlpSink, ports: &[u16]) -> Config {

@@ -15,7 +15,6 @@ pub mod procs;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use mop_gateway::{Gateway, Settings};
 use mop_gateway_config::{FORMAT_VERSION, GatewayConfig, Policy, Sampling, TenantRoute};
@@ -147,18 +146,8 @@ pub async fn start_gateway(
 }
 
 /// Polls `f` until it returns true or the timeout passes.
-pub async fn eventually(timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if f().await {
-            return true;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+#[allow(unused_imports)] // not every test binary polls
+pub use mop_test_support::eventually;
 
 /// Value of a metric sample line in Prometheus text, summed over matching lines.
 pub fn metric_value(text: &str, name: &str, label_parts: &[&str]) -> f64 {

@@ -741,16 +741,14 @@ pub async fn emit_event(
         ..Event::default()
     };
     let api: Api<Event> = Api::namespaced(client.clone(), ns);
-    create_strict(&api, &event)
-        .await
-        .map_err(|e| {
-            ApplyError::new(format!(
-                "event {reason} for {} {}: {}",
-                regarding.kind,
-                regarding.name,
-                describe(&e)
-            ))
-        })?;
+    create_strict(&api, &event).await.map_err(|e| {
+        ApplyError::new(format!(
+            "event {reason} for {} {}: {}",
+            regarding.kind,
+            regarding.name,
+            describe(&e)
+        ))
+    })?;
     Ok(())
 }
 

@@ -290,8 +290,7 @@ impl LeaderElector {
         // The resourceVersion read above stays in the metadata: the update only
         // succeeds if nobody wrote the Lease since.
         lease.metadata.managed_fields = None;
-        match crate::apply::kubernetes::replace_strict(&self.api, &name, &lease).await
-        {
+        match crate::apply::kubernetes::replace_strict(&self.api, &name, &lease).await {
             Ok(_) => {
                 self.observed = Some((Record::of(&spec), now));
                 Ok(true)
@@ -324,8 +323,7 @@ impl LeaderElector {
         spec.acquire_time = Some(stamp);
         lease.spec = Some(spec);
         lease.metadata.managed_fields = None;
-        match crate::apply::kubernetes::replace_strict(&self.api, &name, &lease).await
-        {
+        match crate::apply::kubernetes::replace_strict(&self.api, &name, &lease).await {
             Ok(_) => Ok(()),
             // Someone else wrote it since: it is no longer ours to release.
             Err(kube::Error::Api(s)) if s.is_conflict() => Ok(()),

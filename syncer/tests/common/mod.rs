@@ -128,18 +128,7 @@ impl GitRepo {
     }
 }
 
-pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
+pub use mop_test_support::copy_dir;
 
 /// All files below `dir` as (relative path, content), sorted.
 pub fn read_tree(dir: &Path) -> Vec<(String, Vec<u8>)> {

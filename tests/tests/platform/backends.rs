@@ -5,9 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -247,81 +245,5 @@ impl RemoteWriteRelay {
 
 // ---------------------------------------------------------------- Prometheus
 
-/// A real Prometheus with the remote-write receiver on, killed on drop (as in
-/// `gateway/tests/common/procs.rs`).
-pub struct Prometheus {
-    child: Child,
-    pub addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Prometheus {
-    pub async fn start(bin: &std::path::Path) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("prometheus.yml");
-        // Nothing is scraped: every sample comes through remote-write.
-        std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").unwrap();
-        for _attempt in 0..3 {
-            let port = super::free_port();
-            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let mut child = Command::new(bin)
-                .arg(format!("--config.file={}", cfg.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.path().join("data").display()
-                ))
-                .arg(format!("--web.listen-address={addr}"))
-                .arg("--web.enable-remote-write-receiver")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            for _ in 0..200 {
-                if let Ok(r) = reqwest::get(format!("http://{addr}/-/ready")).await
-                    && r.status().is_success()
-                {
-                    return Prometheus {
-                        child,
-                        addr,
-                        _dir: dir,
-                    };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            // The port was taken between probing and binding, or it is stuck.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("prometheus did not become ready");
-    }
-
-    pub fn write_url(&self) -> String {
-        format!("http://{}/api/v1/write", self.addr)
-    }
-
-    /// Runs an instant query and returns the `result` array.
-    pub async fn query(&self, q: &str) -> Vec<serde_json::Value> {
-        let text = reqwest::Client::new()
-            .get(format!("http://{}/api/v1/query", self.addr))
-            .query(&[("query", q)])
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v["status"], "success", "{v}");
-        v["data"]["result"].as_array().cloned().unwrap_or_default()
-    }
-}
+/// A real Prometheus with the remote-write receiver on, killed on drop.
+pub use mop_test_support::prometheus::Prometheus;

@@ -690,7 +690,9 @@ pub fn assert_recorded_calls_listed(fake: &FakeKube) {
     let lax: Vec<String> = fake
         .requests()
         .iter()
-        .filter(|r| r.user == syncer && r.sends_object() && !r.query.contains("fieldValidation=Strict"))
+        .filter(|r| {
+            r.user == syncer && r.sends_object() && !r.query.contains("fieldValidation=Strict")
+        })
         .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
         .collect();
     assert!(

@@ -11,8 +11,7 @@ pub mod api_calls;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 use mop_fakes::grafana::FakeGrafana;
 use mop_fakes::ruler::{FakeRuler, RulerApis};
@@ -49,44 +48,9 @@ pub fn template() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../repo-template")
 }
 
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
-}
+// Shared with the other crates' tests (tests/support, `mop-test-support`).
+#[allow(unused_imports)] // each test binary uses some
+pub use mop_test_support::{Proc, copy_dir, free_port, git, wait_for, wait_port};
 
 /// Replaces `from` by `to` in a file, asserting the file had `from`.
 pub fn edit_file(path: &Path, from: &str, to: &str) {
@@ -222,64 +186,6 @@ pub fn assert_no_forbidden(fake: &FakeKube) {
         .map(|r| format!("{} {}?{} as {}", r.method, r.path, r.query, r.user))
         .collect();
     assert!(denied.is_empty(), "requests refused by RBAC: {denied:#?}");
-}
-
-/// Kills the child on drop, so a failing test leaves no process behind.
-/// A child process, killed and reaped on drop. A child spawned as the leader of
-/// its own process group (`process_group(0)`) is killed with its whole group, so
-/// the processes it forked (git's `git-daemon`, nginx's workers) die with it.
-pub struct Proc(pub Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        kill_tree(&mut self.0);
-    }
-}
-
-/// Kills `child` and, when it leads a process group, everything in that group;
-/// then reaps it.
-pub fn kill_tree(child: &mut Child) {
-    let pid = child.id();
-    let leads_group = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // pid (comm) state ppid pgrp ...; comm may hold spaces and parens.
-            let rest = &s[s.rfind(')')? + 1..];
-            rest.split_whitespace().nth(2)?.parse::<u32>().ok()
-        })
-        == Some(pid);
-    if leads_group {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{pid}")])
-            .status();
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-impl Proc {
-    pub fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    /// Sends SIGTERM and waits (up to `limit`) for the exit status.
-    pub async fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let pid = self.0.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let t0 = Instant::now();
-        loop {
-            if let Some(st) = self.0.try_wait().unwrap() {
-                return st;
-            }
-            assert!(t0.elapsed() < limit, "no exit {limit:?} after SIGTERM");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
 }
 
 /// The fakes and a config repository (a copy of `repo-template`) pointed at them.
@@ -427,35 +333,6 @@ impl Run {
     }
 }
 
-pub async fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "port {port} never opened");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-pub async fn wait_for<F: std::future::Future<Output = bool>>(
-    what: &str,
-    limit: Duration,
-    mut cond: impl FnMut() -> F,
-) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        if cond().await {
-            return t0.elapsed();
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// GET `base + path`: the status code (0 when unreachable) and the body, as JSON
 /// when it parses, else as a string.
 pub async fn get(http: &reqwest::Client, base: &str, path: &str) -> (u16, Value) {
@@ -543,7 +420,7 @@ impl GitServer {
         wait_port(port).await;
         Self {
             url: format!("git://127.0.0.1:{port}/config.git"),
-            _daemon: Proc(daemon),
+            _daemon: Proc::adopt(daemon),
         }
     }
 }
