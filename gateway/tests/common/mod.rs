@@ -8,7 +8,9 @@
     clippy::result_large_err
 )]
 
-pub mod fakes;
+/// The backend fakes, shared (tests/support, `mop-test-support`).
+#[allow(unused_imports)] // not every test binary uses one
+pub use mop_test_support::backends as fakes;
 pub mod kube;
 pub mod otlp;
 pub mod procs;

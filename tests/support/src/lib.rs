@@ -10,12 +10,16 @@
 //! - [`git`]: the `git` CLI with a fixed identity and no user or system config.
 //! - [`eventually`], [`wait_for`]: bounded polling.
 //! - [`copy_dir`], [`which`], [`require`].
-//! - `prometheus` feature: [`prometheus::Prometheus`], a real Prometheus with
+//! - `prometheus` feature: `prometheus::Prometheus`, a real Prometheus with
 //!   the remote-write receiver on.
+//! - `backends` feature: the strict Tempo, Loki and Mimir-OTLP fakes and the
+//!   remote-write relay that plays Mimir's distributor in front of Prometheus.
 // Test support: a panic is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "backends")]
+pub mod backends;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 

@@ -1,6 +1,10 @@
-//! Strict fakes of the backends the gateway exports to. They speak the documented
-//! wire format and refuse what the real servers refuse; they decode with their own
-//! message definitions, not the gateway's, so a wrong tag in the product fails here.
+//! Strict fakes of the backends the gateway exports to (Tempo, Loki, Mimir's
+//! OTLP endpoint) and a remote-write relay that plays Mimir's distributor in
+//! front of a real Prometheus. They speak the documented wire format and refuse
+//! what the real servers refuse; they decode with their own message
+//! definitions, not the gateway's, so a wrong tag in the product fails here.
+// An axum `Response` is the natural error of a handler helper.
+#![allow(clippy::result_large_err)]
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -54,6 +58,13 @@ pub struct Fake<T> {
     pub addr: SocketAddr,
     pub state: Arc<FakeState<T>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl<T> Fake<T> {
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
 }
 
 impl<T> Drop for Fake<T> {
@@ -326,4 +337,144 @@ pub async fn mimir_otlp()
         .with_state(state.clone());
     let (addr, task) = serve(router).await;
     Fake { addr, state, task }
+}
+
+fn header_is(headers: &HeaderMap, name: impl header::AsHeaderName, value: &str) -> bool {
+    headers.get(name).and_then(|v| v.to_str().ok()) == Some(value)
+}
+
+// ---------------------------------------------------------------- remote-write relay
+
+/// `prometheus.WriteRequest` and friends, written from Prometheus's
+/// `prompb/types.proto` and `prompb/remote.proto` (only the fields read here).
+mod prompb {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct WriteRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub timeseries: Vec<TimeSeries>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TimeSeries {
+        #[prost(message, repeated, tag = "1")]
+        pub labels: Vec<Label>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Label {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+}
+
+/// Plays Mimir's distributor in front of a real Prometheus: `POST /api/v1/push`
+/// takes remote-write 1.0 (snappy-compressed `WriteRequest`, `Content-Encoding:
+/// snappy`, `X-Prometheus-Remote-Write-Version: 0.1.0`, per
+/// <https://prometheus.io/docs/specs/prw/remote_write_spec/>) and needs the tenant
+/// in `X-Scope-OrgID` (401 without, as Mimir:
+/// <https://grafana.com/docs/mimir/latest/references/http-api/#distributor>). It
+/// records the metric names each tenant sent and forwards the request unchanged to
+/// Prometheus, whose answer it returns — Prometheus itself ignores tenants.
+/// (tenant, metric names of one request) per accepted request.
+type Writes = Arc<Mutex<Vec<(String, Vec<String>)>>>;
+
+pub struct RemoteWriteRelay {
+    pub addr: SocketAddr,
+    received: Writes,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RemoteWriteRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Clone)]
+struct RelayState {
+    received: Writes,
+    upstream: String,
+    http: reqwest::Client,
+}
+
+impl RemoteWriteRelay {
+    pub async fn start(upstream: String) -> RemoteWriteRelay {
+        async fn push(State(s): State<RelayState>, headers: HeaderMap, body: Bytes) -> Response {
+            let tenant = match org_id(&headers) {
+                Ok(t) => t,
+                Err(r) => return r,
+            };
+            if !header_is(&headers, header::CONTENT_ENCODING, "snappy")
+                || !header_is(&headers, "x-prometheus-remote-write-version", "0.1.0")
+                || !header_is(&headers, header::CONTENT_TYPE, "application/x-protobuf")
+            {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "expected remote-write 1.0 headers (snappy, 0.1.0, application/x-protobuf)",
+                )
+                    .into_response();
+            }
+            let raw = match snap::raw::Decoder::new().decompress_vec(&body) {
+                Ok(r) => r,
+                Err(e) => return (StatusCode::BAD_REQUEST, format!("snappy: {e}")).into_response(),
+            };
+            let req = match prompb::WriteRequest::decode(&raw[..]) {
+                Ok(r) => r,
+                Err(e) => {
+                    return (StatusCode::BAD_REQUEST, format!("cannot decode: {e}"))
+                        .into_response();
+                }
+            };
+            let names = req
+                .timeseries
+                .iter()
+                .filter_map(|ts| ts.labels.iter().find(|l| l.name == "__name__"))
+                .map(|l| l.value.clone())
+                .collect();
+            let mut fwd = s.http.post(&s.upstream).body(body);
+            for name in [
+                header::CONTENT_TYPE.as_str(),
+                header::CONTENT_ENCODING.as_str(),
+                "x-prometheus-remote-write-version",
+            ] {
+                if let Some(v) = headers.get(name) {
+                    fwd = fwd.header(name, v.as_bytes());
+                }
+            }
+            match fwd.send().await {
+                Ok(r) => {
+                    let code = r.status().as_u16();
+                    if (200..300).contains(&code) {
+                        s.received.lock().unwrap().push((tenant, names));
+                    }
+                    let text = r.text().await.unwrap_or_default();
+                    (StatusCode::from_u16(code).unwrap(), text).into_response()
+                }
+                Err(e) => (StatusCode::BAD_GATEWAY, format!("prometheus: {e}")).into_response(),
+            }
+        }
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let state = RelayState {
+            received: received.clone(),
+            upstream,
+            http: reqwest::Client::new(),
+        };
+        let router = Router::new()
+            .route("/api/v1/push", post(push))
+            .with_state(state);
+        let (addr, task) = serve(router).await;
+        RemoteWriteRelay {
+            addr,
+            received,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/api/v1/push", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<(String, Vec<String>)> {
+        self.received.lock().unwrap().clone()
+    }
 }
