@@ -11,13 +11,7 @@ use common::{eventually, fakes, tenant, write_config};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
-struct Killed(std::process::Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use mop_test_support::Proc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_serves_and_flushes_on_sigterm() {
@@ -40,9 +34,9 @@ async fn binary_serves_and_flushes_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut child = Killed(child);
+    let mut child = Proc::adopt(child);
     // The JSON start-up log line says where it listens.
-    let stdout = child.0.stdout.take().unwrap();
+    let stdout = child.child.stdout.take().unwrap();
     let started = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
         for line in std::io::BufReader::new(stdout).lines() {
@@ -81,16 +75,9 @@ async fn binary_serves_and_flushes_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let pid = child.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    mop_test_support::sigterm(child.pid());
     let status = tokio::task::spawn_blocking(move || {
-        let s = child.0.wait().unwrap();
+        let s = child.child.wait().unwrap();
         drop(child);
         s
     })

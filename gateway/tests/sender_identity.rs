@@ -26,13 +26,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 
-struct Killed(std::process::Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use mop_test_support::Proc;
 
 fn pod(ns: &str, name: &str, node: &str, ips: &[&str], host_network: bool) -> PodSpec {
     PodSpec {
@@ -73,7 +67,7 @@ struct Setup {
     mimir: fakes::Fake<
         opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
     >,
-    _gw: Killed,
+    _gw: Proc,
     http: String,
     grpc: String,
     admin: String,
@@ -162,7 +156,7 @@ impl Setup {
             tempo,
             loki,
             mimir,
-            _gw: Killed(child),
+            _gw: Proc::adopt(child),
             http: format!("http://127.0.0.1:{http}/v1/traces"),
             grpc: format!("http://[::1]:{grpc}"),
             admin: format!("http://127.0.0.1:{admin}"),
