@@ -151,3 +151,40 @@ async fn an_unlisted_call_is_caught() {
     }));
     assert!(caught.is_err());
 }
+
+/// Every write must ask for `fieldValidation=Strict`: an Event created the
+/// way `kube`'s `Api::create` sends it (no parameter: the server's default,
+/// Warn) is caught, and the same Event through the syncer's `create_strict`
+/// is not.
+#[tokio::test]
+async fn a_write_without_strict_field_validation_is_caught() {
+    use k8s_openapi::api::events::v1::Event;
+    let fake = FakeKube::start().await.unwrap();
+    let token = support::install_syncer(&fake);
+    let client = support::client_with_token(&fake, &token);
+    let api: kube::Api<Event> = kube::Api::namespaced(client, support::SYNCER_NAMESPACE);
+    let event = |name: &str| Event {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            k8s_openapi::jiff::Timestamp::now(),
+        )),
+        reporting_controller: Some(mop_syncer::apply::kubernetes::REPORTING_CONTROLLER.into()),
+        reporting_instance: Some("t".into()),
+        action: Some("Sync".into()),
+        reason: Some("Drift".into()),
+        type_: Some("Normal".into()),
+        ..Default::default()
+    };
+    mop_syncer::apply::kubernetes::create_strict(&api, &event("strict"))
+        .await
+        .unwrap();
+    support::api_calls::assert_recorded_calls_listed(&fake);
+    let _ = api.create(&Default::default(), &event("lax")).await;
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        support::api_calls::assert_recorded_calls_listed(&fake)
+    }));
+    assert!(caught.is_err());
+}

@@ -106,6 +106,9 @@ impl FakeKube {
     }
 
     pub async fn start_with(opts: Options) -> Result<Self, Error> {
+        // Off the runtime's thread: a current-thread test runtime runs the
+        // client under test too.
+        let _ = tokio::task::spawn_blocking(schema::preload).await;
         let mut state = store::State::new();
         state.token = opts.token;
         state.tokens.insert(

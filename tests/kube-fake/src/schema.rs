@@ -86,6 +86,14 @@ fn defs() -> Result<&'static Defs, String> {
     DEFS.get_or_init(load).as_ref().map_err(Clone::clone)
 }
 
+/// Loads the schemas now (a missing package stays an error of the requests
+/// that need them): done when the fake starts, so that the first write is not
+/// the one that waits for python3 and a multi-megabyte parse, which on a
+/// current-thread runtime would also stall the client under test.
+pub(crate) fn preload() {
+    let _ = defs();
+}
+
 /// `io.k8s.api.<group>.<version>.<Kind>` as the OpenAPI document names a type.
 fn definition_name(res: &Resource) -> String {
     let group = if res.group.is_empty() {
