@@ -135,13 +135,20 @@ impl ApiError {
         Self::new(400, "BadRequest", message.into(), None)
     }
 
-    /// 422 with one cause per invalid field.
+    /// 422 with one cause per invalid field. The message names the kind
+    /// qualified by its group (`Deployment.apps "x" is invalid`), as
+    /// `NewInvalid` prints a `GroupKind` (apimachinery `pkg/api/errors/errors.go`).
     pub fn invalid(kind: &str, name: &str, group: &str, causes: &[(String, String)]) -> Self {
         let msgs: Vec<String> = causes.iter().map(|(f, m)| format!("{f}: {m}")).collect();
-        let message = if msgs.len() == 1 {
-            format!("{kind} \"{name}\" is invalid: {}", msgs.join(""))
+        let qualified = if group.is_empty() {
+            kind.to_string()
         } else {
-            format!("{kind} \"{name}\" is invalid: [{}]", msgs.join(", "))
+            format!("{kind}.{group}")
+        };
+        let message = if msgs.len() == 1 {
+            format!("{qualified} \"{name}\" is invalid: {}", msgs.join(""))
+        } else {
+            format!("{qualified} \"{name}\" is invalid: [{}]", msgs.join(", "))
         };
         let causes: Vec<Value> = causes
             .iter()

@@ -599,7 +599,7 @@ async fn an_unknown_directive_is_422_for_every_verb() {
         assert_eq!(
             a.message(),
             format!(
-                r#"{kind} "" is invalid: fieldValidation: Unsupported value: "strict": supported values: "Ignore", "Strict", "Warn""#
+                r#"{kind}.meta.k8s.io "" is invalid: fieldValidation: Unsupported value: "strict": supported values: "Ignore", "Strict", "Warn""#
             )
         );
     }
