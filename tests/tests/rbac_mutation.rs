@@ -468,9 +468,12 @@ async fn reconcile(client: &kube::Client, desired: &Desired, scope: &Scope) -> e
 /// A fake with the platform's namespaces and `identity` installed; the
 /// syncer's client.
 async fn cluster(identity: &[Value]) -> (FakeKube, kube::Client) {
+    // Rollouts slow enough that the syncer always finds them in progress and
+    // must watch: with 1 ms steps a loaded machine saw them finished at the
+    // first read, and removing `watch` broke nothing.
     let fake = FakeKube::start_with(Options {
         rollout: RolloutSettings {
-            step_delay: Duration::from_millis(1),
+            step_delay: Duration::from_millis(150),
             ..RolloutSettings::default()
         },
         ..Options::default()
