@@ -12,9 +12,11 @@
 # compression either way (the sink refuses compressed bodies), batching at both
 # collectors' defaults (8192 items / 200 ms for both).
 #
-# rotel is not part of MOP and is never built by this script: build it yourself
-# outside the repository and pass its binary as ROTEL_BIN (see docs/performance.md,
-# "Gateway vs rotel", for how it was built for the recorded figures).
+# rotel is not part of MOP and is never built by this script or the repository:
+# pass a rotel binary built elsewhere as ROTEL_BIN (docs/performance.md, "Gateway
+# vs rotel", says which build the recorded figures used). Its exporter must really
+# send uncompressed bodies with `--otlp-exporter-compression none`; the sink
+# answers 415 otherwise and the round fails.
 #
 # Usage:
 #   ROTEL_BIN=/path/to/rotel benches/gateway-vs-rotel.sh [ROUNDS] [TOTAL_SPANS] [IN_FLIGHT]
