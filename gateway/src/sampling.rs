@@ -56,7 +56,7 @@ pub fn probabilistic_keep(id: &TraceId, percentage: f64) -> bool {
     trace_randomness(id) < threshold
 }
 
-fn to_trace_id(b: &[u8]) -> TraceId {
+pub(crate) fn to_trace_id(b: &[u8]) -> TraceId {
     let mut id = [0u8; 16];
     let n = b.len().min(16);
     id[16 - n..].copy_from_slice(&b[b.len() - n..]);

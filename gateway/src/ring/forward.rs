@@ -25,7 +25,7 @@ use bytes::{BufMut, Bytes};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -36,7 +36,7 @@ use tonic::metadata::MetadataValue;
 
 use super::{OrphanReason, RetryLabels, RetryReason, Ring, TenantLabel, View};
 use crate::pipeline::{Batch, QueueReceiver, QueueSender};
-use crate::sampling::split_by_trace;
+use crate::sampling::to_trace_id;
 use crate::signal::count_items;
 use crate::telemetry::{DropReason, Metrics};
 
@@ -78,22 +78,98 @@ pub struct Split {
 }
 
 /// Splits `items` by the owner of each trace. Pure.
+///
+/// Spans are grouped per input resource and destination, not per trace: the
+/// sampler regroups by trace anyway, and one group per destination clones each
+/// resource and scope at most once per owner (a per-trace split cloned them once
+/// per trace and put as many copies on the wire to the owner). A resource whose
+/// spans all go to one place is moved whole.
 pub fn split(ring: &Ring, self_addr: &str, items: Vec<ResourceSpans>) -> Split {
+    if ring.is_empty() {
+        return Split {
+            local: items,
+            remote: Vec::new(),
+        };
+    }
+    let members = ring.members();
+    // Destination of a span: an index into `members`, or `HERE`.
+    const HERE: usize = usize::MAX;
+    let dest_of = |span: &Span| match ring.owner_index(&to_trace_id(&span.trace_id)) {
+        Some(i) if members[i].addr() != self_addr => i,
+        _ => HERE,
+    };
     let mut local = Vec::new();
-    let mut remote: Vec<(Arc<str>, Vec<ResourceSpans>)> = Vec::new();
-    for (id, frag) in split_by_trace(items) {
-        match ring.owner(&id) {
-            Some(m) if m.addr() != self_addr => {
-                match remote.iter_mut().find(|(a, _)| **a == *m.addr()) {
-                    Some((_, v)) => v.push(frag),
-                    None => remote.push((m.addr_arc(), vec![frag])),
+    let mut remote: Vec<(usize, Vec<ResourceSpans>)> = Vec::new();
+    let mut send = |dest: usize, rs: ResourceSpans, local: &mut Vec<ResourceSpans>| {
+        if dest == HERE {
+            local.push(rs);
+        } else {
+            match remote.iter_mut().find(|(d, _)| *d == dest) {
+                Some((_, v)) => v.push(rs),
+                None => remote.push((dest, vec![rs])),
+            }
+        }
+    };
+    let mut dests: Vec<usize> = Vec::new();
+    for mut rs in items {
+        dests.clear();
+        dests.extend(rs.scope_spans.iter().flat_map(|ss| &ss.spans).map(dest_of));
+        let Some(&first) = dests.first() else {
+            // No spans: nothing to sample; kept here so nothing is lost silently.
+            local.push(rs);
+            continue;
+        };
+        if dests.iter().all(|d| *d == first) {
+            send(first, rs, &mut local);
+            continue;
+        }
+        // (destination, input scope its last scope came from, its share of this resource)
+        let mut parts: Vec<(usize, usize, ResourceSpans)> = Vec::new();
+        let mut k = 0;
+        for (scope_idx, ss) in std::mem::take(&mut rs.scope_spans).into_iter().enumerate() {
+            for span in ss.spans {
+                let dest = dests[k];
+                k += 1;
+                let p = match parts.iter().position(|(d, _, _)| *d == dest) {
+                    Some(p) => p,
+                    None => {
+                        parts.push((
+                            dest,
+                            usize::MAX,
+                            ResourceSpans {
+                                resource: rs.resource.clone(),
+                                scope_spans: Vec::new(),
+                                schema_url: rs.schema_url.clone(),
+                            },
+                        ));
+                        parts.len() - 1
+                    }
+                };
+                let (_, last_scope, part) = &mut parts[p];
+                if *last_scope != scope_idx {
+                    part.scope_spans.push(ScopeSpans {
+                        scope: ss.scope.clone(),
+                        spans: Vec::new(),
+                        schema_url: ss.schema_url.clone(),
+                    });
+                    *last_scope = scope_idx;
+                }
+                if let Some(last) = part.scope_spans.last_mut() {
+                    last.spans.push(span);
                 }
             }
-            // Ours, or an empty ring: sampled here.
-            _ => local.push(frag),
+        }
+        for (dest, _, part) in parts {
+            send(dest, part, &mut local);
         }
     }
-    Split { local, remote }
+    Split {
+        local,
+        remote: remote
+            .into_iter()
+            .map(|(i, v)| (members[i].addr_arc(), v))
+            .collect(),
+    }
 }
 
 impl Dispatch {
@@ -610,7 +686,6 @@ impl Decoder for ResponseDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
 
     fn spans(trace_ids: &[u8]) -> ResourceSpans {
         ResourceSpans {
@@ -650,5 +725,59 @@ mod tests {
         // Empty ring: everything local.
         let s = split(&Ring::default(), "a:1", vec![spans(&ids)]);
         assert_eq!(count_items(&s.local), 60);
+    }
+
+    #[test]
+    fn split_keeps_resource_and_scope_and_sends_one_part_per_owner() {
+        use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        let ring = Ring::new(["a:1", "b:1", "c:1"]);
+        let mut rs = spans(&(0..40).collect::<Vec<u8>>());
+        let mut second = spans(&(40..90).collect::<Vec<u8>>()).scope_spans.remove(0);
+        second.scope = Some(InstrumentationScope {
+            name: "second".into(),
+            ..Default::default()
+        });
+        rs.scope_spans.push(second);
+        rs.resource = Some(Resource {
+            attributes: vec![],
+            dropped_attributes_count: 7,
+            ..Default::default()
+        });
+        rs.schema_url = "https://opentelemetry.io/schemas/1.26.0".into();
+        let s = split(&ring, "a:1", vec![rs.clone()]);
+        let mut parts: Vec<(&str, &ResourceSpans)> = s.local.iter().map(|r| ("a:1", r)).collect();
+        for (addr, v) in &s.remote {
+            parts.extend(v.iter().map(|r| (&**addr, r)));
+        }
+        // One part per owner for the one input resource, each a copy of it.
+        assert_eq!(parts.len(), 3);
+        let mut seen = 0;
+        for (addr, part) in parts {
+            assert_eq!(part.resource, rs.resource);
+            assert_eq!(part.schema_url, rs.schema_url);
+            for ss in &part.scope_spans {
+                for span in &ss.spans {
+                    let id: [u8; 16] = span.trace_id[..].try_into().unwrap();
+                    assert_eq!(ring.owner(&id).unwrap().addr(), addr);
+                    // Each span keeps the scope it came in with.
+                    let second = span.trace_id[0] >= 40;
+                    assert_eq!(
+                        ss.scope.as_ref().map(|s| s.name.as_str()),
+                        second.then_some("second")
+                    );
+                    seen += 1;
+                }
+            }
+        }
+        assert_eq!(seen, 90);
+        // A resource whose spans all belong to one owner moves whole.
+        let one = (0..=255u8)
+            .find(|t| ring.owner(&[*t; 16]).unwrap().addr() == "b:1")
+            .unwrap();
+        let s = split(&ring, "a:1", vec![spans(&[one, one, one])]);
+        assert!(s.local.is_empty());
+        assert_eq!(s.remote.len(), 1);
+        assert_eq!(count_items(&s.remote[0].1), 3);
     }
 }

@@ -81,15 +81,20 @@ impl Ring {
     /// The member owning `id`; `None` for an empty ring. Ties (a 2^-64 event) go
     /// to the smaller address, so they too are decided the same everywhere.
     pub fn owner(&self, id: &TraceId) -> Option<&Member> {
-        let mut best: Option<(&Member, u64)> = None;
-        for m in &self.members {
+        self.owner_index(id).map(|i| &self.members[i])
+    }
+
+    /// [`Ring::owner`] as an index into [`Ring::members`].
+    pub fn owner_index(&self, id: &TraceId) -> Option<usize> {
+        let mut best: Option<(usize, u64)> = None;
+        for (i, m) in self.members.iter().enumerate() {
             let s = m.score(id);
             match best {
                 Some((_, b)) if b >= s => {}
-                _ => best = Some((m, s)),
+                _ => best = Some((i, s)),
             }
         }
-        best.map(|(m, _)| m)
+        best.map(|(i, _)| i)
     }
 
     /// The same ring without `addr` (a member found unreachable).
