@@ -175,7 +175,7 @@ impl Sampler {
                 };
                 if let Some(t) = buf.open.remove(&oldest) {
                     out.evictions.push(tenant.clone());
-                    decide(tenant, cfg, buf, oldest, t, now, out);
+                    decide(tenant, cfg, buf, (oldest, None), t, now, out);
                 }
             }
             buf.open.insert(
@@ -216,20 +216,23 @@ impl Sampler {
             // keep everything rather than drop data nobody decided about.
             let cfg = cfg_of(tenant).unwrap_or(&fallback);
             let wait = cfg.decision_wait_ms;
-            let mut due: Vec<TraceId> = Vec::new();
+            // An early keep carries its verdict to `decide`, which then does not
+            // run the policies a second time.
+            let mut due: Vec<(TraceId, Option<Verdict>)> = Vec::new();
             for (id, t) in &mut buf.open {
                 if now >= t.last_seen + wait || now >= t.first_seen + wait.saturating_mul(10) {
-                    due.push(*id);
+                    due.push((*id, None));
                 } else if t.root_seen && !t.early_checked && now >= t.last_seen + wait / 5 {
                     t.early_checked = true;
-                    if matches!(evaluate(cfg, id, &t.fragments), Verdict::Kept(_)) {
-                        due.push(*id);
+                    let verdict = evaluate(cfg, id, &t.fragments);
+                    if matches!(verdict, Verdict::Kept(_)) {
+                        due.push((*id, Some(verdict)));
                     }
                 }
             }
-            for id in due {
+            for (id, verdict) in due {
                 if let Some(t) = buf.open.remove(&id) {
-                    decide(tenant, cfg, buf, id, t, now, out);
+                    decide(tenant, cfg, buf, (id, verdict), t, now, out);
                 }
             }
             if buf.order.len() > 2 * buf.open.len() + 64 {
@@ -281,12 +284,12 @@ fn decide(
     tenant: &Arc<str>,
     cfg: &Sampling,
     buf: &mut TenantBuffer,
-    id: TraceId,
+    (id, verdict): (TraceId, Option<Verdict>),
     t: OpenTrace,
     now: u64,
     out: &mut Output,
 ) {
-    let mut verdict = evaluate(cfg, &id, &t.fragments);
+    let mut verdict = verdict.unwrap_or_else(|| evaluate(cfg, &id, &t.fragments));
     if matches!(verdict, Verdict::Kept(_))
         && let Some(limit) = cfg.max_spans_per_second
     {
