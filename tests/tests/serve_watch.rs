@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Fakes, Proc, dashboard_title, edit_file, free_port, get, wait_for};
+use support::{Fakes, Proc, dashboard_title, edit_file, free_port, get, sync_count, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watched_directory_edits_are_applied() {
@@ -68,6 +68,7 @@ async fn watched_directory_edits_are_applied() {
     );
     assert!(f.ruler.recorder().requests().is_empty());
     assert!(f.kube.requests().is_empty());
+    assert_eq!(sync_count(&get(&http, &base, "/metrics").await.1), 1);
 
     // An edit of a dashboard file is applied within a few seconds.
     let red = f.repo.join("tenants/checkout/dashboards/services/red.json");
@@ -92,6 +93,15 @@ async fn watched_directory_edits_are_applied() {
     )
     .await;
     let v2 = get(&http, &base, "/status").await.1["applied_revision"].clone();
+    // One save is one sync: the watcher waits for the directory to go quiet, so the
+    // save's several events (truncate, write) do not queue a second sync that would
+    // read the next edit half-done (a mix of old and new files that can validate).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        sync_count(&get(&http, &base, "/metrics").await.1),
+        2,
+        "the first sync and one for the save"
+    );
 
     // An invalid edit (with a title change in the same save) is not applied, and
     // /status says where the error is.

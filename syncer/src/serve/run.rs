@@ -121,13 +121,27 @@ pub async fn run(
             })
             .unwrap_or(Duration::from_secs(60));
         if !first {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                t = triggers.recv() => {
-                    if let Some(t) = t { tracing::info!(?t, "sync triggered"); }
+            let tick = tokio::time::sleep(interval);
+            tokio::pin!(tick);
+            loop {
+                tokio::select! {
+                    () = &mut tick => break,
+                    t = triggers.recv() => {
+                        if let Some(t) = t { tracing::info!(?t, "sync triggered"); }
+                        break;
+                    }
+                    r = leader.changed(), if leader_open => {
+                        if r.is_ok() { break }
+                        // Without leader election the sender is gone from the
+                        // start: nothing changed, so no sync (it used to cost a
+                        // second sync right after the first).
+                        leader_open = false;
+                    }
+                    r = shutdown.changed() => {
+                        if r.is_err() { return }
+                        break;
+                    }
                 }
-                r = leader.changed(), if leader_open => leader_open = r.is_ok(),
-                r = shutdown.changed() => if r.is_err() { break },
             }
         }
         first = false;
@@ -383,14 +397,23 @@ fn log_report(report: &Report, is_new: bool) {
     }
 }
 
-/// Watches a working directory; any change outside `.git/` asks for a sync.
-/// Bursts of events (an editor saving, `git checkout`) coalesce in the
-/// one-slot trigger channel.
+/// How long the watched directory must be quiet before a sync starts. One save is
+/// several events (truncate, write, close; an editor's backup, rename and chmod;
+/// `git checkout` of many files), and a sync that starts at the first of them reads
+/// a directory half old, half new: a mix that never existed on disk, which may
+/// validate and be applied. Waiting for quiet makes one save one sync.
+const WATCH_QUIET: Duration = Duration::from_millis(200);
+/// A directory that never goes quiet (a log written inside it) still syncs this often.
+const WATCH_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// Watches a working directory; any change outside `.git/` asks for a sync once the
+/// directory has been quiet for [`WATCH_QUIET`]. Must be called inside the runtime.
 pub fn watch_dir(
     dir: &std::path::Path,
     triggers: mpsc::Sender<Trigger>,
 ) -> Result<notify::RecommendedWatcher, String> {
     use notify::Watcher;
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         let Ok(ev) = ev else { return };
         let relevant = ev
@@ -398,12 +421,29 @@ pub fn watch_dir(
             .iter()
             .any(|p| !p.components().any(|c| c.as_os_str() == ".git"));
         if relevant && !ev.kind.is_access() {
-            let _ = triggers.try_send(Trigger::FileChange);
+            let _ = tx.send(());
         }
     })
     .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
     w.watch(dir, notify::RecursiveMode::Recursive)
         .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    tokio::spawn(async move {
+        // Ends when the watcher (the sender) is dropped.
+        while rx.recv().await.is_some() {
+            let deadline = Instant::now() + WATCH_MAX_DELAY;
+            loop {
+                let quiet_until = (Instant::now() + WATCH_QUIET).min(deadline);
+                match tokio::time::timeout_at(quiet_until.into(), rx.recv()).await {
+                    Ok(Some(())) if Instant::now() < deadline => {}
+                    Ok(None) => return,
+                    _ => break,
+                }
+            }
+            // A sync already queued will read the directory as it is now: one
+            // slot is enough.
+            let _ = triggers.try_send(Trigger::FileChange);
+        }
+    });
     Ok(w)
 }
 
