@@ -6,8 +6,8 @@ use std::path::Path;
 use schemars::{JsonSchema, generate::SchemaSettings};
 
 use crate::model::{
-    AlertingFile, PlatformAlertingFile, PlatformFile, RuleFile, SamplingFile, TenantFile,
-    VersionsFile,
+    AlertingFile, ClusterFile, PlatformAlertingFile, PlatformFile, RuleFile, SamplingFile,
+    TenantFile, VersionsFile,
 };
 
 /// The root schema of one type, as the docs ship it.
@@ -31,6 +31,10 @@ pub fn all() -> Vec<(&'static str, serde_json::Value)> {
     vec![
         ("mop.schema.json", one::<PlatformFile>("mop.yaml")),
         ("versions.schema.json", one::<VersionsFile>("versions.yaml")),
+        (
+            "cluster.schema.json",
+            one::<ClusterFile>("clusters/<name>.yaml"),
+        ),
         (
             "tenant.schema.json",
             one::<TenantFile>("tenants/<tenant>/tenant.yaml"),

@@ -5,6 +5,7 @@
 //! reads; code past validation never re-checks what validation guaranteed.
 
 pub mod alerting;
+pub mod cluster;
 pub mod common;
 pub mod platform;
 pub mod rules;
@@ -13,6 +14,7 @@ pub mod tenant;
 pub mod versions;
 
 pub use alerting::{AlertingFile, PlatformAlertingFile};
+pub use cluster::ClusterFile;
 pub use common::{Duration, Loc, SecretRef};
 pub use platform::PlatformFile;
 pub use rules::RuleFile;

@@ -10,7 +10,9 @@ use super::tenant::Limits;
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlatformFile {
-    /// Name of the cluster; recorded on every object MOP applies.
+    /// Name of the cluster. Required when the repository has no `clusters/`
+    /// directory; with one, each `clusters/<name>.yaml` names its cluster.
+    #[serde(default)]
     pub cluster: String,
     /// Namespace where MOP's own workloads (gateway, agent) and ConfigMaps live.
     #[serde(default = "default_namespace")]

@@ -30,6 +30,10 @@ pub struct TenantFile {
     /// Per-signal limits and retention; unset fields take `defaults` from `mop.yaml`.
     #[serde(default)]
     pub limits: Limits,
+    /// Labels a cluster's `tenants.labels` selector matches
+    /// (`clusters/<name>.yaml`), e.g. `tier: prod-only`.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// The tenant's Grafana organisation.

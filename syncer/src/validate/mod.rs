@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::diag::{self, Diagnostic, did_you_mean};
 use crate::model::alerting::{AlertingFile, PlatformAlertingFile};
+use crate::model::cluster::ClusterFile;
 use crate::model::common::Loc;
 use crate::model::platform::PlatformFile;
 use crate::model::rules::RuleFile;
@@ -23,6 +24,7 @@ use crate::source::Snapshot;
 pub use crate::uid::MAX_UID_LEN;
 
 mod alerting;
+mod clusters;
 mod dashboards;
 pub mod gotemplate;
 pub mod logql;
@@ -60,6 +62,7 @@ enum FileKind {
     Platform,
     Versions,
     PlatformAlerting,
+    Cluster { key: String },
     Tenant { tenant: String },
     Alerting { tenant: String },
     AlertTemplate { tenant: String, name: String },
@@ -87,6 +90,12 @@ fn classify(path: &str) -> FileKind {
     }
     let yaml = |f: &str| f.ends_with(".yaml") || f.ends_with(".yml");
     match parts.as_slice() {
+        ["clusters", f] if f.ends_with(".yaml") => FileKind::Cluster {
+            key: f.trim_end_matches(".yaml").into(),
+        },
+        ["clusters", ..] => FileKind::Unknown {
+            hint: "a cluster is one file, clusters/<name>.yaml (see docs/environments.md)".into(),
+        },
         ["tenants", t, "tenant.yaml"] => FileKind::Tenant {
             tenant: (*t).into(),
         },
@@ -153,6 +162,7 @@ enum Parsed {
     Sampling(String, Box<SamplingFile>),
     Alerting(String, Box<AlertingFile>),
     PlatformAlerting(Box<PlatformAlertingFile>),
+    Cluster(String, Box<ClusterFile>),
     AlertTemplate {
         tenant: String,
         name: String,
@@ -230,6 +240,8 @@ fn parse_one(path: &str, bytes: &[u8], diags: &mut Vec<Diagnostic>) -> Parsed {
         FileKind::Versions => {
             parse_yaml(path, text, diags).map_or(Parsed::Nothing, |v| Parsed::Versions(Box::new(v)))
         }
+        FileKind::Cluster { key } => parse_yaml(path, text, diags)
+            .map_or(Parsed::Nothing, |c| Parsed::Cluster(key, Box::new(c))),
         FileKind::Tenant { tenant } => match parse_yaml::<TenantFile>(path, text, diags) {
             Some(t) => Parsed::Tenant(tenant, Box::new(t)),
             None => Parsed::TenantMarker(tenant, true),
@@ -327,6 +339,7 @@ fn validate_with(snapshot: &Snapshot, mut cache: Option<&mut ParseCache>) -> Out
     let mut platform: Option<PlatformFile> = None;
     let mut versions: Option<VersionsFile> = None;
     let mut platform_alerting: Option<PlatformAlertingFile> = None;
+    let mut clusters: BTreeMap<String, ClusterFile> = BTreeMap::new();
     let mut tenants: BTreeMap<String, TenantParts> = BTreeMap::new();
 
     let empty = ParseCache::default();
@@ -381,6 +394,9 @@ fn validate_with(snapshot: &Snapshot, mut cache: Option<&mut ParseCache>) -> Out
             Parsed::Platform(p) => platform = Some(*p),
             Parsed::Versions(v) => versions = Some(*v),
             Parsed::PlatformAlerting(a) => platform_alerting = Some(*a),
+            Parsed::Cluster(key, c) => {
+                clusters.insert(key, *c);
+            }
             Parsed::AlertTemplate { tenant, name, text } => {
                 let t = tenants.entry(tenant).or_default();
                 t.has_files = true;
@@ -453,7 +469,20 @@ fn validate_with(snapshot: &Snapshot, mut cache: Option<&mut ParseCache>) -> Out
     }
     if let Some(p) = &platform {
         check_platform(p, &mut diags);
+        if p.cluster.is_empty() && clusters.is_empty() {
+            diags.push(
+                Diagnostic::error("mop.yaml", 1, 1, "missing field `cluster`")
+                    .with_hint("name the cluster (`cluster: prod-eu-1`), or describe several in clusters/<name>.yaml (docs/environments.md)"),
+            );
+        }
     }
+    clusters::check_clusters(
+        &clusters,
+        platform.as_ref(),
+        versions.as_ref(),
+        &tenants,
+        &mut diags,
+    );
     if let Some(v) = &versions {
         check_versions(v, &mut diags);
     }
@@ -523,6 +552,11 @@ fn validate_with(snapshot: &Snapshot, mut cache: Option<&mut ParseCache>) -> Out
                     })
                 })
                 .collect(),
+            clusters: clusters
+                .into_iter()
+                .map(|(key, spec)| crate::repo::Cluster { key, spec })
+                .collect(),
+            cluster: None,
         }),
         _ => None,
     };
@@ -607,6 +641,8 @@ fn scan_credentials(path: &str, text: &str, diags: &mut Vec<Diagnostic>) {
 
 #[cfg(test)]
 mod alerting_tests;
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod dashboard_tests;
 #[cfg(test)]

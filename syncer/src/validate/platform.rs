@@ -7,9 +7,24 @@ use crate::model::platform::PlatformFile;
 use crate::model::versions::{VersionsFile, floating_pin_problem};
 
 pub(super) fn check_platform(p: &PlatformFile, diags: &mut Vec<Diagnostic>) {
-    let file = "mop.yaml";
-    check_gateway_ring(p, diags);
-    let mut urls = vec![("grafana.url", &p.grafana.url)];
+    check_platform_sections(p, &|_| Some("mop.yaml".to_string()), diags);
+}
+
+/// Checks the sections of `p` for which `file_of(section)` names the file that
+/// wrote them (`mop.yaml`, or a cluster file replacing that section); sections
+/// it answers `None` for are checked elsewhere.
+pub(super) fn check_platform_sections(
+    p: &PlatformFile,
+    file_of: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    if let Some(file) = file_of("gateway") {
+        check_gateway_ring(&file, p, diags);
+    }
+    let mut urls = Vec::new();
+    if let Some(file) = file_of("grafana") {
+        urls.push((file, "grafana.url", &p.grafana.url));
+    }
     let b = &p.backends;
     for (name, backend) in [
         ("mimir", Some(&b.mimir)),
@@ -17,13 +32,16 @@ pub(super) fn check_platform(p: &PlatformFile, diags: &mut Vec<Diagnostic>) {
         ("tempo", Some(&b.tempo)),
         ("pyroscope", b.pyroscope.as_ref()),
     ] {
-        let Some(backend) = backend else { continue };
-        urls.push((name, &backend.url));
+        let (Some(backend), Some(file)) = (backend, file_of("backends")) else {
+            continue;
+        };
+        urls.push((file.clone(), name, &backend.url));
         if let Some(u) = &backend.push_url {
-            urls.push((name, u));
+            urls.push((file, name, u));
         }
     }
-    for (what, url) in urls {
+    for (file, what, url) in urls {
+        let file = file.as_str();
         if let Some(problem) = url_problem(&url.value) {
             diags.push(
                 err_at(file, url, format!("{what}: {problem}")).with_hint(
@@ -32,7 +50,9 @@ pub(super) fn check_platform(p: &PlatformFile, diags: &mut Vec<Diagnostic>) {
             );
         }
     }
-    if !(0.0..=100.0).contains(&p.sync.max_prune_percent) {
+    if let Some(file) = file_of("sync")
+        && !(0.0..=100.0).contains(&p.sync.max_prune_percent)
+    {
         diags.push(Diagnostic::error(
             file,
             0,
@@ -43,7 +63,9 @@ pub(super) fn check_platform(p: &PlatformFile, diags: &mut Vec<Diagnostic>) {
             ),
         ));
     }
-    if !(1..=4096).contains(&p.agent.capture_bytes) {
+    if let Some(file) = file_of("agent")
+        && !(1..=4096).contains(&p.agent.capture_bytes)
+    {
         diags.push(
             Diagnostic::error(
                 file,
@@ -57,7 +79,9 @@ pub(super) fn check_platform(p: &PlatformFile, diags: &mut Vec<Diagnostic>) {
             .with_hint("1024 sees the headers of nearly every HTTP request"),
         );
     }
-    if !is_dns_label(&p.namespace) {
+    if let Some(file) = file_of("namespace")
+        && !is_dns_label(&p.namespace)
+    {
         diags.push(
             Diagnostic::error(
                 file,
@@ -175,7 +199,7 @@ pub(super) fn check_versions(v: &VersionsFile, diags: &mut Vec<Diagnostic>) {
 /// `gateway.ring.service` names a Service: an RFC 1035 label (Kubernetes
 /// `ValidateServiceName`, pkg/apis/core/validation/validation.go), and not the
 /// gateway's own client-facing Service, which the syncer renders too.
-fn check_gateway_ring(p: &PlatformFile, diags: &mut Vec<Diagnostic>) {
+fn check_gateway_ring(file: &str, p: &PlatformFile, diags: &mut Vec<Diagnostic>) {
     let Some(svc) = &p.gateway.ring.service else {
         return;
     };
@@ -189,12 +213,12 @@ fn check_gateway_ring(p: &PlatformFile, diags: &mut Vec<Diagnostic>) {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
     if !label {
         diags.push(
-            err_at("mop.yaml", svc, format!("gateway.ring.service {name:?} is not a valid Service name"))
+            err_at(file, svc, format!("gateway.ring.service {name:?} is not a valid Service name"))
                 .with_hint("use 1-63 lower-case letters, digits or '-', starting with a letter and not ending with '-', e.g. mop-gateway-peers"),
         );
     } else if name == "mop-gateway" {
         diags.push(
-            err_at("mop.yaml", svc, "gateway.ring.service must differ from the gateway's client Service `mop-gateway`")
+            err_at(file, svc, "gateway.ring.service must differ from the gateway's client Service `mop-gateway`")
                 .with_hint("the ring needs its own headless Service; leave the field out to use mop-gateway-peers"),
         );
     }

@@ -147,7 +147,7 @@ fn unknown_field_says_did_you_mean() {
     );
     assert_has(
         &d,
-        "tenants/b/tenant.yaml:3:1: error: unknown field `grafna`, expected one of id, display_name, namespaces, grafana, ingest, limits\n  hint: did you mean `grafana`?",
+        "tenants/b/tenant.yaml:3:1: error: unknown field `grafna`, expected one of id, display_name, namespaces, grafana, ingest, limits, labels\n  hint: did you mean `grafana`?",
     );
 }
 
@@ -843,7 +843,7 @@ fn every_unknown_field_of_a_file_is_reported() {
     );
     assert_has(
         &d,
-        "tenants/b/tenant.yaml:8:1: error: unknown field `limts`, expected one of display_name, grafana, id, ingest, limits, namespaces\n  hint: did you mean `limits`?",
+        "tenants/b/tenant.yaml:8:1: error: unknown field `limts`, expected one of display_name, grafana, id, ingest, labels, limits, namespaces\n  hint: did you mean `limits`?",
     );
     assert_eq!(d.len(), 3, "{d:#?}");
 }
