@@ -46,6 +46,10 @@ enum Command {
         /// Output directory (replaced).
         #[arg(long, short)]
         out: PathBuf,
+        /// Render only this cluster (a repository with clusters/<name>.yaml).
+        /// Without it, every cluster is rendered into <out>/<cluster>/.
+        #[arg(long)]
+        cluster: Option<String>,
     },
     /// Show what a change between two git revisions would do. Exit 0 no changes,
     /// 2 changes, 1 invalid head or error.
@@ -61,6 +65,10 @@ enum Command {
         head: String,
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
+        /// Plan only this cluster (a repository with clusters/<name>.yaml);
+        /// default: every cluster, grouped.
+        #[arg(long)]
+        cluster: Option<String>,
     },
     /// Apply the repository once to every target: Grafana, the Mimir and Loki
     /// rulers, Kubernetes. Exit 0 when everything is applied, 1 when the repository
@@ -183,6 +191,10 @@ struct ServeArgs {
     allow_mass_prune: bool,
     #[command(flatten)]
     targets: TargetArgs,
+    /// The cluster this syncer applies, in a repository with clusters/<name>.yaml:
+    /// only its view of the repository is synced.
+    #[arg(long, env = "MOP_CLUSTER")]
+    cluster: Option<String>,
     /// Elect a leader with a coordination.k8s.io Lease, so several replicas can run.
     #[arg(long)]
     leader_election: bool,
@@ -247,23 +259,91 @@ fn load(path: &std::path::Path, rev: Option<&str>) -> anyhow::Result<Snapshot> {
     })
 }
 
-/// The desired state at a git revision, or its validation errors. Files whose
+/// The desired state of every cluster at a git revision (one, keyed `None`, in
+/// a repository without clusters/), or its validation errors. Files whose
 /// content was parsed for the other side of the plan are not read or parsed again.
 fn desired_at(
     path: &std::path::Path,
     rev: &str,
     cache: &mut validate::ParseCache,
+    cluster: Option<&str>,
 ) -> anyhow::Result<AtRevision> {
     let snap = Snapshot::from_git(path, rev)?;
     let outcome = validate::validate_cached(&snap, cache);
-    match outcome.repo {
-        Some(repo) => Ok((snap.revision, Ok(render::render(&repo)?))),
-        None => Ok((snap.revision, Err(outcome.diagnostics))),
+    let Some(repo) = outcome.repo else {
+        return Ok((snap.revision, Err(outcome.diagnostics)));
+    };
+    if !repo.is_multi_cluster() && cluster.is_none() {
+        return Ok((
+            snap.revision,
+            Ok(vec![(None, String::new(), render::render(&repo)?)]),
+        ));
     }
+    let mut views = Vec::new();
+    for (key, view) in repo.cluster_views() {
+        if cluster.is_some() && key.as_deref() != cluster {
+            continue;
+        }
+        let env = repo
+            .clusters
+            .iter()
+            .find(|c| Some(&c.key) == key.as_ref())
+            .map(|c| c.environment().to_string())
+            .unwrap_or_default();
+        views.push((key, env, render::render(&view)?));
+    }
+    Ok((snap.revision, Ok(views)))
 }
 
-/// A revision's commit id, and its desired state or its validation errors.
-type AtRevision = (Option<String>, Result<render::Desired, Vec<Diagnostic>>);
+/// A revision's commit id, and the desired state of each of its clusters (key,
+/// environment, desired) or its validation errors.
+type AtRevision = (
+    Option<String>,
+    Result<Vec<(Option<String>, String, render::Desired)>, Vec<Diagnostic>>,
+);
+
+/// `mop plan` of a repository with clusters: one plan per cluster of the head,
+/// each against the same cluster in the base (against the base's only view when
+/// the base was one cluster, so moving to clusters/ shows what changes where).
+fn plan_clusters(
+    head: Vec<(Option<String>, String, render::Desired)>,
+    base: &[(Option<String>, String, render::Desired)],
+    meta: &plan::Meta,
+    format: PlanFormat,
+) -> anyhow::Result<ExitCode> {
+    let base_single = matches!(base, [(None, _, _)]);
+    let plans: Vec<plan::ClusterPlan> = head
+        .into_iter()
+        .map(|(key, environment, desired)| {
+            let b = if base_single {
+                base.first()
+            } else {
+                base.iter().find(|(k, _, _)| *k == key)
+            };
+            plan::ClusterPlan {
+                cluster: key.unwrap_or_default(),
+                environment,
+                plan: plan::diff(b.map(|(_, _, d)| d), &desired),
+                new_cluster: b.is_none() && !meta.base_invalid,
+            }
+        })
+        .collect();
+    let text = match format {
+        PlanFormat::Text => plan::format_text_clusters(
+            &plans,
+            meta,
+            std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        ),
+        PlanFormat::Markdown => plan::format_markdown_clusters(&plans, meta),
+        PlanFormat::Json => plan::format_json_clusters(&plans, meta)?,
+    };
+    print!("{text}");
+    Ok(if plans.iter().all(|c| c.plan.is_empty()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
 
 fn print_diagnostics(diags: &[Diagnostic], format: Format) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
@@ -312,10 +392,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if let Some(s) = r {
                     println!("{}: valid ({s})", path.display());
                 }
+                if let Some(repo) = outcome.repo.as_ref().filter(|r| r.is_multi_cluster()) {
+                    for (key, view) in repo.cluster_views() {
+                        let c = repo.clusters.iter().find(|c| Some(&c.key) == key.as_ref());
+                        println!(
+                            "  cluster {} ({}): {} tenants, agent {}, gateway {}",
+                            key.unwrap_or_default(),
+                            c.map(|c| c.environment()).unwrap_or_default(),
+                            view.tenants.len(),
+                            view.versions.agent.version.value,
+                            view.versions.gateway.version.value
+                        );
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Render { path, rev, out } => {
+        Command::Render {
+            path,
+            rev,
+            out,
+            cluster,
+        } => {
             let snap = load(&path, rev.as_deref())?;
             let outcome = validate::validate(&snap);
             let Some(repo) = outcome.repo else {
@@ -323,6 +421,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             };
             print_diagnostics(&outcome.diagnostics, Format::Text)?;
+            let repo = match (cluster, repo.is_multi_cluster()) {
+                (Some(c), _) => mop_syncer::serve::run::scope_to_cluster(repo, Some(&c))
+                    .map_err(|e| anyhow::anyhow!(e.replace("mop serve", "mop render")))?,
+                (None, false) => repo,
+                (None, true) => {
+                    let mut views = Vec::new();
+                    for (key, view) in repo.cluster_views() {
+                        views.push((key.unwrap_or_default(), render::render(&view)?));
+                    }
+                    for (key, n) in render::write_cluster_dirs(&views, &out)? {
+                        println!("rendered {n} resources into {}", out.join(&key).display());
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+            };
             let desired = render::render(&repo)?;
             let n = render::write_dir(&desired, &out)?;
             println!("rendered {n} resources into {}", out.display());
@@ -333,10 +446,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             base,
             head,
             format,
+            cluster,
         } => {
             let mut cache = validate::ParseCache::default();
-            let (head_rev, head_desired) = desired_at(&path, &head, &mut cache)?;
-            let head_desired = match head_desired {
+            let (head_rev, head_desired) =
+                desired_at(&path, &head, &mut cache, cluster.as_deref())?;
+            let mut head_views = match head_desired {
                 Ok(d) => d,
                 Err(diags) => {
                     // On stdout, with the diagnostics: printed on stderr it could
@@ -348,15 +463,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             // An invalid base (e.g. the PR fixes a broken main) plans against nothing
             // rather than failing the review; the output says so.
-            let (base_rev, base_desired) = desired_at(&path, &base, &mut cache)?;
+            let (base_rev, base_desired) =
+                desired_at(&path, &base, &mut cache, cluster.as_deref())?;
             drop(cache);
-            let base_desired = base_desired.ok();
-            let p = plan::diff(base_desired.as_ref(), &head_desired);
+            let base_invalid = base_desired.is_err();
+            let base_views = base_desired.unwrap_or_default();
             let meta = plan::Meta {
                 base: base_rev.unwrap_or(base),
                 head: head_rev.unwrap_or(head),
-                base_invalid: base_desired.is_none(),
+                base_invalid,
             };
+            if cluster.is_some() && head_views.is_empty() {
+                anyhow::bail!(
+                    "--cluster {}: the head revision has no clusters/{}.yaml",
+                    cluster.as_deref().unwrap_or_default(),
+                    cluster.as_deref().unwrap_or_default()
+                );
+            }
+            if head_views.len() != 1 || head_views[0].0.is_some() {
+                return plan_clusters(head_views, &base_views, &meta, format);
+            }
+            let Some((_, _, head_desired)) = head_views.pop() else {
+                anyhow::bail!("the head revision renders no cluster");
+            };
+            let base_desired = base_views.into_iter().next().map(|(_, _, d)| d);
+            let p = plan::diff(base_desired.as_ref(), &head_desired);
             let text = match format {
                 PlanFormat::Text => plan::format_text(
                     &p,
@@ -859,7 +990,9 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             interval: a.interval,
             allow_mass_prune: a.allow_mass_prune,
             leader_election: a.leader_election,
+            cluster: a.cluster.clone(),
         };
+        state.set_cluster(a.cluster.clone());
         let sync_loop = tokio::spawn(run::run(cfg, state, trigger_rx, leader_rx, shutdown_rx));
         shutdown_signal().await;
         tracing::info!("shutting down: finishing the current sync");

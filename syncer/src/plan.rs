@@ -968,5 +968,145 @@ pub fn format_json(plan: &Plan, meta: &Meta) -> Result<String, serde_json::Error
     Ok(s)
 }
 
+/// One cluster's plan, in a repository of several (`clusters/<name>.yaml`).
+pub struct ClusterPlan {
+    /// The cluster key (file name).
+    pub cluster: String,
+    pub environment: String,
+    pub plan: Plan,
+    /// The base revision has no such cluster: everything is planned as created.
+    pub new_cluster: bool,
+}
+
+fn cluster_label(c: &ClusterPlan) -> String {
+    let mut l = format!("cluster {} ({})", c.cluster, c.environment);
+    if c.new_cluster {
+        l.push_str(", new");
+    }
+    l
+}
+
+/// Every cluster's plan for a terminal: one summary line per cluster, then
+/// each cluster with changes as [`format_text`] shows one.
+pub fn format_text_clusters(plans: &[ClusterPlan], meta: &Meta, color: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "mop plan {} → {}, {} cluster(s)",
+        short(&meta.base),
+        short(&meta.head),
+        plans.len()
+    );
+    for c in plans {
+        let _ = writeln!(out, "  {}: {}", cluster_label(c), cluster_summary(c));
+    }
+    for c in plans.iter().filter(|c| !c.plan.is_empty()) {
+        let _ = writeln!(
+            out,
+            "
+=== {} ===",
+            cluster_label(c)
+        );
+        out.push_str(&format_text(&c.plan, meta, color));
+    }
+    out
+}
+
+fn cluster_summary(c: &ClusterPlan) -> String {
+    if c.plan.is_empty() {
+        "no changes".into()
+    } else {
+        summary(c.plan.counts())
+    }
+}
+
+/// Every cluster's plan as one pull-request comment: a table with a line per
+/// cluster, then a section per cluster with changes, each as
+/// [`format_markdown_within`] writes one, sharing [`MARKDOWN_LIMIT`].
+pub fn format_markdown_clusters(plans: &[ClusterPlan], meta: &Meta) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### MOP plan: `{}` → `{}`, {} clusters\n",
+        short(&meta.base),
+        short(&meta.head),
+        plans.len()
+    );
+    if meta.base_invalid {
+        let _ = writeln!(
+            out,
+            "> [!WARNING]\n> The base revision does not validate; everything is shown as created.\n"
+        );
+    }
+    out.push_str(
+        "| cluster | environment | create | update | delete |\n|---|---|---:|---:|---:|\n",
+    );
+    for c in plans {
+        let n = c.plan.counts();
+        let _ = writeln!(
+            out,
+            "| {}{} | {} | {} | {} | {} |",
+            c.cluster,
+            if c.new_cluster { " (new)" } else { "" },
+            c.environment,
+            n.create,
+            n.update,
+            n.delete
+        );
+    }
+    let changed: Vec<&ClusterPlan> = plans.iter().filter(|c| !c.plan.is_empty()).collect();
+    if changed.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n**No changes.** The desired state of every cluster is up to date."
+        );
+        return out;
+    }
+    // Each cluster's section gets an equal share of what is left.
+    let share = MARKDOWN_LIMIT.saturating_sub(out.len()) / changed.len();
+    for c in changed {
+        let heading = format!("\n#### Cluster `{}` ({})\n\n", c.cluster, c.environment);
+        let body = format_markdown_within(&c.plan, meta, share.saturating_sub(heading.len()));
+        // The section's own title line repeats the revisions; the heading replaces it.
+        let body = body
+            .split_once("\n\n")
+            .map_or(body.as_str(), |(_, rest)| rest);
+        let body = body
+            .strip_prefix("> [!WARNING]\n> The base revision does not validate; everything is shown as created.\n\n")
+            .unwrap_or(body);
+        out.push_str(&heading);
+        out.push_str(body);
+    }
+    out
+}
+
+/// Every cluster's plan for machines: `clusters` holds one [`format_json`]
+/// document per cluster, with its name and environment.
+pub fn format_json_clusters(
+    plans: &[ClusterPlan],
+    meta: &Meta,
+) -> Result<String, serde_json::Error> {
+    let clusters: Vec<serde_json::Value> = plans
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "cluster": c.cluster,
+                "environment": c.environment,
+                "new_cluster": c.new_cluster,
+                "summary": c.plan.counts(),
+                "changes": c.plan.changes,
+            })
+        })
+        .collect();
+    let mut s = serde_json::to_string_pretty(&serde_json::json!({
+        "base": meta.base,
+        "head": meta.head,
+        "base_invalid": meta.base_invalid,
+        "clusters": clusters,
+    }))?;
+    s.push('\n');
+    Ok(s)
+}
+
 #[cfg(test)]
 mod tests;

@@ -71,6 +71,7 @@ pub fn is_config_path(rel: &str) -> bool {
         || rel == "versions.yaml"
         || rel == "alerting.yaml"
         || rel.starts_with("tenants/")
+        || rel.starts_with("clusters/")
 }
 
 impl Snapshot {
@@ -95,15 +96,21 @@ impl Snapshot {
         let mut links = BTreeMap::new();
         // `symlink_metadata` never follows a link: a linked config file or
         // directory is recorded as a link, never read through.
-        for name in ["mop.yaml", "versions.yaml", "alerting.yaml", "tenants"] {
+        for name in [
+            "mop.yaml",
+            "versions.yaml",
+            "alerting.yaml",
+            "clusters",
+            "tenants",
+        ] {
             let path = root.join(name);
             let Ok(meta) = std::fs::symlink_metadata(&path) else {
                 continue;
             };
             if meta.file_type().is_symlink() {
                 links.insert(name.to_string(), link_target(&path));
-            } else if name == "tenants" && meta.is_dir() {
-                walk(&path, "tenants", &mut files, &mut links)?;
+            } else if (name == "tenants" || name == "clusters") && meta.is_dir() {
+                walk(&path, name, &mut files, &mut links)?;
             } else if meta.is_file() {
                 files.insert(name.to_string(), None);
             }
@@ -156,7 +163,7 @@ impl Snapshot {
                 return git2::TreeWalkResult::Abort;
             };
             let rel = format!("{dir}{name}");
-            if !is_config_path(&rel) && rel != "tenants" {
+            if !is_config_path(&rel) && rel != "tenants" && rel != "clusters" {
                 return git2::TreeWalkResult::Ok;
             }
             // A symlink is a blob holding the target path (mode 120000).

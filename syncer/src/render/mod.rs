@@ -342,6 +342,42 @@ pub(crate) fn to_yaml(value: &impl Serialize, what: &str) -> Result<String> {
 
 /// Writes every resource as a file under `out` plus an `index.json`, replacing an
 /// earlier render there. Returns the number of resources written.
+/// Writes several clusters' desired states, each into `out/<cluster>/` as
+/// [`write_dir`] does, and `out/clusters.json` naming them. Like `write_dir`, it
+/// replaces `out` only when it is empty or an earlier render (of one cluster or
+/// several). Returns each cluster's resource count.
+pub fn write_cluster_dirs(
+    clusters: &[(String, Desired)],
+    out: &Path,
+) -> Result<Vec<(String, usize)>> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RenderError::Io { path, source }
+    };
+    if out.exists() {
+        let empty = std::fs::read_dir(out).map_err(io(out))?.next().is_none();
+        if !empty && !out.join("index.json").is_file() && !out.join("clusters.json").is_file() {
+            return Err(RenderError::NotARenderDir(out.to_path_buf()));
+        }
+        std::fs::remove_dir_all(out).map_err(io(out))?;
+    }
+    let mut counts = Vec::with_capacity(clusters.len());
+    for (key, desired) in clusters {
+        counts.push((key.clone(), write_dir(desired, &out.join(key))?));
+    }
+    let names: Vec<&str> = clusters.iter().map(|(k, _)| k.as_str()).collect();
+    let index = serde_json::json!({ "clusters": names });
+    let mut text =
+        serde_json::to_string_pretty(&index).map_err(|source| RenderError::Serialise {
+            what: "clusters.json".into(),
+            source,
+        })?;
+    text.push('\n');
+    let p = out.join("clusters.json");
+    std::fs::write(&p, text).map_err(io(&p))?;
+    Ok(counts)
+}
+
 pub fn write_dir(desired: &Desired, out: &Path) -> Result<usize> {
     let io = |path: &Path| {
         let path = path.to_path_buf();

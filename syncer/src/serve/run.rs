@@ -77,6 +77,67 @@ pub struct LoopConfig {
     pub allow_mass_prune: bool,
     /// Leader election is on (a replica that does not lead is a standby).
     pub leader_election: bool,
+    /// The cluster to sync (`--cluster`): in a repository of several clusters,
+    /// only its view of the repository is applied.
+    pub cluster: Option<String>,
+}
+
+/// The part of a validated repository this syncer applies: the whole repository
+/// when it is one cluster, else the view of `cluster`.
+pub fn scope_to_cluster(
+    repo: crate::repo::Repo,
+    cluster: Option<&str>,
+) -> Result<crate::repo::Repo, String> {
+    let keys = || {
+        repo.clusters
+            .iter()
+            .map(|c| c.key.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match cluster {
+        None if repo.is_multi_cluster() => Err(format!(
+            "the repository describes several clusters ({}): start mop serve with --cluster <name> (or MOP_CLUSTER)",
+            keys()
+        )),
+        None => Ok(repo),
+        Some(key) if !repo.is_multi_cluster() => {
+            if key == repo.platform.cluster {
+                Ok(repo)
+            } else {
+                Err(format!(
+                    "--cluster {key}: the repository is one cluster, {:?} (mop.yaml), and has no clusters/ directory",
+                    repo.platform.cluster
+                ))
+            }
+        }
+        Some(key) => repo.for_cluster(key).ok_or_else(|| {
+            format!(
+                "--cluster {key}: there is no clusters/{key}.yaml (clusters: {})",
+                keys()
+            )
+        }),
+    }
+}
+
+/// What a cluster gets from a revision: its rendered objects and the settings
+/// its appliers connect with. Equal fingerprints mean a commit changed only
+/// other clusters.
+fn cluster_fingerprint(repo: &crate::repo::Repo, desired: &Desired) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(fingerprint(desired).as_bytes());
+    h.update(
+        serde_json::to_string(&repo.platform)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    h.update(
+        serde_json::to_string(&repo.versions)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    hex::encode(h.finalize())
 }
 
 /// The last revision that validated: what stays applied while newer ones are invalid.
@@ -194,7 +255,19 @@ async fn sync_once(cfg: &LoopConfig, state: &State, good: &mut Option<Good>) {
             return;
         }
     };
-    let new = match outcome.repo {
+    let scoped = outcome
+        .repo
+        .map(|r| scope_to_cluster(r, cfg.cluster.as_deref()));
+    let repo = match scoped {
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "cannot pick this syncer's cluster");
+            state.source_error(&e, t0.elapsed());
+            return;
+        }
+        Some(Ok(r)) => Some(r),
+        None => None,
+    };
+    let new = match repo {
         Some(repo) => match render::render(&repo) {
             Ok(desired) => {
                 let revision = source_rev.clone().unwrap_or_else(|| fingerprint(&desired));
@@ -226,6 +299,28 @@ async fn sync_once(cfg: &LoopConfig, state: &State, good: &mut Option<Good>) {
         .as_ref()
         .map(|g| Scope::of(&g.repo).tenants.into_values().collect())
         .unwrap_or_default();
+    let mut new = new;
+    if cfg.cluster.is_some() {
+        // A commit that changes only other clusters is no change here: the
+        // applied revision stays, and the reconcile below is a drift check (under
+        // `report`, zero writes).
+        let unchanged = match (&mut new, good.as_ref()) {
+            (Some(n), Some(g))
+                if applied.as_deref() == Some(g.revision.as_str())
+                    && n.revision != g.revision
+                    && cluster_fingerprint(&n.repo, &n.desired)
+                        == cluster_fingerprint(&g.repo, &g.desired) =>
+            {
+                let seen = std::mem::replace(&mut n.revision, g.revision.clone());
+                tracing::info!(revision = %seen, applied = %g.revision, "the commit changes nothing on this cluster");
+                Some(seen)
+            }
+            _ => None,
+        };
+        if new.is_some() {
+            state.set_unchanged_for_cluster(unchanged);
+        }
+    }
     let (target, invalid_head) = match new {
         Some(n) => {
             *good = Some(n);

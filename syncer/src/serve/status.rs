@@ -144,6 +144,15 @@ pub struct Status {
     pub applied_revision: Option<String>,
     /// Last commit seen at the source.
     pub source_revision: Option<String>,
+    /// The cluster this syncer serves (`--cluster`) in a repository of several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// Set when the source's commit changes nothing this cluster renders or
+    /// connects to (only other clusters' files): it was not applied and nothing
+    /// was written; `applied_revision` stays the commit that last changed this
+    /// cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unchanged_for_cluster: Option<String>,
     pub leader: bool,
     /// Leader election is on and another replica leads: this one only serves.
     pub standby: bool,
@@ -193,6 +202,16 @@ impl State {
         s.standby = elected && !leader;
         drop(s);
         self.metrics.leader.set(i64::from(leader));
+    }
+
+    pub fn set_cluster(&self, cluster: Option<String>) {
+        self.lock().cluster = cluster;
+    }
+
+    /// Records that `revision` changes nothing on this cluster (or, `None`, that
+    /// the source's commit is this cluster's own again).
+    pub fn set_unchanged_for_cluster(&self, revision: Option<String>) {
+        self.lock().unchanged_for_cluster = revision;
     }
 
     /// Takes `revision` as applied (recorded in the cluster by an earlier run).
