@@ -1001,13 +1001,13 @@ pub fn format_text_clusters(plans: &[ClusterPlan], meta: &Meta, color: bool) -> 
         let _ = writeln!(out, "  {}: {}", cluster_label(c), cluster_summary(c));
     }
     for c in plans.iter().filter(|c| !c.plan.is_empty()) {
-        let _ = writeln!(
-            out,
-            "
-=== {} ===",
-            cluster_label(c)
+        let _ = writeln!(out, "\n=== {} ===", cluster_label(c));
+        // Without its first line, which repeats the revisions.
+        let text = format_text(&c.plan, meta, color);
+        out.push_str(
+            text.split_once('\n')
+                .map_or(text.as_str(), |(_, rest)| rest),
         );
-        out.push_str(&format_text(&c.plan, meta, color));
     }
     out
 }

@@ -297,8 +297,8 @@ fn check_promotion(
                             ),
                         )
                         .with_hint(format!(
-                            "promote in order: pin {} on {e} first ({}), or keep {key} at {}",
-                            mine.at.value, theirs.file, theirs.at.value
+                            "promote in order: pin {} on {e} first (clusters/{e}.yaml), or keep {key} at {}",
+                            mine.at.value, theirs.at.value
                         )),
                     );
                 }
