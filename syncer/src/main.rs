@@ -120,6 +120,10 @@ struct TargetArgs {
     /// Reconcile only these targets (repeatable); default all.
     #[arg(long = "only", value_enum)]
     only: Vec<TargetArg>,
+    /// The cluster to reconcile, in a repository with clusters/<name>.yaml: only
+    /// its view of the repository (its endpoints, pins and tenants) is used.
+    #[arg(long, env = "MOP_CLUSTER")]
+    cluster: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -191,10 +195,6 @@ struct ServeArgs {
     allow_mass_prune: bool,
     #[command(flatten)]
     targets: TargetArgs,
-    /// The cluster this syncer applies, in a repository with clusters/<name>.yaml:
-    /// only its view of the repository is synced.
-    #[arg(long, env = "MOP_CLUSTER")]
-    cluster: Option<String>,
     /// Elect a leader with a coordination.k8s.io Lease, so several replicas can run.
     #[arg(long)]
     leader_election: bool,
@@ -610,6 +610,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn valid_desired(
     path: &std::path::Path,
     rev: Option<&str>,
+    cluster: Option<&str>,
 ) -> anyhow::Result<Option<(mop_syncer::repo::Repo, render::Desired)>> {
     let snap = load(path, rev)?;
     let outcome = validate::validate(&snap);
@@ -618,6 +619,8 @@ fn valid_desired(
         eprintln!("the repository is invalid; nothing was applied");
         return Ok(None);
     };
+    let repo = mop_syncer::serve::run::scope_to_cluster(repo, cluster)
+        .map_err(|e| anyhow::anyhow!(e.replace("start mop serve with", "give")))?;
     let desired = render::render(&repo)?;
     Ok(Some((repo, desired)))
 }
@@ -631,7 +634,7 @@ fn reconcile_path(
     targets: &TargetArgs,
     opts: impl FnOnce(engine::Options) -> engine::Options,
 ) -> anyhow::Result<Option<engine::Report>> {
-    let Some((repo, desired)) = valid_desired(path, rev)? else {
+    let Some((repo, desired)) = valid_desired(path, rev, targets.cluster.as_deref())? else {
         return Ok(None);
     };
     let opts = opts(engine::Options::from_policy(&repo.platform.sync));
@@ -990,9 +993,9 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             interval: a.interval,
             allow_mass_prune: a.allow_mass_prune,
             leader_election: a.leader_election,
-            cluster: a.cluster.clone(),
+            cluster: a.targets.cluster.clone(),
         };
-        state.set_cluster(a.cluster.clone());
+        state.set_cluster(a.targets.cluster.clone());
         let sync_loop = tokio::spawn(run::run(cfg, state, trigger_rx, leader_rx, shutdown_rx));
         shutdown_signal().await;
         tracing::info!("shutting down: finishing the current sync");

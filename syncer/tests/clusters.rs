@@ -7,59 +7,18 @@ mod common;
 
 use common::*;
 
-fn endpoints(host: &str) -> String {
-    format!(
-        "grafana:
-  url: http://grafana.{host}:3000
-  admin_user: mop-admin
-  admin_password:
-    secret: {{ name: mop-grafana-admin, key: password }}
-backends:
-  mimir:
-    url: http://mimir.{host}:80
-    push_url: http://mimir.{host}:80/api/v1/push
-    overrides: {{ namespace: monitoring, name: mimir-runtime-overrides }}
-  loki:
-    url: http://loki.{host}:80
-    push_url: http://loki.{host}:80/loki/api/v1/push
-    overrides: {{ namespace: monitoring, name: loki-runtime-overrides }}
-  tempo:
-    url: http://tempo.{host}:3200
-    push_url: http://tempo-distributor.{host}:4318/v1/traces
-    overrides: {{ namespace: monitoring, name: tempo-runtime-overrides }}
-  pyroscope:
-    url: http://pyroscope.{host}:4040
-    overrides: {{ namespace: monitoring, name: pyroscope-runtime-overrides }}
-"
-    )
-}
-
-/// The template with dev, staging and prod clusters: their own endpoints, the
-/// catalog tenant only on prod, agent 0.2.0 on dev only so far.
+/// repo-template with its example clusters in place (`examples/clusters/` moved
+/// to `clusters/`, as docs/environments.md says): dev, staging and prod with
+/// their own endpoints, the catalog tenant only on prod, agent 0.2.0 on dev only
+/// so far.
 fn multi_repo() -> GitRepo {
     let repo = GitRepo::new();
     repo.copy_template();
-    repo.write(
-        "clusters/dev.yaml",
-        &format!(
-            "environment: dev\ntenants:\n  names: [checkout, platform]\nversions:\n  agent: 0.2.0\n{}",
-            endpoints("dev.example.internal")
-        ),
-    );
-    repo.write(
-        "clusters/staging.yaml",
-        &format!(
-            "environment: staging\npromote_after: dev\ntenants:\n  names: [checkout, platform]\n{}",
-            endpoints("staging.example.internal")
-        ),
-    );
-    repo.write(
-        "clusters/prod.yaml",
-        &format!(
-            "cluster: prod-eu-1\nenvironment: prod\npromote_after: staging\n{}",
-            endpoints("prod.example.internal")
-        ),
-    );
+    let examples = template().join("examples/clusters");
+    for name in ["dev", "staging", "prod"] {
+        let text = std::fs::read_to_string(examples.join(format!("{name}.yaml"))).unwrap();
+        repo.write(&format!("clusters/{name}.yaml"), &text);
+    }
     repo
 }
 
@@ -94,7 +53,7 @@ fn prod_before_staging_is_refused_with_both_locations() {
     let (code, out, _) = run(mop().arg("validate").arg(repo.path()));
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("clusters/prod.yaml:5:10: error: cluster prod runs agent 0.2.0, newer than 0.1.0 on cluster staging (pinned at versions.yaml:4:12), and prod is promoted after \"staging\"\n  hint: promote in order: pin 0.2.0 on staging first (clusters/staging.yaml), or keep prod at 0.1.0"),
+        out.contains("clusters/prod.yaml:9:10: error: cluster prod runs agent 0.2.0, newer than 0.1.0 on cluster staging (pinned at versions.yaml:4:12), and prod is promoted after \"staging\"\n  hint: promote in order: pin 0.2.0 on staging first (clusters/staging.yaml), or keep prod at 0.1.0"),
         "{out}"
     );
     // Promoting to staging first makes the same pin valid.
@@ -129,8 +88,8 @@ fn render_one_cluster_or_every_cluster() {
         .filter(|(f, _)| f.contains("datasource"))
         .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
         .collect();
-    assert!(datasources.contains("mimir.prod.example.internal"));
-    assert!(!datasources.contains("mimir.dev.example.internal"));
+    assert!(datasources.contains("mimir-nginx.monitoring.svc.cluster.local"));
+    assert!(!datasources.contains("mimir-nginx.monitoring-dev.svc.dev.example.internal"));
 
     let all = out.path().join("all");
     let (code, stdout, err) = run(mop().arg("render").arg(repo.path()).arg("--out").arg(&all));
