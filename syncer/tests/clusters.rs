@@ -178,3 +178,40 @@ fn plan_per_cluster_matches_golden_files() {
     assert_eq!(code, 0, "dev does not change: {out}{err}");
     assert!(out.contains("cluster dev (dev): no changes"), "{out}");
 }
+
+#[test]
+fn sync_without_a_cluster_refuses_a_repository_of_several() {
+    let repo = multi_repo();
+    let (code, out, err) = run(mop()
+        .arg("sync")
+        .arg(repo.path())
+        .env_remove("MOP_CLUSTER")
+        .env("KUBECONFIG", "/nonexistent"));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("the repository describes several clusters (dev, prod, staging): give --cluster <name> (or MOP_CLUSTER)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_syncer_takes_its_cluster_or_refuses() {
+    use mop_syncer::serve::run::scope_to_cluster;
+    let repo = multi_repo();
+    let snap = mop_syncer::source::Snapshot::from_dir(repo.path()).unwrap();
+    let valid = mop_syncer::validate::validate(&snap).repo.unwrap();
+    let e = scope_to_cluster(valid.clone(), None).unwrap_err();
+    assert!(e.contains("several clusters (dev, prod, staging)"), "{e}");
+    let prod = scope_to_cluster(valid.clone(), Some("prod")).unwrap();
+    assert_eq!(prod.cluster.as_deref(), Some("prod"));
+    assert_eq!(prod.platform.cluster, "prod-eu-1");
+    assert_eq!(prod.tenants.len(), 3);
+    assert!(scope_to_cluster(valid, Some("qa")).is_err());
+
+    // One cluster: its own name is accepted, another is not.
+    let snap = mop_syncer::source::Snapshot::from_dir(&template()).unwrap();
+    let single = mop_syncer::validate::validate(&snap).repo.unwrap();
+    assert!(scope_to_cluster(single.clone(), None).is_ok());
+    assert!(scope_to_cluster(single.clone(), Some("prod-eu-1")).is_ok());
+    assert!(scope_to_cluster(single, Some("dev")).is_err());
+}

@@ -241,3 +241,32 @@ fn alertmanager_changes_name_the_receiver_and_the_route() {
         ]
     );
 }
+
+#[test]
+fn several_clusters_share_one_comment() {
+    // Three clusters, each with a plan that alone would fill a comment.
+    let plans: Vec<ClusterPlan> = ["dev", "prod", "staging"]
+        .into_iter()
+        .map(|c| ClusterPlan {
+            cluster: c.to_string(),
+            environment: c.to_string(),
+            plan: big_plan(400, 6, 60, 40),
+            new_cluster: false,
+        })
+        .collect();
+    assert!(format_markdown(&plans[0].plan, &meta()).len() > MARKDOWN_LIMIT - 4000);
+    let md = format_markdown_clusters(&plans, &meta());
+    assert!(md.len() <= MARKDOWN_LIMIT, "{}", md.len());
+    for c in ["dev", "prod", "staging"] {
+        assert!(md.contains(&format!("| {c} | {c} | ")), "the row of {c}");
+        assert!(
+            md.contains(&format!("#### Cluster `{c}` ({c})")),
+            "the section of {c}"
+        );
+    }
+    assert_eq!(
+        md.matches("so it leaves out").count(),
+        3,
+        "each section says what it cut"
+    );
+}
