@@ -199,3 +199,31 @@ fn bad_cluster_files_say_where() {
         "{d:#?}"
     );
 }
+
+#[test]
+fn a_cluster_without_pyroscope_warns_about_its_profile_dashboards() {
+    let mut m = multi();
+    m.insert(
+        "mop.yaml".into(),
+        format!("{}  pyroscope:\n    url: http://pyroscope\n    overrides: {{ namespace: monitoring, name: pyroscope-overrides }}\n", super::tests::MOP),
+    );
+    m.insert(
+        "tenants/a/dashboards/main/one.json".into(),
+        r#"{
+  "__inputs": [{ "name": "DS_PYRO", "type": "datasource", "pluginId": "grafana-pyroscope-datasource" }],
+  "uid": "a-one",
+  "title": "T",
+  "panels": [{ "id": 1, "title": "Flame", "datasource": "${DS_PYRO}" }]
+}"#
+        .into(),
+    );
+    // staging (serves a) replaces backends without Pyroscope; prod does not serve a.
+    m.insert(
+        "clusters/staging.yaml".into(),
+        format!("{STAGING}backends:\n  mimir:\n    url: http://mimir\n    overrides: {{ namespace: monitoring, name: mimir-overrides }}\n  loki:\n    url: http://loki\n    overrides: {{ namespace: monitoring, name: loki-overrides }}\n  tempo:\n    url: http://tempo\n    overrides: {{ namespace: monitoring, name: tempo-overrides }}\n"),
+    );
+    let out = run(m);
+    assert!(out.repo.is_some(), "warnings only: {:#?}", out.diagnostics);
+    let d: Vec<String> = out.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(d, vec!["tenants/a/dashboards/main/one.json:5:43: warning: this dashboard uses the tenant's Pyroscope datasource, but cluster staging (clusters/staging.yaml) configures no Pyroscope backend\n  hint: add backends.pyroscope to clusters/staging.yaml, or serve this tenant elsewhere".to_string()]);
+}

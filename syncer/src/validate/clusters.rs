@@ -90,6 +90,26 @@ pub(super) fn check_clusters(
         };
         check_platform_sections(&merged, &file_of, diags);
         check_default_tenant_served(&c, &merged, spec.gateway.is_some(), tenants, diags);
+        if merged.backends.pyroscope.is_none() && shared.backends.pyroscope.is_some() {
+            for (k, t) in tenants {
+                let labels = t
+                    .spec
+                    .as_ref()
+                    .map(|s| s.labels.clone())
+                    .unwrap_or_default();
+                if !c.serves(k, &labels) {
+                    continue;
+                }
+                for d in &t.dashboards {
+                    if let Some((l, col)) = d.pyroscope_at {
+                        diags.push(
+                            Diagnostic::warning(&d.path, l, col, format!("this dashboard uses the tenant's Pyroscope datasource, but cluster {} ({path}) configures no Pyroscope backend", c.key))
+                                .with_hint(format!("add backends.pyroscope to {path}, or serve this tenant elsewhere")),
+                        );
+                    }
+                }
+            }
+        }
     }
     if let Some(v) = versions {
         check_promotion(clusters, v, diags);
