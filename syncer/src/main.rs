@@ -263,12 +263,10 @@ fn load(path: &std::path::Path, rev: Option<&str>) -> anyhow::Result<Snapshot> {
 /// a repository without clusters/), or its validation errors. Files whose
 /// content was parsed for the other side of the plan are not read or parsed again.
 fn desired_at(
-    path: &std::path::Path,
-    rev: &str,
+    snap: Snapshot,
     cache: &mut validate::ParseCache,
     cluster: Option<&str>,
 ) -> anyhow::Result<AtRevision> {
-    let snap = Snapshot::from_git(path, rev)?;
     let outcome = validate::validate_cached(&snap, cache);
     let Some(repo) = outcome.repo else {
         return Ok((snap.revision, Err(outcome.diagnostics)));
@@ -382,7 +380,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate { path, rev, format } => {
             let snap = load(&path, rev.as_deref())?;
-            let outcome = validate::validate(&snap);
+            let outcome = validate::check(&snap);
             print_diagnostics(&outcome.diagnostics, format)?;
             if outcome.repo.is_none() {
                 return Ok(ExitCode::from(1));
@@ -448,9 +446,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             cluster,
         } => {
-            let mut cache = validate::ParseCache::default();
-            let (head_rev, head_desired) =
-                desired_at(&path, &head, &mut cache, cluster.as_deref())?;
+            let head_snap = Snapshot::from_git(&path, &head)?;
+            let base_snap = Snapshot::from_git(&path, &base);
+            let mut cache = match &base_snap {
+                Ok(b) => validate::ParseCache::for_plan(b, &head_snap),
+                Err(_) => validate::ParseCache::default(),
+            };
+            let (head_rev, head_desired) = desired_at(head_snap, &mut cache, cluster.as_deref())?;
             let mut head_views = match head_desired {
                 Ok(d) => d,
                 Err(diags) => {
@@ -463,8 +465,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             // An invalid base (e.g. the PR fixes a broken main) plans against nothing
             // rather than failing the review; the output says so.
-            let (base_rev, base_desired) =
-                desired_at(&path, &base, &mut cache, cluster.as_deref())?;
+            let (base_rev, base_desired) = desired_at(base_snap?, &mut cache, cluster.as_deref())?;
             drop(cache);
             let base_invalid = base_desired.is_err();
             let base_views = base_desired.unwrap_or_default();

@@ -322,6 +322,7 @@ pub(super) fn parse_dashboard(
     tenant: &str,
     folder: &str,
     text: &str,
+    body: super::Body,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Dashboard> {
     // Only the top level is parsed into a map; nested values stay raw text (still
@@ -336,8 +337,7 @@ pub(super) fn parse_dashboard(
         ));
         return None;
     }
-    let derived;
-    let mut obj: BTreeMap<String, &RawValue> = match serde_json::from_str(text) {
+    let obj: BTreeMap<String, &RawValue> = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             let msg = e.to_string();
@@ -502,6 +502,38 @@ pub(super) fn parse_dashboard(
     if !ok {
         return None;
     }
+    let body = match body {
+        super::Body::Build => build_body(&obj, &uid, uid_at.is_none(), tenant, folder, &inputs),
+        super::Body::Stand(s) => s,
+    };
+    Some(Dashboard {
+        path: path.to_string(),
+        folder: folder.to_string(),
+        uid,
+        uid_at,
+        title,
+        title_at,
+        pyroscope_at,
+        body,
+    })
+}
+
+/// What `POST /api/dashboards/db` takes, from the file's top-level fields: compact
+/// JSON with sorted keys, as Grafana's import would store it.
+fn build_body(
+    file: &BTreeMap<String, &RawValue>,
+    uid: &str,
+    derived_uid: bool,
+    tenant: &str,
+    folder: &str,
+    inputs: &HashMap<String, InputValue>,
+) -> std::sync::Arc<str> {
+    let derived = if derived_uid {
+        serde_json::value::to_raw_value(uid).ok()
+    } else {
+        None
+    };
+    let mut obj: BTreeMap<&str, &RawValue> = file.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     // Instance-specific fields: Grafana assigns them, and they differ per org.
     obj.remove("id");
     obj.remove("version");
@@ -510,11 +542,8 @@ pub(super) fn parse_dashboard(
     obj.remove("__inputs");
     obj.remove("__requires");
     obj.remove("__elements");
-    if uid_at.is_none() {
-        derived = serde_json::value::to_raw_value(&uid).ok();
-        if let Some(d) = &derived {
-            obj.insert("uid".into(), d);
-        }
+    if let Some(d) = &derived {
+        obj.insert("uid", d);
     }
     let folder_uid = uid::folder_uid(tenant, folder);
     let substitutions: HashMap<&str, &str> = inputs
@@ -525,13 +554,13 @@ pub(super) fn parse_dashboard(
         })
         .collect();
     // The body Grafana takes, built once per file content and shared from here on.
-    let mut body = String::with_capacity(text.len());
+    let mut body = String::with_capacity(obj.values().map(|v| v.get().len()).sum::<usize>() + 64);
     body.push_str(r#"{"dashboard":{"#);
     for (i, (k, v)) in obj.iter().enumerate() {
         if i > 0 {
             body.push(',');
         }
-        body.push_str(&serde_json::Value::from(k.as_str()).to_string());
+        body.push_str(&serde_json::Value::from(*k).to_string());
         body.push(':');
         if substitutions.is_empty() {
             minify_json_into(v.get(), &mut body);
@@ -542,16 +571,7 @@ pub(super) fn parse_dashboard(
     body.push_str(r#"},"folderUid":"#);
     body.push_str(&serde_json::Value::from(folder_uid).to_string());
     body.push('}');
-    Some(Dashboard {
-        path: path.to_string(),
-        folder: folder.to_string(),
-        uid,
-        uid_at,
-        title,
-        title_at,
-        pyroscope_at,
-        body: body.into(),
-    })
+    body.into()
 }
 
 /// Appends JSON text without the whitespace between tokens. The text is valid JSON

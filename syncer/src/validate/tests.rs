@@ -856,3 +856,73 @@ fn empty_sampling_policies_are_ambiguous() {
         "tenants/a/sampling.yaml: error: `policies` is empty, so it is unclear whether to keep all traces or none\n  hint: to keep every trace, delete sampling.yaml or add `- {name: all, type: always}`; to keep few, add a probabilistic policy",
     );
 }
+
+/// The credential scan finds exactly the tokens a byte-by-byte reading finds: at
+/// each offset, a known prefix that starts a token (not inside a word) and whose
+/// token passes `looks_like_credential`; the scan continues after the prefix.
+#[test]
+fn credential_scan_matches_a_byte_by_byte_reading() {
+    use proptest::prelude::*;
+    fn naive(text: &str) -> Vec<(u32, u32)> {
+        let b = text.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            let Some((p, _)) = diag::CREDENTIAL_PREFIXES
+                .iter()
+                .find(|(p, _)| b[i..].starts_with(p.as_bytes()))
+            else {
+                i += 1;
+                continue;
+            };
+            if i == 0 || !b[i - 1].is_ascii_alphanumeric() {
+                let end = text[i..]
+                    .find(|c: char| c.is_whitespace() || "\"',:=[]{}".contains(c))
+                    .map_or(text.len(), |e| i + e);
+                if diag::looks_like_credential(&text[i..end]).is_some() {
+                    out.push(diag::line_col(text, i));
+                }
+            }
+            i += p.len();
+        }
+        out
+    }
+    let pieces = prop::sample::select(vec![
+        "ghp_",
+        "gho_",
+        "ghs_",
+        "github_pat_",
+        "glpat-",
+        "glsa_",
+        "glc_",
+        "xoxb-",
+        "xoxp-",
+        "sk_live_",
+        "AKIA",
+        "AKIAAKIA",
+        "A",
+        "g",
+        "gh",
+        "x",
+        "s",
+        "0123456789ABCDEF",
+        "abcdefghijklmnop",
+        "\"",
+        " ",
+        "\n",
+        ":",
+        "é",
+        "_",
+        "-",
+        "xo",
+        "AK",
+        "KIA",
+    ]);
+    proptest!(ProptestConfig::with_cases(2000), |(parts in prop::collection::vec(pieces, 0..40))| {
+        let text: String = parts.concat();
+        let mut diags = Vec::new();
+        scan_credentials("f.json", &text, &mut diags);
+        let found: Vec<(u32, u32)> = diags.iter().map(|d| (d.line, d.column)).collect();
+        prop_assert_eq!(found, naive(&text), "text {:?}", text);
+    });
+}
