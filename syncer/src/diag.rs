@@ -387,6 +387,30 @@ pub fn line_col(text: &str, offset: usize) -> (u32, u32) {
     )
 }
 
+/// [`line_col`] of several offsets, in one pass over the text up to the last.
+pub fn line_cols<const N: usize>(text: &str, offsets: [usize; N]) -> [(u32, u32); N] {
+    let b = text.as_bytes();
+    let mut order: [usize; N] = std::array::from_fn(|i| i);
+    order.sort_by_key(|&i| offsets[i]);
+    let mut out = [(1, 1); N];
+    let (mut pos, mut line, mut line_start) = (0usize, 1usize, 0usize);
+    for i in order {
+        let o = offsets[i].min(b.len());
+        let seg = &b[pos..o];
+        line += seg.iter().filter(|&&c| c == b'\n').count();
+        if let Some(p) = seg.iter().rposition(|&c| c == b'\n') {
+            line_start = pos + p + 1;
+        }
+        pos = o;
+        let column = String::from_utf8_lossy(&b[line_start..o]).chars().count() + 1;
+        out[i] = (
+            u32::try_from(line).unwrap_or(u32::MAX),
+            u32::try_from(column).unwrap_or(u32::MAX),
+        );
+    }
+    out
+}
+
 /// Byte offset of a top-level key of a JSON object, without building a tree: used to
 /// point at `uid` in a dashboard only when something is wrong with it.
 pub fn json_top_level_key(text: &str, key: &str) -> Option<usize> {
@@ -502,5 +526,24 @@ mod tests {
         assert!(looks_like_credential("-----BEGIN OPENSSH PRIVATE KEY-----\nabc").is_some());
         assert!(looks_like_credential("ghp_short").is_none());
         assert!(looks_like_credential("the token bucket refills").is_none());
+    }
+
+    #[test]
+    fn line_cols_in_one_pass_are_line_col_of_each() {
+        use proptest::prelude::*;
+        let text = prop::collection::vec(
+            prop::sample::select(vec!["a", "\n", "é", " ", "\r\n"]),
+            0..60,
+        )
+        .prop_map(|v| v.concat());
+        proptest!(|(text in text, a in 0usize..200, b in 0usize..200, c in 0usize..200)| {
+            // Offsets at character boundaries, as the callers' are.
+            let fix = |o: usize| (0..=o.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+            let (a, b, c) = (fix(a), fix(b), fix(c));
+            prop_assert_eq!(
+                line_cols(&text, [a, b, c]),
+                [line_col(&text, a), line_col(&text, b), line_col(&text, c)]
+            );
+        });
     }
 }

@@ -230,6 +230,9 @@ enum PlanFormat {
     Json,
 }
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `plan`, `drift` and `sync --dry-run` exit 2 for "changes" (like `terraform

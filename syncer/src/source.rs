@@ -221,6 +221,23 @@ pub struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// Calls `f` with a file's content. From git, `f` reads the blob where libgit2
+    /// holds it: a large repository's content is not copied once more (a tenth of
+    /// a plan's CPU on the realistic benchmark repository was that copy).
+    pub fn with_content<R>(
+        &self,
+        path: &str,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, SourceError> {
+        if let (Store::Git(_), Some(Some(id)), Some(repo)) =
+            (&self.snap.store, self.snap.files.get(path), &self.repo)
+        {
+            let blob = repo.find_blob(git2::Oid::from_str(id)?)?;
+            return Ok(f(blob.content()));
+        }
+        self.read(path).map(|bytes| f(&bytes))
+    }
+
     pub fn read(&self, path: &str) -> Result<Vec<u8>, SourceError> {
         match (&self.snap.store, self.snap.files.get(path)) {
             (_, None) => Err(SourceError::NotInSnapshot(path.to_string())),

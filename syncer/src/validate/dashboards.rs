@@ -355,7 +355,6 @@ pub(super) fn parse_dashboard(
             return None;
         }
     };
-    let pos = |raw: &RawValue| diag::line_col(text, key_offset(text, offset_in(text, raw.get())));
     let mut ok = true;
 
     // `__inputs`: Grafana's import asks for a datasource of each input's type and
@@ -454,9 +453,21 @@ pub(super) fn parse_dashboard(
         .and_then(|r| serde_json::from_str::<String>(r.get()).ok())
         .map(|u| u.trim().to_string())
         .filter(|u| !u.is_empty());
+    let title_raw = obj.get("title").copied();
+    // Both keys are usually at the end of an exported dashboard: one pass over
+    // the text finds both positions (offset 0 is 1:1, where a missing one points).
+    let key_at =
+        |raw: Option<&RawValue>| raw.map_or(0, |r| key_offset(text, offset_in(text, r.get())));
+    let [uid_pos, title_at] = diag::line_cols(
+        text,
+        [
+            key_at(uid_raw.filter(|_| given.is_some())),
+            key_at(title_raw),
+        ],
+    );
     let (uid, uid_at) = match (given, uid_raw) {
-        (Some(u), Some(raw)) => {
-            let (l, c) = pos(raw);
+        (Some(u), Some(_)) => {
+            let (l, c) = uid_pos;
             if !u
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -486,8 +497,6 @@ pub(super) fn parse_dashboard(
         }
     };
     // Grafana trims the title and refuses an empty one (`ErrDashboardTitleEmpty`).
-    let title_raw = obj.get("title").copied();
-    let title_at = title_raw.map_or((1, 1), pos);
     let title = match title_raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok()) {
         Some(t) if !t.trim().is_empty() => t.trim().to_string(),
         _ => {

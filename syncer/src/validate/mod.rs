@@ -407,19 +407,6 @@ fn validate_with(snapshot: &Snapshot, mut cache: Option<&mut ParseCache>, bodies
                     return (path.clone(), Arc::clone(hit), None);
                 }
                 let mut d = Vec::new();
-                let read = match reader {
-                    Ok(r) => r.read(path),
-                    Err(e) => Err(crate::source::SourceError::NotInSnapshot(format!(
-                        "{path} ({e})"
-                    ))),
-                };
-                let bytes = match read {
-                    Ok(b) => b,
-                    Err(e) => {
-                        d.push(Diagnostic::error(path, 0, 0, format!("cannot read: {e}")));
-                        return (path.clone(), Arc::new((Parsed::Nothing, d)), None);
-                    }
-                };
                 let body = match &key {
                     _ if !bodies => Body::Stand(Arc::from("")),
                     Some(k) if shared.unchanged.contains(k) => {
@@ -427,8 +414,19 @@ fn validate_with(snapshot: &Snapshot, mut cache: Option<&mut ParseCache>, bodies
                     }
                     _ => Body::Build,
                 };
-                let p = parse_one(path, &bytes, body, &mut d);
-                (path.clone(), Arc::new((p, d)), key)
+                let parsed = match reader {
+                    Ok(r) => r.with_content(path, |bytes| parse_one(path, bytes, body, &mut d)),
+                    Err(e) => Err(crate::source::SourceError::NotInSnapshot(format!(
+                        "{path} ({e})"
+                    ))),
+                };
+                match parsed {
+                    Ok(p) => (path.clone(), Arc::new((p, d)), key),
+                    Err(e) => {
+                        d.push(Diagnostic::error(path, 0, 0, format!("cannot read: {e}")));
+                        (path.clone(), Arc::new((Parsed::Nothing, d)), None)
+                    }
+                }
             },
         )
         .collect();
