@@ -10,6 +10,9 @@
 #   MOP=path/to/mop        the binary (default: a release build of this tree)
 #   GEN_ARGS="--tenants 1000 --dashboards 10000"   generator size (its defaults)
 #   DIR=DIR                where the repositories go (default target/bench-clusters)
+#   FROM=DIR               clone an already generated repository (e.g. the one
+#                          benches/syncer.sh made, target/bench-synth/realistic)
+#                          instead of generating one: generation takes ~30 min
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -20,9 +23,14 @@ if [ -z "${MOP:-}" ]; then
 fi
 [ -x /usr/bin/time ] || { echo "needs GNU time: apt-get install time" >&2; exit 2; }
 rm -rf "$dir" && mkdir -p "$dir"
-# shellcheck disable=SC2086
-python3 benches/gen-synthetic-repo.py --out "$dir/one" ${GEN_ARGS:-} > "$dir/one.json"
-echo "repository: $(cat "$dir/one.json")"
+if [ -n "${FROM:-}" ]; then
+  git clone -q "$FROM" "$dir/one"
+  echo "repository: a clone of $FROM$(cat "$FROM.json" 2>/dev/null | sed 's/^/: /')"
+else
+  # shellcheck disable=SC2086
+  python3 benches/gen-synthetic-repo.py --out "$dir/one" ${GEN_ARGS:-} > "$dir/one.json"
+  echo "repository: $(cat "$dir/one.json")"
+fi
 base=$(git -C "$dir/one" rev-parse HEAD~1)
 head=$(git -C "$dir/one" rev-parse HEAD)
 git clone -q "$dir/one" "$dir/three"
