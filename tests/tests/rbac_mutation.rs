@@ -830,3 +830,36 @@ async fn removing_any_verb_of_the_syncer_rbac_breaks_a_named_scenario() {
         "removing these verbs broke no scenario (the verb is not needed, or its scenario does not exercise it): {survived:#?}"
     );
 }
+
+/// A sync-request watch the API server refuses (403: `watch` removed from the
+/// syncer's Role) backs off instead of retrying at once. Without the backoff the
+/// watch re-listed and re-watched in a tight loop: thousands of requests a second
+/// at the API server for as long as the RBAC stayed wrong.
+#[tokio::test]
+async fn a_refused_sync_request_watch_backs_off() {
+    let base = support::deploy_base_identity();
+    let m = mutations(&base)
+        .into_iter()
+        .find(|m| m.names == "mop-sync-request" && m.verb == "watch")
+        .expect("deploy/base grants watch on the mop-sync-request ConfigMap");
+    let (fake, client) = cluster(&m.objects).await;
+    let (_leader_tx, leader_rx) = watch::channel(true);
+    let (tx, _rx) = mpsc::channel(4);
+    let before = fake.requests().len();
+    let task = tokio::spawn(handoff::watch_requests(client, NS.into(), leader_rx, tx));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    task.abort();
+    let requests = fake.requests();
+    let refused = requests[before..]
+        .iter()
+        .filter(|r| r.status == 403)
+        .count();
+    let made = requests.len() - before;
+    assert!(refused >= 1, "the watch was not refused: {made} requests");
+    // kube's default backoff starts at 0.8 s and grows: about 3 attempts of
+    // list + watch in 3 s; a tight loop makes hundreds.
+    assert!(
+        made <= 12,
+        "{made} requests ({refused} refused) in 3 s: the refused watch is retried without backoff"
+    );
+}

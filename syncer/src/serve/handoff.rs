@@ -10,7 +10,7 @@
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{mpsc, watch};
 
 use super::server::Trigger;
@@ -49,7 +49,10 @@ pub async fn watch_requests(
     let cfg = watcher::Config::default().fields(&format!("metadata.name={NAME}"));
     let mut seen: Option<String> = None;
     let mut first = true;
-    let mut stream = watcher(api, cfg).boxed();
+    // kube's watcher retries a failed list or watch at once, forever: without
+    // a backoff a watch the API server refuses (403 after an RBAC change, 5xx)
+    // would spin, hammering the API server.
+    let mut stream = watcher(api, cfg).default_backoff().boxed();
     while let Some(ev) = stream.next().await {
         let cm = match ev {
             Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => cm,
@@ -59,7 +62,7 @@ pub async fn watch_requests(
             }
             Ok(_) => continue,
             Err(e) => {
-                // The watcher re-lists by itself with backoff; requests made
+                // The watcher re-lists after the backoff; requests made
                 // meanwhile are still picked up by the next poll.
                 tracing::debug!(error = %e, "sync-request watch interrupted");
                 continue;
