@@ -55,3 +55,37 @@ fn schema_rejects_unknown_fields_like_validate_does() {
             .contains("X-Scope-OrgID")
     );
 }
+
+/// The README's first command prints what the README says it prints (its count
+/// of rendered resources went stale once, unnoticed).
+#[test]
+fn the_readme_shows_what_its_first_command_prints() {
+    let root = workspace_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    // The README opens with the two commands' block, then the first's output.
+    let blocks: Vec<&str> = readme.split("```").collect();
+    let first = blocks[1].lines().nth(1).unwrap();
+    assert_eq!(
+        first,
+        "cargo run --release -p mop-syncer -- validate repo-template && cargo run --release -p mop-syncer -- render repo-template --out out/",
+        "the README's first command changed: update this test with it"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_mop"))
+            .current_dir(&root)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "mop {args:?}: {o:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let out_dir = out.path().to_str().unwrap();
+    let printed = run(&["validate", "repo-template"])
+        + &run(&["render", "repo-template", "--out", out_dir]).replace(out_dir, "out/");
+    assert_eq!(
+        printed.trim(),
+        blocks[3].trim(),
+        "README.md says the first command prints something else: update it"
+    );
+}
