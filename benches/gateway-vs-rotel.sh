@@ -23,6 +23,8 @@
 #   (defaults 7 rounds, 2,000,000 spans, 16 in flight)
 # Environment: MOP_GATEWAY_BIN (default: cargo build --release -p mop-gateway),
 # OTLP_LOAD_BIN (default: the otlp_load bench binary built with cargo bench --no-run),
+# OTLP_LOAD_SET=sdk|agent (default sdk: SDK-shaped traffic of 40 services, see
+# gateway/benches/common/sdk.rs; agent: the pipeline benchmark's uniform set),
 # ONLY=mop|rotel to run one collector (profiling), PERF_RECORD=DIR to run every
 # collector under `perf record -g` (software cpu-clock) writing DIR/<name>-<round>.data.
 set -euo pipefail
@@ -100,7 +102,7 @@ EOF
 RESULTS="$WORK/results.tsv"
 
 # name round -> appends one TSV line to $RESULTS (and prints it on stderr):
-# name round load1 cpu_s spans delivered_s vmhwm_kib retried
+# name round load1 cpu_s spans delivered_s vmhwm_kib retried request_set bytes_per_span
 run_one() {
     local name=$1 round=$2 sink_addr url pid load1 c0 c1 out
     rm -f "$WORK/sink.addr"
@@ -171,11 +173,11 @@ import json, sys
 name, rnd, load1, c0, c1, tck, hwm, out = sys.argv[1:]
 o = json.loads(out)
 cpu = (int(c1) - int(c0)) / int(tck)
-print(f"{name}\t{rnd}\t{load1}\t{cpu:.2f}\t{o['spans']}\t{o['delivered_s']}\t{hwm}\t{o['retried']}")
+print(f"{name}\t{rnd}\t{load1}\t{cpu:.2f}\t{o['spans']}\t{o['delivered_s']}\t{hwm}\t{o['retried']}\t{o['set']}\t{o['bytes_per_span']}")
 EOF
 }
 
-echo "# collector round load1 cpu_s spans delivered_s vmhwm_kib retried" >&2
+echo "# collector round load1 cpu_s spans delivered_s vmhwm_kib retried request_set bytes_per_span" >&2
 for round in $(seq 1 "$ROUNDS"); do
     if [[ -n "$ONLY" ]]; then
         order=("$ONLY")
@@ -193,7 +195,7 @@ python3 - "$RESULTS" <<'EOF'
 import statistics, sys
 rows = [l.split("\t") for l in open(sys.argv[1]) if l.strip()]
 by = {}
-for name, rnd, load1, cpu, spans, wall, hwm, retried in rows:
+for name, rnd, load1, cpu, spans, wall, hwm, retried, rset, bps in rows:
     by.setdefault(name, {})[int(rnd)] = dict(load=float(load1), cpu=float(cpu), spans=int(spans),
                                          wall=float(wall), hwm=int(hwm))
 def med_range(v):
@@ -204,6 +206,7 @@ for name, rs in sorted(by.items()):
           f"spans/s {med_range([x['spans'] / x['wall'] for x in r])}; "
           f"VmHWM MiB {med_range([x['hwm'] / 1024 for x in r])}; "
           f"load1 {min(x['load'] for x in r):.1f}-{max(x['load'] for x in r):.1f}")
+print(f"request set {rows[0][8]}: {rows[0][9].strip()} bytes per span")
 if "mop" in by and "rotel" in by:
     common = sorted(set(by["mop"]) & set(by["rotel"]))
     cpu = [(by["mop"][i]["cpu"] / by["mop"][i]["spans"]) / (by["rotel"][i]["cpu"] / by["rotel"][i]["spans"]) for i in common]

@@ -14,9 +14,10 @@
 //!                                      # at SINK has counted them all; prints one JSON line
 //! ```
 //!
-//! The requests have the shape of `benches/pipeline.rs` (4 resources of 25 spans,
-//! 5 spans per trace, 6 HTTP attributes per span, 5 resource attributes, 1% error
-//! spans). The sink refuses compressed bodies (415) so a collector that is not
+//! The requests are `common/sdk.rs`'s SDK-shaped set (40 services, 1–4 resources
+//! per request, spans of mixed kinds with their semantic-convention attributes),
+//! or with `OTLP_LOAD_SET=agent` the pipeline benchmark's uniform set (4 resources
+//! of 25 spans, 6 identical HTTP attributes per span). The sink refuses compressed bodies (415) so a collector that is not
 //! exporting uncompressed cannot be measured by mistake.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark: a panic is the failure report
 
@@ -35,9 +36,18 @@ use prost::Message;
 
 use common::SPANS_PER_REQUEST;
 
-/// The shared request set, as the bodies the load generator posts.
-fn requests() -> Vec<Bytes> {
-    common::requests().into_iter().map(Bytes::from).collect()
+/// The request set named by `OTLP_LOAD_SET`, as the bodies the load generator
+/// posts: `sdk` (the default; many services, SDK-shaped spans of mixed kinds, see
+/// `common/sdk.rs`) or `agent` (the pipeline benchmark's uniform set: one
+/// service, identical attributes).
+fn requests() -> (&'static str, Vec<Bytes>) {
+    let set = std::env::var("OTLP_LOAD_SET").unwrap_or_else(|_| "sdk".into());
+    let (name, bodies) = match set.as_str() {
+        "sdk" => ("sdk", common::sdk::requests()),
+        "agent" => ("agent", common::requests()),
+        other => panic!("OTLP_LOAD_SET={other:?}: use sdk or agent"),
+    };
+    (name, bodies.into_iter().map(Bytes::from).collect())
 }
 
 async fn sink(addr_file: &str) {
@@ -99,7 +109,8 @@ async fn sink_count(client: &reqwest::Client, sink: &str) -> u64 {
 }
 
 async fn load(url: &str, sink: &str, total_spans: usize, in_flight: usize) {
-    let bodies = requests();
+    let (set, bodies) = requests();
+    let body_bytes: usize = bodies.iter().map(Bytes::len).sum();
     let total_requests = total_spans.div_ceil(SPANS_PER_REQUEST);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(in_flight)
@@ -162,13 +173,14 @@ async fn load(url: &str, sink: &str, total_spans: usize, in_flight: usize) {
     }
     let done = started.elapsed();
     println!(
-        "{{\"spans\":{},\"requests\":{total_requests},\"in_flight\":{in_flight},\"send_s\":{:.3},\"delivered_s\":{:.3},\"spans_per_s\":{:.0},\"sink_counted\":{},\"retried\":{}}}",
+        "{{\"spans\":{},\"requests\":{total_requests},\"in_flight\":{in_flight},\"send_s\":{:.3},\"delivered_s\":{:.3},\"spans_per_s\":{:.0},\"sink_counted\":{},\"retried\":{},\"set\":\"{set}\",\"bytes_per_span\":{:.0}}}",
         total_requests * SPANS_PER_REQUEST,
         sent.as_secs_f64(),
         done.as_secs_f64(),
         (total_requests * SPANS_PER_REQUEST) as f64 / done.as_secs_f64(),
         got - before,
         retried.load(Ordering::Relaxed),
+        body_bytes as f64 / (bodies.len() * SPANS_PER_REQUEST) as f64,
     );
 }
 

@@ -9,6 +9,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 
+pub mod sdk;
+
 pub const REQUESTS: usize = 200;
 pub const RESOURCES_PER_REQUEST: usize = 4;
 pub const SPANS_PER_RESOURCE: usize = 25;
