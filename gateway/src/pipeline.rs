@@ -107,6 +107,11 @@ impl<R: ResourceItems> QueueSender<R> {
         Ok(())
     }
 
+    /// No free slot right now (the receivers refuse before decoding).
+    pub fn is_full(&self) -> bool {
+        self.tx.capacity() == 0
+    }
+
     /// Waits for room; used by internal stages (the sampler) so that a full export
     /// queue propagates back to the stage's own input queue.
     pub async fn enqueue(&self, batch: Batch<R>) -> Result<(), EnqueueError> {

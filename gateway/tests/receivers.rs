@@ -308,10 +308,32 @@ async fn full_queue_pushes_back_with_429_and_resource_exhausted() {
     }
     assert!(statuses.contains(&429), "{statuses:?}");
     let text = gw.metrics_text().await;
+    // Refused before decoding, yet counted in spans as every refusal is.
+    let refused = statuses.iter().filter(|s| **s == 429).count() as f64;
+    assert_eq!(
+        metric_value(
+            &text,
+            "mop_gateway_rejected_items_total",
+            &["reason=\"QueueFull\""]
+        ),
+        refused,
+        "{text}"
+    );
     assert!(
         metric_value(&text, "mop_gateway_queue_items", &["tenant=\"team-a\""]) >= 1.0,
         "{text}"
     );
+    // A full queue does not skip identifying the sender: a bad credential is
+    // still answered 401, not 429.
+    let r = client
+        .post(gw.http_url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .header("authorization", "Bearer not-a-known-token")
+        .body(traces(vec![spans_from(Some("shop"), "bp", 998, 1)]).encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     let mut grpc = TraceServiceClient::connect(gw.grpc_url()).await.unwrap();
     let err = grpc
         .export(traces(vec![spans_from(Some("shop"), "bp", 999, 1)]))

@@ -156,6 +156,23 @@ async fn handle<Req: OtlpRequest>(
             );
         }
     };
+    let retry = state.ingest.retry_after_s;
+    // A full queue refuses the request before it is decoded: decoding is most of
+    // what a span costs, and the client sends the same body again after
+    // Retry-After. Only the items are counted, for the refusal's metric; a body
+    // that cannot even be counted goes on to be refused as malformed.
+    if format == Format::Protobuf
+        && Ingest::full(Req::queue(&state.ingest))
+        && let Some(items) = super::count::items(signal, &raw)
+    {
+        let auth = HeaderText::of(headers.get(header::AUTHORIZATION).map(|v| v.to_str()));
+        let org = HeaderText::of(headers.get("x-scope-orgid").map(|v| v.to_str()));
+        let e = state
+            .ingest
+            .refuse_full(signal, auth, org, Some(peer.ip()), items)
+            .await;
+        return refusal(format, e, retry);
+    }
     let request = match format {
         Format::Protobuf => Req::decode(&raw[..]).map_err(|e| e.to_string()),
         Format::Json => serde_json::from_slice::<Req>(&raw).map_err(|e| e.to_string()),
@@ -175,7 +192,6 @@ async fn handle<Req: OtlpRequest>(
     };
     let auth = HeaderText::of(headers.get(header::AUTHORIZATION).map(|v| v.to_str()));
     let org = HeaderText::of(headers.get("x-scope-orgid").map(|v| v.to_str()));
-    let retry = state.ingest.retry_after_s;
     match state
         .ingest
         .ingest_headers(
@@ -200,31 +216,31 @@ async fn handle<Req: OtlpRequest>(
             };
             (StatusCode::OK, [(header::CONTENT_TYPE, ct)], bytes).into_response()
         }
-        Err(e) => {
-            let msg = e.to_string();
-            match e {
-                Error::Unauthenticated(_) => error(format, StatusCode::UNAUTHORIZED, 16, msg, None),
-                Error::Forbidden(_) => error(format, StatusCode::FORBIDDEN, 7, msg, None),
-                Error::Rejected(_) => error(format, StatusCode::BAD_REQUEST, 3, msg, None),
-                Error::QueueFull(_) => {
-                    error(format, StatusCode::TOO_MANY_REQUESTS, 8, msg, Some(retry))
-                }
-                Error::ShuttingDown => error(
-                    format,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    14,
-                    msg,
-                    Some(retry),
-                ),
-                Error::NotConfigured(_) => error(format, StatusCode::NOT_FOUND, 12, msg, None),
-                Error::Unavailable(_) => error(
-                    format,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    14,
-                    msg,
-                    Some(retry),
-                ),
-            }
-        }
+        Err(e) => refusal(format, e, retry),
+    }
+}
+
+fn refusal(format: Format, e: Error, retry: u64) -> Response {
+    let msg = e.to_string();
+    match e {
+        Error::Unauthenticated(_) => error(format, StatusCode::UNAUTHORIZED, 16, msg, None),
+        Error::Forbidden(_) => error(format, StatusCode::FORBIDDEN, 7, msg, None),
+        Error::Rejected(_) => error(format, StatusCode::BAD_REQUEST, 3, msg, None),
+        Error::QueueFull(_) => error(format, StatusCode::TOO_MANY_REQUESTS, 8, msg, Some(retry)),
+        Error::ShuttingDown => error(
+            format,
+            StatusCode::SERVICE_UNAVAILABLE,
+            14,
+            msg,
+            Some(retry),
+        ),
+        Error::NotConfigured(_) => error(format, StatusCode::NOT_FOUND, 12, msg, None),
+        Error::Unavailable(_) => error(
+            format,
+            StatusCode::SERVICE_UNAVAILABLE,
+            14,
+            msg,
+            Some(retry),
+        ),
     }
 }

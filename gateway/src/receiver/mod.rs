@@ -1,6 +1,7 @@
 //! OTLP receivers (gRPC and HTTP) and the ingest step they share: identify the
 //! sender, route by tenant, enqueue all-or-nothing, count.
 
+mod count;
 pub mod grpc;
 pub mod http;
 
@@ -98,37 +99,80 @@ impl Ingest {
         peer: Option<IpAddr>,
         items: Vec<R>,
     ) -> Result<Accepted, Error> {
-        let refuse = |reason, err| {
-            self.telemetry
-                .rejected(R::SIGNAL, reason, count_items(&items));
-            Err(err)
-        };
-        let authorization = match authorization {
-            HeaderText::Absent => None,
-            HeaderText::Text(s) => Some(s),
-            HeaderText::NotAscii => {
-                return refuse(
-                    RejectReason::Unauthenticated,
-                    Error::Unauthenticated(
-                        "authorization header is not visible ASCII; it must be `Bearer <token>`"
-                            .into(),
-                    ),
-                );
-            }
-        };
-        let org_id = match org_id {
-            HeaderText::Absent => None,
-            HeaderText::Text(s) => Some(s),
-            HeaderText::NotAscii => {
-                return refuse(
-                    RejectReason::Malformed,
-                    Error::Rejected(
-                        "X-Scope-OrgID header is not visible ASCII; tenant ids are ASCII".into(),
-                    ),
-                );
+        let (authorization, org_id) = match readable_headers(authorization, org_id) {
+            Ok(h) => h,
+            Err((reason, err)) => {
+                self.telemetry
+                    .rejected(R::SIGNAL, reason, count_items(&items));
+                return Err(err);
             }
         };
         self.ingest(queue, authorization, org_id, peer, items).await
+    }
+
+    /// Whether `queue` has no room for another request right now (it may have by
+    /// the time the request is decoded; enqueueing checks again).
+    pub fn full<R: ResourceItems>(queue: Option<&QueueSender<R>>) -> bool {
+        queue.is_some_and(QueueSender::is_full)
+    }
+
+    /// The answer to a request of `items` items, not decoded, that arrived while
+    /// the queue was full: the sender is identified exactly as
+    /// [`Ingest::ingest_headers`] would (so a refused credential is still
+    /// answered as such, and counted), then told to retry later.
+    pub async fn refuse_full(
+        &self,
+        signal: Signal,
+        authorization: HeaderText<'_>,
+        org_id: HeaderText<'_>,
+        peer: Option<IpAddr>,
+        items: usize,
+    ) -> Error {
+        let (authorization, org_id) = match readable_headers(authorization, org_id) {
+            Ok(h) => h,
+            Err((reason, err)) => {
+                self.telemetry.rejected(signal, reason, items);
+                return err;
+            }
+        };
+        let table = self.routes.borrow().clone();
+        if let Err(e) = self
+            .identify(&table, authorization, org_id, peer, signal, items)
+            .await
+        {
+            return e;
+        }
+        self.telemetry
+            .rejected(signal, RejectReason::QueueFull, items);
+        Error::QueueFull(signal)
+    }
+
+    async fn identify(
+        &self,
+        table: &RouteTable,
+        authorization: Option<&str>,
+        org_id: Option<&str>,
+        peer: Option<IpAddr>,
+        signal: Signal,
+        total: usize,
+    ) -> Result<Caller, Error> {
+        self.identity
+            .identify(table, authorization, org_id, peer)
+            .await
+            .map_err(|e| {
+                let reason = e.reason();
+                tracing::info!(reason = ?reason, peer = ?peer, items = total, signal = %signal, error = %e, "request refused");
+                self.telemetry.rejected(signal, reason, total);
+                let msg = e.to_string();
+                match e {
+                    routing::Error::TenantNotAllowed { .. }
+                    | routing::Error::NotAgent { .. }
+                    | routing::Error::NoNode
+                    | routing::Error::UnknownSource(_) => Error::Forbidden(msg),
+                    routing::Error::IdentityUnavailable(_) => Error::Unavailable(msg),
+                    _ => Error::Unauthenticated(msg),
+                }
+            })
     }
 
     /// The whole ingest step for one request; `peer` is the connection's source
@@ -150,23 +194,8 @@ impl Ingest {
         // request across two configs.
         let table = self.routes.borrow().clone();
         let caller = self
-            .identity
-            .identify(&table, authorization, org_id, peer)
-            .await
-            .map_err(|e| {
-                let reason = e.reason();
-                tracing::info!(reason = ?reason, peer = ?peer, items = total, signal = %signal, error = %e, "request refused");
-                self.telemetry.rejected(signal, reason, total);
-                let msg = e.to_string();
-                match e {
-                    routing::Error::TenantNotAllowed { .. }
-                    | routing::Error::NotAgent { .. }
-                    | routing::Error::NoNode
-                    | routing::Error::UnknownSource(_) => Error::Forbidden(msg),
-                    routing::Error::IdentityUnavailable(_) => Error::Unavailable(msg),
-                    _ => Error::Unauthenticated(msg),
-                }
-            })?;
+            .identify(&table, authorization, org_id, peer, signal, total)
+            .await?;
         let routed = table.route(&caller, items);
         if routed.retagged_items > 0 {
             // Retagged items all went to the one tenant of the verified sender.
@@ -221,6 +250,42 @@ impl Ingest {
         }
         Ok(Accepted { rejected, message })
     }
+}
+
+/// The credential headers as text; a header that is present but unreadable is
+/// refused, never taken as absent: an unreadable token would otherwise make the
+/// caller anonymous (routed by namespace), and an unreadable tenant name would
+/// skip the check that a client names only its own tenant.
+#[allow(clippy::type_complexity)]
+fn readable_headers<'a>(
+    authorization: HeaderText<'a>,
+    org_id: HeaderText<'a>,
+) -> Result<(Option<&'a str>, Option<&'a str>), (RejectReason, Error)> {
+    let authorization = match authorization {
+        HeaderText::Absent => None,
+        HeaderText::Text(s) => Some(s),
+        HeaderText::NotAscii => {
+            return Err((
+                RejectReason::Unauthenticated,
+                Error::Unauthenticated(
+                    "authorization header is not visible ASCII; it must be `Bearer <token>`".into(),
+                ),
+            ));
+        }
+    };
+    let org_id = match org_id {
+        HeaderText::Absent => None,
+        HeaderText::Text(s) => Some(s),
+        HeaderText::NotAscii => {
+            return Err((
+                RejectReason::Malformed,
+                Error::Rejected(
+                    "X-Scope-OrgID header is not visible ASCII; tenant ids are ASCII".into(),
+                ),
+            ));
+        }
+    };
+    Ok((authorization, org_id))
 }
 
 fn caller_kind(c: &Caller) -> &'static str {
