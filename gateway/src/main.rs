@@ -2,6 +2,9 @@ use clap::Parser;
 use mop_gateway::{Gateway, Settings};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
