@@ -21,8 +21,8 @@
 # Usage:
 #   ROTEL_BIN=/path/to/rotel benches/gateway-vs-rotel.sh [ROUNDS] [TOTAL_SPANS] [IN_FLIGHT]
 #   (defaults 7 rounds, 2,000,000 spans, 16 in flight)
-# Environment: MOP_GATEWAY_BIN (default: cargo build --release -p mop-gateway),
-# OTLP_LOAD_BIN (default: the otlp_load bench binary built with cargo bench --no-run),
+# Environment: MOP_GATEWAY_BIN and OTLP_LOAD_BIN (default: both built by
+# `cargo build --profile gateway -p mop-gateway --bin mop-gateway --bench otlp_load`),
 # OTLP_LOAD_SET=sdk|agent (default sdk: SDK-shaped traffic of 40 services, see
 # gateway/benches/common/sdk.rs; agent: the pipeline benchmark's uniform set),
 # ONLY=mop|rotel to run one collector (profiling), PERF_RECORD=DIR to run every
@@ -35,18 +35,23 @@ IN_FLIGHT=${3:-16}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-if [[ -z "${MOP_GATEWAY_BIN:-}" ]]; then
-    cargo build --release -p mop-gateway --bin mop-gateway >&2
-    MOP_GATEWAY_BIN="$ROOT/target/release/mop-gateway"
-fi
-if [[ -z "${OTLP_LOAD_BIN:-}" ]]; then
-    OTLP_LOAD_BIN=$(cargo bench -p mop-gateway --bench otlp_load --no-run --message-format=json 2>/dev/null |
+# Both built with the `gateway` profile (fat LTO, one codegen unit: what the
+# gateway's image ships, and what rotel's own release profile does), in one cargo
+# run so that the binary and the load generator share one feature resolution.
+if [[ -z "${MOP_GATEWAY_BIN:-}" || -z "${OTLP_LOAD_BIN:-}" ]]; then
+    BUILT=$(cargo build --profile gateway -p mop-gateway --bin mop-gateway --bench otlp_load \
+        --message-format=json 2>/dev/null |
         python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "otlp_load" and m.get("executable"):
-        print(m["executable"])')
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] in ("mop-gateway", "otlp_load") and m.get("executable"):
+        print(m["target"]["name"], m["executable"])')
+    MOP_GATEWAY_BIN=${MOP_GATEWAY_BIN:-$(awk '$1 == "mop-gateway" {print $2}' <<<"$BUILT")}
+    OTLP_LOAD_BIN=${OTLP_LOAD_BIN:-$(awk '$1 == "otlp_load" {print $2}' <<<"$BUILT")}
 fi
+for b in "$MOP_GATEWAY_BIN" "$OTLP_LOAD_BIN"; do
+    [[ -x "$b" ]] || { echo "not built: '$b' (run the cargo build above to see why)" >&2; exit 1; }
+done
 ONLY=${ONLY:-}
 if [[ "$ONLY" != mop && -z "${ROTEL_BIN:-}" ]]; then
     echo "set ROTEL_BIN to a rotel binary (or ONLY=mop)" >&2
