@@ -135,8 +135,22 @@ struct Stages {
     deadline: CancellationToken,
 }
 
+/// Requests a queue between two internal stages of the traces path holds (router
+/// → sampler, sampler → Tempo exporter). Clients are pushed back when the
+/// receivers' queue (`--queue-capacity` requests) is full; with the stages behind
+/// it as large, the traces path held three times what the flag says, all of it
+/// decoded (up to 450 MiB in the end-to-end benchmark, docs/performance.md
+/// "Gateway vs rotel"). A sixteenth each keeps the stages fed and the whole path
+/// near the flag.
+pub(crate) fn stage_queue_capacity(queue_capacity: usize) -> usize {
+    (queue_capacity / 16).max(1)
+}
+
+/// `capacity`: requests the exporter's queue holds (`--queue-capacity` where the
+/// receivers feed it directly).
 fn exporter<R: ResourceItems>(
     settings: &Settings,
+    capacity: usize,
     url: Option<&String>,
     encoder: Arc<dyn Encoder<R>>,
     metrics: &Metrics,
@@ -157,7 +171,7 @@ fn exporter<R: ResourceItems>(
         url: url.clone(),
         source,
     })?;
-    let (tx, rx) = queue::<R>(settings.queue_capacity, R::SIGNAL, metrics.clone());
+    let (tx, rx) = queue::<R>(capacity, R::SIGNAL, metrics.clone());
     let opts = ExportOptions {
         batch_max_items: settings.batch_max_items,
         batch_timeout: settings.batch_timeout(),
@@ -246,6 +260,7 @@ impl Gateway {
 
         let tempo_q = exporter::<ResourceSpans>(
             &settings,
+            stage_queue_capacity(settings.queue_capacity),
             settings.tempo_url.as_ref(),
             Arc::new(TempoEncoder),
             &metrics,
@@ -265,7 +280,7 @@ impl Gateway {
         let traces_in = match tempo_q {
             Some(out) => {
                 let (tx, rx) = queue::<ResourceSpans>(
-                    settings.queue_capacity,
+                    stage_queue_capacity(settings.queue_capacity),
                     Signal::Traces,
                     metrics.clone(),
                 );
@@ -302,6 +317,7 @@ impl Gateway {
             (Some(_), Some(_)) => return Err(Error::TwoMetricsBackends),
             (None, Some(url)) => exporter::<ResourceMetrics>(
                 &settings,
+                settings.queue_capacity,
                 Some(url),
                 Arc::new(OtlpMetricsEncoder),
                 &metrics,
@@ -309,6 +325,7 @@ impl Gateway {
             )?,
             (rw, None) => exporter::<ResourceMetrics>(
                 &settings,
+                settings.queue_capacity,
                 rw.as_ref(),
                 Arc::new(RemoteWriteEncoder),
                 &metrics,
@@ -317,6 +334,7 @@ impl Gateway {
         };
         let logs_q = exporter::<ResourceLogs>(
             &settings,
+            settings.queue_capacity,
             settings.loki_url.as_ref(),
             Arc::new(LokiEncoder {
                 label_attributes: settings.loki_label_attributes.clone(),
