@@ -22,9 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use tokio::sync::{mpsc, watch};
@@ -557,12 +555,10 @@ async fn send(
     items: Vec<ResourceSpans>,
     count: usize,
 ) {
-    let req = ExportTraceServiceRequest {
-        resource_spans: items,
-    };
-    // Encoded once, sent as bytes: a retry costs no re-encode.
-    let body = Bytes::from(req.encode_to_vec());
-    let items = req.resource_spans;
+    // Encoded once, sent as bytes: a retry costs no re-encode. The body is the
+    // `ExportTraceServiceRequest` prost would encode, with each span's length
+    // computed once (export/tempo.rs).
+    let body = Bytes::from(crate::export::tempo::encode_request(&items));
     let started = Instant::now();
     let mut backoff = d.opts.retry_initial;
     loop {
