@@ -168,7 +168,11 @@ mod tests {
         Span {
             trace_id: vec![i as u8; 16],
             span_id: vec![i as u8; 8],
-            parent_span_id: if i % 3 == 0 { vec![] } else { vec![1; 8] },
+            parent_span_id: if i.is_multiple_of(3) {
+                vec![]
+            } else {
+                vec![1; 8]
+            },
             name: format!("span {i}"),
             kind: span::SpanKind::Server as i32,
             start_time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
