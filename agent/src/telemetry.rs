@@ -330,12 +330,13 @@ pub fn build(
     let scheme = if tls { "https" } else { "http" };
     match &ex.detail {
         Detail::Http(h) => {
-            route_template_into(&h.target, &mut s.route);
-            let (path, query) = match h.target.split_once('?') {
+            let (method, target) = (h.method(), h.target());
+            route_template_into(target, &mut s.route);
+            let (path, query) = match target.split_once('?') {
                 Some((p, q)) => (p, Some(q)),
-                None => (h.target.as_str(), None),
+                None => (target, None),
             };
-            kv_str(a, "http.request.method", &h.method);
+            kv_str(a, "http.request.method", method);
             kv_str(a, "network.protocol.name", "http");
             kv_str(a, "network.protocol.version", h.version);
             if h.status > 0 {
@@ -345,11 +346,11 @@ pub fn build(
             if h.request_body_size > 0 {
                 kv_int(a, "http.request.body.size", h.request_body_size as i64);
             }
-            if let Some(ua) = &h.user_agent {
+            if let Some(ua) = h.user_agent() {
                 kv_str(a, "user_agent.original", ua);
             }
             let status_str = num.format(h.status);
-            s.series.push("http.request.method", &h.method);
+            s.series.push("http.request.method", method);
             s.series.push("network.protocol.version", h.version);
             if h.status > 0 {
                 s.series.push("http.response.status_code", status_str);
@@ -362,28 +363,28 @@ pub fn build(
                     kv_str(a, "url.query", q);
                 }
                 kv_str(a, "http.route", &s.route);
-                if let Some(host) = &h.host {
+                if let Some(host) = h.host() {
                     kv_str(
                         a,
                         "server.address",
                         host.split(':').next().unwrap_or_default(),
                     );
                 }
-                s.name.push_str(&h.method);
+                s.name.push_str(method);
                 s.name.push(' ');
                 s.name.push_str(&s.route);
                 s.series.push("http.route", &s.route);
                 s.series.push("url.scheme", scheme);
-                parent = h.traceparent.as_deref().and_then(TraceParent::parse);
+                parent = h.traceparent().and_then(TraceParent::parse);
             } else {
                 error = h.status >= 400 || h.status == 0;
                 s.text.clear();
                 s.text.push_str(scheme);
                 s.text.push_str("://");
-                s.text.push_str(h.host.as_deref().unwrap_or(&s.peer));
-                s.text.push_str(&h.target);
+                s.text.push_str(h.host().unwrap_or(&s.peer));
+                s.text.push_str(target);
                 kv_str(a, "url.full", &s.text);
-                s.name.push_str(&h.method);
+                s.name.push_str(method);
                 s.series.push("server.address", &s.peer);
                 s.series
                     .push("server.port", itoa::Buffer::new().format(tuple.peer_port));
@@ -412,13 +413,15 @@ pub fn build(
                 start_ns: ex.start_ns,
                 end_ns: ex.end_ns,
                 detail: Detail::Http(crate::protocol::http1::HttpExchange {
-                    method: h.method.clone(),
-                    target: h.path.clone(),
+                    request: crate::protocol::http1::RequestText::new(
+                        &h.method,
+                        &h.path,
+                        h.authority.as_deref(),
+                        h.user_agent.as_deref(),
+                        h.traceparent.as_deref(),
+                    ),
                     status: h.status,
                     version: "2",
-                    host: h.authority.clone(),
-                    user_agent: h.user_agent.clone(),
-                    traceparent: h.traceparent.clone(),
                     request_body_size: 0,
                     response_body_size: 0,
                 }),
@@ -847,7 +850,7 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
-    use crate::protocol::http1::HttpExchange;
+    use crate::protocol::http1::{HttpExchange, RequestText};
 
     #[test]
     fn routes_template_identifiers() {
@@ -936,12 +939,15 @@ mod tests {
             start_ns: 1_000,
             end_ns: 3_000,
             detail: Detail::Http(HttpExchange {
-                method: "GET".into(),
-                target: "/items/7?q=1".into(),
+                request: RequestText::new(
+                    "GET",
+                    "/items/7?q=1",
+                    Some("shop:8080"),
+                    None,
+                    Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+                ),
                 status: 503,
                 version: "1.1",
-                host: Some("shop:8080".into()),
-                traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
                 ..HttpExchange::default()
             }),
         };
@@ -1000,11 +1006,9 @@ mod tests {
             start_ns: 5,
             end_ns: 9,
             detail: Detail::Http(HttpExchange {
-                method: "GET".into(),
-                target: "/a?b=1".into(),
+                request: RequestText::new("GET", "/a?b=1", Some("shop.example:8443"), None, None),
                 status: 200,
                 version: "1.1",
-                host: Some("shop.example:8443".into()),
                 ..HttpExchange::default()
             }),
         };
@@ -1039,11 +1043,9 @@ mod tests {
         let mut s = Scratch::default();
         let exchanges = [
             Detail::Http(HttpExchange {
-                method: "POST".into(),
-                target: "/v1/x".into(),
+                request: RequestText::new("POST", "/v1/x", None, Some("curl/8"), None),
                 status: 200,
                 version: "1.1",
-                user_agent: Some("curl/8".into()),
                 request_body_size: 3,
                 ..HttpExchange::default()
             }),

@@ -88,10 +88,10 @@ fn replay(conn: &[(bool, Vec<u8>)], parser: &mut dyn ConnParser, mode: Mode) -> 
 fn http(e: &Exchange) -> (String, String, u16, Option<String>) {
     match &e.detail {
         Detail::Http(h) => (
-            h.method.clone(),
-            h.target.clone(),
+            h.method().to_owned(),
+            h.target().to_owned(),
             h.status,
-            h.traceparent.clone(),
+            h.traceparent().map(str::to_owned),
         ),
         d => panic!("{d:?}"),
     }

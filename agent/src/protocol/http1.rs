@@ -30,19 +30,92 @@ fn looks_like_response(b: &[u8]) -> bool {
     b.starts_with(b"HTTP/1.")
 }
 
+/// Start and end of a field in [`RequestText::text`].
+type Field = (u32, u32);
+
+/// The text a span needs from a request head, in one allocation: an owned
+/// `String` per field was up to five allocations (and frees) per request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RequestText {
+    text: String,
+    method: Field,
+    target: Field,
+    host: Option<Field>,
+    user_agent: Option<Field>,
+    traceparent: Option<Field>,
+}
+
+impl RequestText {
+    pub fn new(
+        method: &str,
+        target: &str,
+        host: Option<&str>,
+        user_agent: Option<&str>,
+        traceparent: Option<&str>,
+    ) -> RequestText {
+        let len = |s: Option<&str>| s.map_or(0, str::len);
+        let mut text = String::with_capacity(
+            method.len() + target.len() + len(host) + len(user_agent) + len(traceparent),
+        );
+        // Heads are bounded by MAX_BUFFERED, so offsets fit in u32.
+        let mut put = |s: &str| {
+            let start = text.len() as u32;
+            text.push_str(s);
+            (start, text.len() as u32)
+        };
+        let method = put(method);
+        let target = put(target);
+        let host = host.map(&mut put);
+        let user_agent = user_agent.map(&mut put);
+        let traceparent = traceparent.map(&mut put);
+        RequestText {
+            text,
+            method,
+            target,
+            host,
+            user_agent,
+            traceparent,
+        }
+    }
+
+    fn get(&self, (start, end): Field) -> &str {
+        self.text
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+    }
+}
+
 /// What a span needs from one request/response pair.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HttpExchange {
-    pub method: String,
-    pub target: String,
+    pub request: RequestText,
     /// 0 when the response head was not seen.
     pub status: u16,
     pub version: &'static str,
-    pub host: Option<String>,
-    pub user_agent: Option<String>,
-    pub traceparent: Option<String>,
     pub request_body_size: u64,
     pub response_body_size: u64,
+}
+
+impl HttpExchange {
+    pub fn method(&self) -> &str {
+        self.request.get(self.request.method)
+    }
+
+    pub fn target(&self) -> &str {
+        self.request.get(self.request.target)
+    }
+
+    pub fn host(&self) -> Option<&str> {
+        self.request.host.map(|f| self.request.get(f))
+    }
+
+    pub fn user_agent(&self) -> Option<&str> {
+        self.request.user_agent.map(|f| self.request.get(f))
+    }
+
+    pub fn traceparent(&self) -> Option<&str> {
+        self.request.traceparent.map(|f| self.request.get(f))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,13 +128,10 @@ enum BodyMode {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct Head {
-    method: String,
-    target: String,
+    /// Empty (no allocation) for a response.
+    request: RequestText,
     status: u16,
     version: &'static str,
-    host: Option<String>,
-    user_agent: Option<String>,
-    traceparent: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -103,8 +173,8 @@ struct Stream {
     desyncs: u64,
 }
 
-fn header_value(v: &[u8]) -> Option<String> {
-    std::str::from_utf8(v).ok().map(|s| s.trim().to_owned())
+fn header_value(v: &[u8]) -> Option<&str> {
+    std::str::from_utf8(v).ok().map(str::trim)
 }
 
 fn version_str(v: Option<u8>) -> &'static str {
@@ -321,12 +391,13 @@ impl Stream {
             [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let config = httparse::ParserConfig::default();
         let mut head = Head::default();
+        let (mut method, mut target) = ("", "");
         let (n, hdrs): (usize, &[httparse::Header<'_>]) = if self.requests {
             let mut req = httparse::Request::new(&mut []);
             match config.parse_request_with_uninit_headers(&mut req, &self.buf, &mut headers) {
                 Ok(httparse::Status::Complete(n)) => {
-                    head.method = req.method.unwrap_or_default().to_owned();
-                    head.target = req.path.unwrap_or_default().to_owned();
+                    method = req.method.unwrap_or_default();
+                    target = req.path.unwrap_or_default();
                     head.version = version_str(req.version);
                     (n, req.headers)
                 }
@@ -347,6 +418,7 @@ impl Stream {
         };
         let mut length = None;
         let mut chunked = false;
+        let (mut host, mut user_agent, mut traceparent) = (None, None, None);
         for h in hdrs {
             let name = h.name;
             if name.eq_ignore_ascii_case("content-length") {
@@ -357,12 +429,15 @@ impl Stream {
                 let v = h.value.trim_ascii_end();
                 chunked = v.len() >= 7 && v[v.len() - 7..].eq_ignore_ascii_case(b"chunked");
             } else if name.eq_ignore_ascii_case("host") {
-                head.host = header_value(h.value);
+                host = header_value(h.value);
             } else if name.eq_ignore_ascii_case("user-agent") {
-                head.user_agent = header_value(h.value);
+                user_agent = header_value(h.value);
             } else if name.eq_ignore_ascii_case("traceparent") {
-                head.traceparent = header_value(h.value);
+                traceparent = header_value(h.value);
             }
+        }
+        if self.requests {
+            head.request = RequestText::new(method, target, host, user_agent, traceparent);
         }
         let no_body = !self.requests
             && (head_request
@@ -390,8 +465,7 @@ impl Stream {
         let (a, b, c) = (parts.next()?, parts.next()?, parts.next());
         let mut head = Head::default();
         if self.requests {
-            head.method = a.to_owned();
-            head.target = b.to_owned();
+            head.request = RequestText::new(a, b, None, None, None);
             head.version = if c == Some("HTTP/1.0") { "1.0" } else { "1.1" };
         } else {
             head.version = if a == "HTTP/1.0" { "1.0" } else { "1.1" };
@@ -453,13 +527,9 @@ impl Http1Conn {
             start_ns: req.start_ns,
             end_ns: ts.max(req.start_ns),
             detail: Detail::Http(HttpExchange {
-                method: req.head.method,
-                target: req.head.target,
+                request: req.head.request,
                 status: resp.status,
                 version: req.head.version,
-                host: req.head.host,
-                user_agent: req.head.user_agent,
-                traceparent: req.head.traceparent,
                 request_body_size: req.body_bytes,
                 response_body_size: body_bytes,
             }),
@@ -497,7 +567,7 @@ impl ConnParser for Http1Conn {
                 let head_request = self
                     .pending
                     .front()
-                    .is_some_and(|p| p.head.method == "HEAD");
+                    .is_some_and(|p| p.head.request.get(p.head.request.method) == "HEAD");
                 let Some(ev) = self.responses.poll(head_request) else {
                     break;
                 };
