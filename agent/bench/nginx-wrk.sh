@@ -18,7 +18,9 @@
 # TLS=1 serves HTTPS (self-signed, made by openssl) and runs wrk over TLS:
 # the agent then sees nginx's plaintext through the OpenSSL uprobes.
 # MODES picks the modes (default "saturated fixed"); AGENT=path runs another
-# mop-agent binary (an A/B of two builds).
+# mop-agent binary; AGENTS="path1 path2 ..." runs each build after the same
+# baseline in every round, rotating which goes first (an A/B of builds; each
+# line is labelled with the binary's file name).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DUR=${1:-10}
@@ -27,7 +29,8 @@ CONNS=${CONNS:-50}
 for b in nginx wrk bpftool python3 openssl; do
   command -v "$b" >/dev/null || { echo "missing $b (apt-get install nginx-light wrk bpftool python3)"; exit 1; }
 done
-cargo build -q --release -p mop-agent --bin mop-agent --example otlp_sink
+# NO_BUILD=1 uses the binaries already built (an A/B of saved builds).
+[[ -n "${NO_BUILD:-}" ]] || cargo build -q --release -p mop-agent --bin mop-agent --example otlp_sink
 AGENT=${AGENT:-target/release/mop-agent}
 SINK=target/release/examples/otlp_sink
 
@@ -133,7 +136,7 @@ HZ=$(getconf CLK_TCK)
 start_agent() {
   "$SINK" "$OTLP" > "$TMP/sink.out" & SINK_PID=$!
   sleep 0.3
-  RUST_LOG=error "$AGENT" --config "$TMP/agent.yaml" & AGENT_PID=$!
+  RUST_LOG=error "${1:-$AGENT}" --config "$TMP/agent.yaml" & AGENT_PID=$!
   for _ in $(seq 50); do curl -s "http://$METRICS/metrics" >/dev/null 2>&1 && break; sleep 0.1; done
 }
 stop_agent() {
@@ -155,7 +158,16 @@ for mode in ${MODES:-saturated fixed}; do
   for r in $(seq "$ROUNDS"); do
     n0=$(nginx_cpu); read -r base base_p99 < <(run_wrk $mode); n1=$(nginx_cpu)
     [[ $mode == saturated ]] && CAPACITY+=("$base")
-    start_agent
+    # With AGENTS, every build runs after the same baseline, the order
+    # rotating by one each round (A B C, B C A, C A B, ...).
+    order=("$AGENT")
+    if [[ -n "${AGENTS:-}" ]]; then
+      read -r -a all <<< "$AGENTS"
+      k=$(( (r - 1) % ${#all[@]} ))
+      order=("${all[@]:k}" "${all[@]:0:k}")
+    fi
+    for BIN in "${order[@]}"; do
+    start_agent "$BIN"
     a0=$(agent_cpu); s0=$(sink_cpu); read -r b0 c0 < <(bpf_ns); m0=$(nginx_cpu)
     prog_stats "$TMP/progs0.json"
     if [[ -n "${PROFILE:-}" && $mode == saturated && $r == 1 ]]; then
@@ -169,6 +181,7 @@ for mode in ${MODES:-saturated fixed}; do
     spans=$(curl -s "http://$METRICS/metrics" | awk '/^mop_agent_exchanges_total/ {print $2}')
     drops=$(curl -s "http://$METRICS/metrics" | awk '/^mop_agent_kernel_drops_total/ {s+=$2} END {print s+0}')
     stop_agent
+    [[ -n "${AGENTS:-}" ]] && printf '  [%s] ' "$(basename "$BIN")"
     python3 - "$mode" "$r" "$base" "$with" "$n0" "$n1" "$m0" "$m1" "$a0" "$a1" "$b0" "$b1" "$c0" "$c1" "$HZ" "$spans" "$drops" "$s0" "$s1" "$base_p99" "$with_p99" <<'PY'
 import sys
 mode, r = sys.argv[1], sys.argv[2]
@@ -185,6 +198,7 @@ print(f"{mode:9} round {r}: without {base:9.0f} req  with {with_:9.0f} req  loss
 PY
     echo "    load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
     [[ -n "${PER_PROG:-}" ]] && prog_table "$TMP/progs0.json" "$TMP/progs1.json" "$with"
+    done
   done
 done
 sysctl -q -w kernel.bpf_stats_enabled=0

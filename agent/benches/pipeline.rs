@@ -12,7 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark code
 use std::{net::IpAddr, path::PathBuf};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use mop_agent::{
     agent::Pipeline,
     conn::Tracker,
@@ -134,4 +134,37 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+/// With `MOP_PIPELINE_PASSES=N`, no criterion: N passes of the 10,000
+/// exchanges through the reader's pipeline, for an instruction count that
+/// a loaded machine does not disturb:
+/// `MOP_PIPELINE_PASSES=5 valgrind --tool=callgrind
+/// --toggle-collect='mop_agent::agent::Pipeline::process' <bench binary>`,
+/// then Ir / (N × 10,000) is the reader's instructions per request.
+fn main() {
+    if let Some(passes) = std::env::var("MOP_PIPELINE_PASSES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let (opens, data) = records();
+        let mut p = pipeline();
+        let mut metrics = Metrics::new(0, 2000);
+        let mut batch = SpanBatch::default();
+        for r in &opens {
+            p.process(r, &mut batch, Some(&mut metrics)).unwrap();
+        }
+        let mut n = 0;
+        for _ in 0..passes {
+            let mut batch = SpanBatch::with_capacity(REQUESTS * 400);
+            for r in &data {
+                n += p.process(r, &mut batch, Some(&mut metrics)).unwrap();
+            }
+            std::hint::black_box(&batch);
+        }
+        assert_eq!(n, passes * REQUESTS);
+        println!("{n} exchanges through the pipeline");
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
