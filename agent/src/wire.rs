@@ -127,6 +127,22 @@ pub fn key_value(out: &mut Vec<u8>, tag: u32, key: &str, value: Value<'_>) {
         out.extend_from_slice(s);
         return;
     }
+    if let Value::Int(i) = value
+        && tag < 16
+        && key.len() < 100
+    {
+        // Likewise for integers (ports, status codes, sizes): a varint is
+        // at most 10 bytes, so every length still fits one byte.
+        let v = i as u64;
+        let any = 1 + encoded_len_varint(v);
+        let body = 2 + key.len() + 2 + any;
+        out.reserve(2 + body);
+        out.extend_from_slice(&[(tag << 3 | 2) as u8, body as u8, 0x0a, key.len() as u8]);
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(&[0x12, any as u8, 0x18]);
+        encode_varint(v, out);
+        return;
+    }
     let any = value.any_len();
     let body = len_delimited_size(KV_KEY, key.len()) + len_delimited_size(KV_VALUE, any);
     message_header(out, tag, body);
@@ -201,6 +217,16 @@ mod tests {
         same_as_prost("p", Value::Int(8080), any_value::Value::IntValue(8080));
         same_as_prost("n", Value::Int(-3), any_value::Value::IntValue(-3));
         same_as_prost("z", Value::Int(0), any_value::Value::IntValue(0));
+        same_as_prost(
+            "http.response.body.size",
+            Value::Int(i64::MAX),
+            any_value::Value::IntValue(i64::MAX),
+        );
+        same_as_prost(
+            "m",
+            Value::Int(i64::MIN),
+            any_value::Value::IntValue(i64::MIN),
+        );
         same_as_prost("b", Value::Bool(true), any_value::Value::BoolValue(true));
         same_as_prost("f", Value::Bool(false), any_value::Value::BoolValue(false));
         let long = "x".repeat(300);
