@@ -365,99 +365,20 @@ static __always_inline struct mop_tuple *mop_conn_of(__u64 pid_tgid, __s32 fd, _
 	return t;
 }
 
-/* Messages whose captured prefix is below this go straight into a ring
- * buffer record of fixed size, skipping the per-CPU scratch event and the
- * second copy bpf_ringbuf_output makes of it. The reservation's size must be
- * a constant, so the record carries unused room (up to MOP_SMALL bytes, twice
- * that for iovecs, whose masked offsets need the room). */
-#define MOP_SMALL 256
-
-/* Copies up to `want` bytes from the iovec array into data[], which has
- * room for 2 * MOP_SMALL bytes; want < MOP_SMALL. */
-static __always_inline __u32 mop_copy_iov_small(__u8 *data, __u64 iov_ptr, __u64 iovlen,
-						__u32 want)
-{
-	__u32 off = 0;
-	for (int i = 0; i < MOP_MAX_IOV; i++) {
-		if (i >= iovlen || off >= want)
-			break;
-		struct iovec iov = {};
-		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(iov_ptr + i * sizeof(iov))))
-			break;
-		__u64 n = mop_min(want - off, (__u32)iov.iov_len);
-		__u64 o = off;
-		MOP_BOUND(o, 0xff);
-		MOP_BOUND(n, 0xff);
-		if (n == 0)
-			continue;
-		if (bpf_probe_read_user(&data[o], n, iov.iov_base)) {
-			mop_count_drop(MOP_DROP_USER_READ);
-			break;
-		}
-		off = o + n;
-	}
-	return off;
-}
-
-/* The small-message path of mop_emit_data; false if the message is not
- * small (the caller then goes through the scratch event). */
-static __always_inline bool mop_emit_small(__u64 pid_tgid, __s32 fd, const struct mop_tuple *t,
-					   __u8 direction, __u8 syscall, __u8 flags, __u8 buf_kind,
-					   __u64 buf, __u64 iovlen, __u32 total, __u32 want)
-{
-	if (want >= MOP_SMALL || buf_kind == MOP_BUF_NONE)
-		return false;
-	/* The wake-up decision is taken before the record is reserved: a
-	 * reserved, uncommitted record is not yet available data. */
-	long wake = mop_output_flags();
-	struct mop_event *e;
-	__u32 got = 0;
-	if (buf_kind == MOP_BUF_PLAIN) {
-		e = bpf_ringbuf_reserve(&mop_events, MOP_EVENT_HEADER_SIZE + MOP_SMALL, 0);
-		if (!e) {
-			mop_count_drop(MOP_DROP_RINGBUF_FULL);
-			return true;
-		}
-		__u64 n = want;
-		MOP_BOUND(n, 0xff);
-		if (n > 0 && bpf_probe_read_user(e->data, n, (void *)buf) == 0)
-			got = n;
-		else if (n > 0)
-			mop_count_drop(MOP_DROP_USER_READ);
-	} else {
-		e = bpf_ringbuf_reserve(&mop_events, MOP_EVENT_HEADER_SIZE + 2 * MOP_SMALL, 0);
-		if (!e) {
-			mop_count_drop(MOP_DROP_RINGBUF_FULL);
-			return true;
-		}
-		got = mop_copy_iov_small(e->data, buf, iovlen, want);
-	}
-	mop_fill_header(e, pid_tgid, fd, MOP_EV_DATA, direction, syscall, t);
-	e->flags = flags;
-	e->total_len = total;
-	e->captured_len = got;
-	bpf_ringbuf_submit(e, wake);
-	return true;
-}
-
 /* Emits one DATA event of `total` bytes moved, copying a prefix of them. */
 static __always_inline void mop_emit_data(__u64 pid_tgid, __s32 fd, const struct mop_tuple *t,
 					  __u8 direction, __u8 syscall, __u8 flags,
 					  __u8 buf_kind, __u64 buf, __u64 iovlen, long total)
 {
-	__u32 total32 = total > 0xffffffffL ? 0xffffffff : (__u32)total;
-	__u32 want = mop_min(capture_bytes, MOP_MAX_CAPTURE);
-	want = mop_min(want, total32);
-	if (mop_emit_small(pid_tgid, fd, t, direction, syscall, flags, buf_kind, buf, iovlen,
-			   total32, want))
-		return;
 	struct mop_event *e = mop_scratch_event();
 	if (!e)
 		return;
 	mop_fill_header(e, pid_tgid, fd, MOP_EV_DATA, direction, syscall, t);
 	e->flags = flags;
-	e->total_len = total32;
+	e->total_len = total > 0xffffffffL ? 0xffffffff : (__u32)total;
 
+	__u32 want = mop_min(capture_bytes, MOP_MAX_CAPTURE);
+	want = mop_min(want, e->total_len);
 	__u32 got = 0;
 	if (buf_kind == MOP_BUF_PLAIN) {
 		__u64 n = want;
