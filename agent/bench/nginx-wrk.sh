@@ -15,6 +15,7 @@
 # capture.poll_interval_ms (defaults: the agent's defaults).
 # PROFILE=FILE records the agent with perf (DWARF call graphs) during the
 # first saturated run; read it with `perf report -i FILE --no-children`.
+# PERF_EVENT=page-faults records every page fault of the agent instead.
 # TLS=1 serves HTTPS (self-signed, made by openssl) and runs wrk over TLS:
 # the agent then sees nginx's plaintext through the OpenSSL uprobes.
 # MODES picks the modes (default "saturated fixed"); AGENT=path runs another
@@ -95,6 +96,7 @@ nginx_cpu() { # utime+stime ticks of all nginx processes of this run
   local t=0; for p in $(pgrep -f "nginx -c $TMP/nginx.conf" || true) $(pgrep -P "$NGINX_PID" || true); do
     [[ -r /proc/$p/stat ]] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo "$t"; }
 agent_cpu() { awk '{print $14+$15}' "/proc/$AGENT_PID/stat"; }
+agent_faults() { awk '{print $10}' "/proc/$AGENT_PID/stat"; } # minor page faults
 sink_cpu() { awk '{print $14+$15}' "/proc/$SINK_PID/stat"; }
 bpf_ns() { # total run_time_ns and run_cnt over the agent's programs
   bpftool prog show --json | python3 -c '
@@ -168,15 +170,16 @@ for mode in ${MODES:-saturated fixed}; do
     fi
     for BIN in "${order[@]}"; do
     start_agent "$BIN"
-    a0=$(agent_cpu); s0=$(sink_cpu); read -r b0 c0 < <(bpf_ns); m0=$(nginx_cpu)
+    f0=$(agent_faults); a0=$(agent_cpu); s0=$(sink_cpu); read -r b0 c0 < <(bpf_ns); m0=$(nginx_cpu)
     prog_stats "$TMP/progs0.json"
     if [[ -n "${PROFILE:-}" && $mode == saturated && $r == 1 ]]; then
-      perf record -q -F 999 --call-graph dwarf,16384 -o "$PROFILE" -p "$AGENT_PID" -- sleep "$DUR" 2>/dev/null &
+      ev=(-F 999); [[ -n "${PERF_EVENT:-}" ]] && ev=(-e "$PERF_EVENT" -c 1)
+      perf record -q "${ev[@]}" --call-graph dwarf,16384 -o "$PROFILE" -p "$AGENT_PID" -- sleep "$DUR" 2>/dev/null &
       PERF_PID=$!
     fi
     read -r with with_p99 < <(run_wrk $mode)
     [[ -n "${PERF_PID:-}" ]] && { wait "$PERF_PID" || true; PERF_PID=; }
-    a1=$(agent_cpu); s1=$(sink_cpu); read -r b1 c1 < <(bpf_ns); m1=$(nginx_cpu)
+    f1=$(agent_faults); a1=$(agent_cpu); s1=$(sink_cpu); read -r b1 c1 < <(bpf_ns); m1=$(nginx_cpu)
     prog_stats "$TMP/progs1.json"
     spans=$(curl -s "http://$METRICS/metrics" | awk '/^mop_agent_exchanges_total/ {print $2}')
     drops=$(curl -s "http://$METRICS/metrics" | awk '/^mop_agent_kernel_drops_total/ {s+=$2} END {print s+0}')
@@ -196,7 +199,7 @@ print(f"{mode:9} round {r}: without {base:9.0f} req  with {with_:9.0f} req  loss
       f"nginx {(n1-n0)/hz/base*1e6:5.1f} -> {(m1-m0)/hz/with_*1e6:5.1f} us CPU/req  "
       f"exchanges {spans:.0f} kernel-drops {drops:.0f}")
 PY
-    echo "    load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "    load average after the run: $(cut -d' ' -f1-3 /proc/loadavg); agent page faults per 1000 requests: $(python3 -c "print(round(($f1-$f0)*1000/$with, 1))")"
     [[ -n "${PER_PROG:-}" ]] && prog_table "$TMP/progs0.json" "$TMP/progs1.json" "$with"
     done
   done
