@@ -273,6 +273,7 @@ fn route_template_into(target: &str, out: &mut String) {
     }
 }
 
+#[inline(always)]
 fn kv_str(out: &mut Vec<u8>, key: &str, v: &str) {
     wire::key_value(
         out,
@@ -282,6 +283,7 @@ fn kv_str(out: &mut Vec<u8>, key: &str, v: &str) {
     );
 }
 
+#[inline(always)]
 fn kv_int(out: &mut Vec<u8>, key: &str, v: i64) {
     wire::key_value(out, wire::span::ATTRIBUTES, key, wire::Value::Int(v));
 }

@@ -111,6 +111,12 @@ impl Value<'_> {
 
 /// One `KeyValue` as field `tag` of the enclosing message (9 in `Span`, 1
 /// in `Resource`, 7 in `HistogramDataPoint`).
+///
+/// Inlined so that at the span builder's call sites, whose keys are string
+/// literals, the key's length is a constant: its copy becomes a few moves
+/// instead of a `memcpy` call, and the lengths fold (callgrind: 22 `memcpy`
+/// calls per request came from here). The general case stays out of line.
+#[inline(always)]
 pub fn key_value(out: &mut Vec<u8>, tag: u32, key: &str, value: Value<'_>) {
     if let Value::Str(s) = value
         && tag < 16
@@ -143,6 +149,11 @@ pub fn key_value(out: &mut Vec<u8>, tag: u32, key: &str, value: Value<'_>) {
         encode_varint(v, out);
         return;
     }
+    key_value_general(out, tag, key, value);
+}
+
+#[inline(never)]
+fn key_value_general(out: &mut Vec<u8>, tag: u32, key: &str, value: Value<'_>) {
     let any = value.any_len();
     let body = len_delimited_size(KV_KEY, key.len()) + len_delimited_size(KV_VALUE, any);
     message_header(out, tag, body);
