@@ -245,3 +245,141 @@ proptest::proptest! {
         proptest::prop_assert_eq!(got, vec![200, 500]);
     }
 }
+
+/// What httparse (default config, `MAX_HEADERS` slots) makes of a response
+/// head, in the fast path's terms; `None` unless it is complete.
+fn httparse_response_head(buf: &[u8]) -> Option<PlainHead> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(len) = resp.parse(buf).ok()? else {
+        return None;
+    };
+    let mut framing = Framing::default();
+    for h in resp.headers.iter() {
+        framing.header(h.name.as_bytes(), h.value);
+    }
+    Some(PlainHead {
+        status: resp.code?,
+        minor: resp.version?,
+        len,
+        framing,
+    })
+}
+
+#[test]
+fn plain_response_heads_take_the_fast_path_and_agree_with_httparse() {
+    let nginx: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 30 Nov 2026 07:40:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n";
+    for head in [
+        nginx,
+        RESP,
+        b"HTTP/1.0 204\r\n\r\n",
+        b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: gzip, chunked \r\nX-Empty:\r\nX-Tab:\tv\t\r\n\r\n",
+        b"HTTP/1.1 200 caf\xc3\xa9\r\nX: \x80\xff\r\n\r\n",
+    ] {
+        let fast = plain_response_head(head);
+        assert!(fast.is_some(), "{:?}", String::from_utf8_lossy(head));
+        assert_eq!(fast, httparse_response_head(head));
+    }
+    assert_eq!(
+        plain_response_head(nginx).map(|h| h.framing),
+        Some(Framing {
+            length: Some(3),
+            chunked: false
+        })
+    );
+    // As many headers as httparse has room for, and one more.
+    let many = |n: usize| {
+        let mut h = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for _ in 0..n {
+            h.extend_from_slice(b"X: y\r\n");
+        }
+        h.extend_from_slice(b"\r\n");
+        h
+    };
+    assert!(plain_response_head(&many(MAX_HEADERS)).is_some());
+    assert_eq!(
+        plain_response_head(&many(MAX_HEADERS)),
+        httparse_response_head(&many(MAX_HEADERS))
+    );
+    assert_eq!(plain_response_head(&many(MAX_HEADERS + 1)), None);
+    assert_eq!(httparse_response_head(&many(MAX_HEADERS + 1)), None);
+    // Left to httparse: bare LF, leading empty line, space before the colon,
+    // a control byte, an incomplete head.
+    for head in [
+        &b"HTTP/1.1 200 OK\nContent-Length: 1\n\n"[..],
+        b"\r\nHTTP/1.1 200 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length : 1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX: a\x01b\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n",
+    ] {
+        assert_eq!(plain_response_head(head), None);
+    }
+}
+
+/// Bytes a response head is made of, weighted towards the ones whose
+/// handling differs (separators, line ends, control and non-ASCII bytes).
+fn head_byte() -> impl proptest::strategy::Strategy<Value = u8> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => proptest::sample::select(b"aZ09-_.!~:; \t\r\n".to_vec()),
+        1 => any::<u8>(),
+    ]
+}
+
+proptest::proptest! {
+    /// The fast path never disagrees with httparse: whatever it accepts,
+    /// httparse parses to the same status, version, head length and
+    /// framing headers.
+    #[test]
+    fn the_fast_response_head_agrees_with_httparse(
+        status_line in proptest::sample::select(vec![
+            &b"HTTP/1.1 200 OK\r\n"[..], b"HTTP/1.0 404 Not Found\r\n", b"HTTP/1.1 101\r\n",
+            b"HTTP/1.1 2x0 OK\r\n", b"HTTP/1.2 200 OK\r\n", b"HTTP/1.1 200 OK\n", b"HTTP/1.1  200 OK\r\n",
+        ]),
+        headers in proptest::collection::vec(
+            (
+                proptest::sample::select(vec![
+                    &b"Content-Length"[..], b"content-length", b"Transfer-Encoding", b"Server", b"X-A", b"", b"Bad Name",
+                ]),
+                proptest::sample::select(vec![&b": "[..], b":", b" :", b":\t"]),
+                proptest::collection::vec(head_byte(), 0..12),
+                proptest::sample::select(vec![&b"\r\n"[..], b"\n", b"\r", b""]),
+            ),
+            0..8,
+        ),
+        end in proptest::sample::select(vec![&b"\r\n"[..], b"\n", b"", b"\r\nbody"]),
+    ) {
+        let mut buf = status_line.to_vec();
+        for (name, sep, value, eol) in &headers {
+            buf.extend_from_slice(name);
+            buf.extend_from_slice(sep);
+            buf.extend_from_slice(value);
+            buf.extend_from_slice(eol);
+        }
+        buf.extend_from_slice(end);
+        if let Some(fast) = plain_response_head(&buf) {
+            proptest::prop_assert_eq!(Some(fast), httparse_response_head(&buf));
+        }
+    }
+
+    /// Random bytes after a valid start: the same agreement.
+    #[test]
+    fn the_fast_response_head_agrees_with_httparse_on_any_bytes(
+        tail in proptest::collection::vec(head_byte(), 0..120),
+    ) {
+        let mut buf = b"HTTP/1.1 200 OK\r\n".to_vec();
+        buf.extend_from_slice(&tail);
+        if let Some(fast) = plain_response_head(&buf) {
+            proptest::prop_assert_eq!(Some(fast), httparse_response_head(&buf));
+        }
+    }
+}
+
+proptest::proptest! {
+    /// The word-at-a-time scan finds what a byte loop finds.
+    #[test]
+    fn first_control_matches_a_byte_loop(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+        let want = b.iter().position(|&c| c < 0x20 || c == 0x7f);
+        proptest::prop_assert_eq!(first_control(&b), want);
+    }
+}
