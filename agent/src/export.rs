@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use bytes::{Buf as _, BufMut as _, Bytes};
+use bytes::{Buf as _, BufMut};
 use opentelemetry_proto::tonic::{
     collector::metrics::v1::{
         ExportMetricsServiceRequest, metrics_service_client::MetricsServiceClient,
@@ -253,7 +253,7 @@ pub fn encode_request(batch: &SpanBatch, host: &str) -> Vec<u8> {
 /// `ScopeSpans.spans` entries.
 #[derive(Default)]
 struct Pending {
-    groups: Vec<(Arc<ResourceInfo>, Vec<u8>)>,
+    groups: Groups,
     by_ptr: HashMap<usize, usize>,
     count: usize,
     /// Emptied group buffers, reused by the next groups.
@@ -274,16 +274,45 @@ impl Pending {
         self.count += 1;
     }
 
-    /// Forgets the spans (they have been framed into a request) but keeps
-    /// the buffers.
-    fn clear(&mut self) {
-        for (_, mut b) in self.groups.drain(..) {
+    /// Hands the spans over for a request; `restore` gives the buffers
+    /// back once it is sent.
+    fn take(&mut self) -> Groups {
+        self.by_ptr.clear();
+        self.count = 0;
+        std::mem::take(&mut self.groups)
+    }
+
+    /// Keeps a sent request's buffers for the next groups.
+    fn restore(&mut self, mut groups: Groups) {
+        for (_, mut b) in groups.drain(..) {
             b.clear();
             self.spare.push(b);
         }
-        self.by_ptr.clear();
-        self.count = 0;
+        if self.groups.is_empty() {
+            // The emptied list keeps its capacity too.
+            self.groups = groups;
+        }
     }
+
+    /// Forgets the spans but keeps the buffers.
+    #[cfg(test)]
+    fn clear(&mut self) {
+        let g = self.take();
+        self.restore(g);
+    }
+}
+
+/// Encoded spans per resource, as the exporter frames them into a request.
+type Groups = Vec<(Arc<ResourceInfo>, Vec<u8>)>;
+
+/// One trace export: the pending groups, framed into the request as tonic
+/// encodes it. Shared by the retries of one batch, which frame the same
+/// bytes again.
+#[derive(Debug)]
+struct TraceRequest {
+    groups: Groups,
+    host: Arc<str>,
+    len: usize,
 }
 
 /// Tag of a length-delimited protobuf field: `field << 3 | 2`.
@@ -292,24 +321,26 @@ const fn len_tag(field: u8) -> u8 {
 }
 
 /// Appends one length-delimited field.
-fn put_len_field(out: &mut Vec<u8>, field: u8, body: &[u8]) {
-    out.push(len_tag(field));
+fn put_len_field(out: &mut impl BufMut, field: u8, body: &[u8]) {
+    out.put_u8(len_tag(field));
     prost::encoding::encode_varint(body.len() as u64, out);
-    out.extend_from_slice(body);
+    out.put_slice(body);
 }
 
 fn len_field_size(len: usize) -> usize {
     1 + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
-/// Sends an already-encoded protobuf message and ignores the response body:
-/// a batch is encoded once and every retry resends the same bytes instead
-/// of cloning and re-encoding the request.
+/// Frames the pending groups (spans encoded once, where they were built)
+/// straight into tonic's buffer, and ignores the response body. Framing
+/// them into a request buffer first, which tonic then copied whole into its
+/// own, was a copy of every span byte: half of the agent's `memmove` under
+/// load. A retry frames the same groups again.
 #[derive(Debug, Clone, Copy, Default)]
 struct PreEncoded;
 
 impl Codec for PreEncoded {
-    type Encode = Bytes;
+    type Encode = Arc<TraceRequest>;
     type Decode = ();
     type Encoder = PreEncoded;
     type Decoder = PreEncoded;
@@ -322,10 +353,11 @@ impl Codec for PreEncoded {
 }
 
 impl Encoder for PreEncoded {
-    type Item = Bytes;
+    type Item = Arc<TraceRequest>;
     type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
+    fn encode(&mut self, item: Arc<TraceRequest>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.reserve(item.len);
+        Exporter::frame_groups(&item.groups, &item.host, dst);
         Ok(())
     }
 }
@@ -345,12 +377,10 @@ impl Decoder for PreEncoded {
 const TRACE_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 pub struct Exporter {
-    /// The previous request's buffer, reused for the next.
-    request_buf: Option<Vec<u8>>,
     channel: Channel,
     metrics_client: MetricsServiceClient<Channel>,
     cfg: config::Export,
-    host: String,
+    host: Arc<str>,
     metrics: Arc<Mutex<Metrics>>,
     stats: Arc<SelfMetrics>,
     token_file: Option<std::path::PathBuf>,
@@ -395,11 +425,10 @@ impl Exporter {
             .connect_timeout(Duration::from_millis(cfg.timeout_ms))
             .connect_lazy();
         Ok(Exporter {
-            request_buf: None,
             channel: channel.clone(),
             metrics_client: MetricsServiceClient::new(channel),
             cfg,
-            host,
+            host: host.into(),
             metrics,
             stats,
             token_file: None,
@@ -485,16 +514,18 @@ impl Exporter {
             return;
         }
         let n = pending.count;
-        let mut buf = self.request_buf.take().unwrap_or_default();
-        Self::request_into(pending, &self.host, &mut buf);
-        pending.clear();
-        let sent = self.send_spans(Bytes::from(buf), n as u64, cancel).await;
+        let groups = pending.take();
+        let len = Self::framed_len(&groups);
+        let req = Arc::new(TraceRequest {
+            groups,
+            host: self.host.clone(),
+            len,
+        });
+        let sent = self.send_spans(req, n as u64, cancel).await;
         rx.release(n);
-        // Reuse the request's buffer when no retry clone still holds it.
-        if let Ok(b) = sent.try_into_mut() {
-            let mut v: Vec<u8> = b.into();
-            v.clear();
-            self.request_buf = Some(v);
+        // Reuse the groups' buffers once tonic has let go of the request.
+        if let Ok(req) = Arc::try_unwrap(sent) {
+            pending.restore(req.groups);
         }
     }
 
@@ -504,31 +535,42 @@ impl Exporter {
     /// ResourceSpans.resource = 1, .scope_spans = 2; ScopeSpans.scope = 1,
     /// .spans = 2).
     fn request(p: &Pending, host: &str) -> Vec<u8> {
-        let mut out = Vec::new();
-        Self::request_into(p, host, &mut out);
+        let mut out = Vec::with_capacity(Self::framed_len(&p.groups));
+        Self::frame_groups(&p.groups, host, &mut out);
         out
     }
 
-    fn request_into(p: &Pending, host: &str, out: &mut Vec<u8>) {
+    /// Writes the request of `groups` to `out`.
+    fn frame_groups(groups: &Groups, host: &str, out: &mut impl BufMut) {
         let scope = telemetry::scope().encode_to_vec();
-        out.reserve(p.groups.iter().map(|(_, b)| b.len() + 1024).sum::<usize>());
-        for (res, spans) in &p.groups {
+        for (res, spans) in groups {
             let resource = telemetry::resource(res, host).encode_to_vec();
             let scope_spans_len = len_field_size(scope.len()) + spans.len();
             let resource_spans_len =
                 len_field_size(resource.len()) + len_field_size(scope_spans_len);
-            out.push(len_tag(1));
+            out.put_u8(len_tag(1));
             prost::encoding::encode_varint(resource_spans_len as u64, out);
             put_len_field(out, 1, &resource);
-            out.push(len_tag(2));
+            out.put_u8(len_tag(2));
             prost::encoding::encode_varint(scope_spans_len as u64, out);
             put_len_field(out, 1, &scope);
-            out.extend_from_slice(spans);
+            out.put_slice(spans);
         }
     }
 
-    /// Sends one request with retries; gives the body back for reuse.
-    async fn send_spans(&mut self, req: Bytes, n: u64, cancel: &CancellationToken) -> Bytes {
+    /// An upper bound of the request's size, to reserve it at once: the
+    /// spans plus room for each group's resource and framing.
+    fn framed_len(groups: &Groups) -> usize {
+        groups.iter().map(|(_, b)| b.len() + 1024).sum()
+    }
+
+    /// Sends one request with retries; gives the request back for reuse.
+    async fn send_spans(
+        &mut self,
+        req: Arc<TraceRequest>,
+        n: u64,
+        cancel: &CancellationToken,
+    ) -> Arc<TraceRequest> {
         let attempts = if cancel.is_cancelled() {
             1
         } else {
@@ -565,7 +607,7 @@ impl Exporter {
         req
     }
 
-    async fn export_bytes(&mut self, body: Bytes) -> Result<(), Status> {
+    async fn export_bytes(&mut self, body: Arc<TraceRequest>) -> Result<(), Status> {
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());
         grpc.ready()
             .await
