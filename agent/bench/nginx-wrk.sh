@@ -18,7 +18,12 @@
 # PERF_EVENT=page-faults records every page fault of the agent instead.
 # TLS=1 serves HTTPS (self-signed, made by openssl) and runs wrk over TLS:
 # the agent then sees nginx's plaintext through the OpenSSL uprobes.
-# MODES picks the modes (default "saturated fixed"); AGENT=path runs another
+# AGENT_WRAP="chrt --idle 0" (or "nice -n 10") starts the agent under that
+# command: the scheduling class is what decides how much of the agent's
+# drain bursts lands in the served requests' latency.
+# MODES picks the modes (default "saturated fixed"; "rate" is an open-loop
+# fixed rate of half the capacity with h2load, RATE_CONNS connections, p99
+# from its per-request log); AGENT=path runs another
 # mop-agent binary; AGENTS="path1 path2 ..." runs each build after the same
 # baseline in every round, rotating which goes first (an A/B of builds; each
 # line is labelled with the binary's file name).
@@ -30,6 +35,9 @@ CONNS=${CONNS:-50}
 for b in nginx wrk bpftool python3 openssl; do
   command -v "$b" >/dev/null || { echo "missing $b (apt-get install nginx-light wrk bpftool python3)"; exit 1; }
 done
+if [[ " ${MODES:-saturated fixed} " == *" rate "* ]]; then
+  command -v h2load >/dev/null || { echo "missing h2load for MODES=rate (apt-get install nghttp2-client)"; exit 1; }
+fi
 # NO_BUILD=1 uses the binaries already built (an A/B of saved builds).
 [[ -n "${NO_BUILD:-}" ]] || cargo build -q --release -p mop-agent --bin mop-agent --example otlp_sink
 AGENT=${AGENT:-target/release/mop-agent}
@@ -124,6 +132,7 @@ for per_req,name,runs,per_run in sorted(rows,reverse=True):
 PY
 }
 run_wrk() { # mode -> prints "requests p99_us"
+  [[ $1 == rate ]] && { run_rate; return; }
   local extra=() conns=$CONNS
   [[ $1 == fixed ]] && extra=(-s "$TMP/fixed.lua") && conns=$FIXED_CONNS
   wrk -t1 -c"$conns" -d"${DUR}s" --latency "${extra[@]}" "$SCHEME://127.0.0.1:$PORT/api/items/42" \
@@ -132,13 +141,29 @@ run_wrk() { # mode -> prints "requests p99_us"
                         sub(/[a-z]+$/, "", v); p=v*u}
            END {print n, p}'
 }
+# An open-loop fixed rate: h2load sends each of RATE_CONNS connections'
+# requests on a schedule (--rps) whatever the latency, and logs every
+# request's latency, from which p99 is taken here. (wrk's `fixed` mode
+# paces with a 1 ms pause after each response, so its rate follows the
+# latency, and its p99 measured ~1 ms even without the agent: wrk's own
+# timer loop, not nginx.)
+run_rate() {
+  rm -f "$TMP/h2.log"
+  h2load --h1 -t1 -c"$RATE_CONNS" --rps "$RATE_PER_CONN" -D "$DUR" --log-file "$TMP/h2.log" \
+    "$SCHEME://127.0.0.1:$PORT/api/items/42" > "$TMP/h2.out" 2>&1 || true
+  python3 - "$TMP/h2.log" <<'PY'
+import sys
+lat = sorted(int(l.split("\t")[2]) for l in open(sys.argv[1]) if l.split("\t")[1] == "200")
+print(len(lat), lat[int(len(lat) * 0.99)] if lat else 0)
+PY
+}
 CAPACITY=()
 HZ=$(getconf CLK_TCK)
 
 start_agent() {
   "$SINK" "$OTLP" > "$TMP/sink.out" & SINK_PID=$!
   sleep 0.3
-  RUST_LOG=error "${1:-$AGENT}" --config "$TMP/agent.yaml" & AGENT_PID=$!
+  RUST_LOG=error ${AGENT_WRAP:-} "${1:-$AGENT}" --config "$TMP/agent.yaml" & AGENT_PID=$!
   for _ in $(seq 50); do curl -s "http://$METRICS/metrics" >/dev/null 2>&1 && break; sleep 0.1; done
 }
 stop_agent() {
@@ -150,6 +175,14 @@ sysctl -q -w kernel.bpf_stats_enabled=1
 echo "nginx (1 worker, $SCHEME) + wrk -t1 -c$CONNS, ${DUR}s per run, $ROUNDS rounds, kernel $(uname -r), $(nproc) CPUs; $(uptime)"
 FIXED_CONNS=${FIXED_CONNS:-}
 for mode in ${MODES:-saturated fixed}; do
+  if [[ $mode == rate && -z "${RATE_PER_CONN:-}" ]]; then
+    # Half of the capacity measured without the agent (saturated runs of
+    # this invocation, or one short run now), spread over RATE_CONNS.
+    if ((${#CAPACITY[@]} == 0)); then read -r c _ < <(run_wrk saturated); CAPACITY+=("$c"); fi
+    RATE_CONNS=${RATE_CONNS:-50}
+    RATE_PER_CONN=$(python3 -c "import sys; c=[float(x) for x in sys.argv[1:]]; print(max(1, round(sum(c)/len(c)/$DUR/2/$RATE_CONNS)))" "${CAPACITY[@]}")
+    echo "rate mode: h2load, $RATE_CONNS connections x $RATE_PER_CONN req/s = $((RATE_CONNS * RATE_PER_CONN)) req/s (half of the saturated capacity without the agent)"
+  fi
   if [[ $mode == fixed && -z "$FIXED_CONNS" ]]; then
     # Half of the capacity measured without the agent (or, with no
     # saturated runs, of one short run now), at 1 ms per request per conn.
