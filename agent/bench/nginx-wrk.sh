@@ -205,7 +205,9 @@ for mode in ${MODES:-saturated fixed}; do
     start_agent "$BIN"
     f0=$(agent_faults); a0=$(agent_cpu); s0=$(sink_cpu); read -r b0 c0 < <(bpf_ns); m0=$(nginx_cpu)
     prog_stats "$TMP/progs0.json"
-    if [[ -n "${PROFILE:-}" && $mode == saturated && $r == 1 ]]; then
+    # Only the first build of the first round: with AGENTS, a second
+    # profile would overwrite the first (and every profiled run is slowed).
+    if [[ -n "${PROFILE:-}" && $mode == saturated && $r == 1 && $BIN == "${order[0]}" ]]; then
       ev=(-F 999); [[ -n "${PERF_EVENT:-}" ]] && ev=(-e "$PERF_EVENT" -c 1)
       perf record -q "${ev[@]}" --call-graph dwarf,16384 -o "$PROFILE" -p "$AGENT_PID" -- sleep "$DUR" 2>/dev/null &
       PERF_PID=$!
