@@ -235,22 +235,6 @@ impl Reader<'_> {
             let blob = repo.find_blob(git2::Oid::from_str(id)?)?;
             return Ok(f(blob.content()));
         }
-        if let (Store::Dir(root), Some(_)) = (&self.snap.store, self.snap.files.get(path)) {
-            // From a directory, each thread reads into one buffer it keeps: a fresh
-            // buffer per file made the kernel zero new pages for every dashboard
-            // (page faults and `clear_page` were a tenth of `mop validate`'s CPU on
-            // the realistic benchmark repository).
-            thread_local! {
-                static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-            }
-            // Taken out, not borrowed, so a nested read on this thread gets a
-            // buffer of its own instead of a borrow error.
-            let mut buf = BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
-            buf.clear();
-            let out = read_no_follow_into(&root.join(path), &mut buf).map(|()| f(&buf));
-            BUF.with(|b| *b.borrow_mut() = buf);
-            return out;
-        }
         self.read(path).map(|bytes| f(&bytes))
     }
 
@@ -282,14 +266,6 @@ fn subdir_of_workdir(repo: &git2::Repository, path: &Path) -> Option<PathBuf> {
 /// Reads a file indexed as a regular file, refusing it if it became a link
 /// since: never read anything outside the repository through a link.
 fn read_no_follow(p: &Path) -> Result<Vec<u8>, SourceError> {
-    let mut buf = Vec::new();
-    read_no_follow_into(p, &mut buf)?;
-    Ok(buf)
-}
-
-/// [`read_no_follow`], appending to `buf`.
-fn read_no_follow_into(p: &Path, buf: &mut Vec<u8>) -> Result<(), SourceError> {
-    use std::io::Read;
     let io = |source| SourceError::Io {
         path: p.to_path_buf(),
         source,
@@ -300,10 +276,7 @@ fn read_no_follow_into(p: &Path, buf: &mut Vec<u8>) -> Result<(), SourceError> {
             "it is a symbolic link, which MOP does not follow",
         )));
     }
-    let mut file = std::fs::File::open(p).map_err(io)?;
-    buf.reserve(usize::try_from(meta.len()).unwrap_or(0));
-    file.read_to_end(buf).map_err(io)?;
-    Ok(())
+    std::fs::read(p).map_err(io)
 }
 
 fn link_target(p: &Path) -> String {
