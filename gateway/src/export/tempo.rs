@@ -44,18 +44,11 @@ const fn key(field: u8) -> u8 {
 }
 
 fn varint_len(v: usize) -> usize {
-    // 7 bits per byte; 0 still takes one byte.
-    let bits = usize::BITS - (v | 1).leading_zeros();
-    bits.div_ceil(7) as usize
+    prost::encoding::encoded_len_varint(v as u64)
 }
 
 fn put_varint(buf: &mut Vec<u8>, v: usize) {
-    let mut v = v as u64;
-    while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
+    prost::encoding::encode_varint(v as u64, buf);
 }
 
 /// A length-delimited field of `len` bytes, with its key and length.
