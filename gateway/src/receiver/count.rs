@@ -13,8 +13,8 @@
 #[derive(Clone, PartialEq, prost::Message)]
 struct Item {}
 
-/// `ExportTraceServiceRequest.resource_spans = 1`, `ResourceSpans.scope_spans = 2`,
-/// `ScopeSpans.spans = 2`.
+/// `ExportTraceServiceRequest.resource_spans = 1` (and
+/// `ExportLogsServiceRequest.resource_logs = 1`).
 #[derive(Clone, PartialEq, prost::Message)]
 struct Traces {
     #[prost(message, repeated, tag = "1")]
@@ -35,12 +35,8 @@ struct Items {
     items: Vec<Item>,
 }
 
-/// `ExportLogsServiceRequest.resource_logs = 1`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct Logs {
-    #[prost(message, repeated, tag = "1")]
-    resources: Vec<Scoped>,
-}
+/// `ExportLogsServiceRequest.resource_logs = 1`: the same skeleton as traces.
+type Logs = Traces;
 
 /// `ExportMetricsServiceRequest.resource_metrics = 1`.
 #[derive(Clone, PartialEq, prost::Message)]
