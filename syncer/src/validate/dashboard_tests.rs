@@ -359,3 +359,28 @@ fn a_dashboard_named_like_a_folder_is_refused() {
         ]
     );
 }
+
+#[test]
+fn a_query_of_unusual_shape_does_not_hide_the_panels_other_queries() {
+    // The panel is read in one pass; a `null` query is skipped, not the list.
+    let text = r#"{"uid": "u", "title": "T", "panels": [
+{"title": "P", "targets": [null, "x", {"refId": "A", "datasource": "${DS_NONE}"}]}]}"#;
+    let (d, _) = check(&[(PATH, text)]);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert!(d[0].starts_with("tenants/a/dashboards/main/one.json:2:54: error: panel \"P\": datasource ${DS_NONE} is neither"), "{}", d[0]);
+}
+
+#[test]
+fn keys_are_read_as_go_reads_them_escaped_and_repeated() {
+    // `encoding/json` (Grafana) decodes escapes in keys, and a repeated key's
+    // later value replaces the earlier one.
+    let text = r#"{"uid": "u", "title": "T", "pan\u0065ls": [{"title": "P", "datasource": "${DS_A}"}],
+"rows": [{"panels": [{"title": "R", "datasource": "${DS_B}"}]}], "rows": []}"#;
+    let (d, _) = check(&[(PATH, text)]);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert!(
+        d[0].contains("panel \"P\": datasource ${DS_A} is neither"),
+        "{}",
+        d[0]
+    );
+}

@@ -8,7 +8,10 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use std::marker::PhantomData;
+
 use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::diag::{self, Diagnostic};
@@ -58,51 +61,281 @@ enum InputValue {
     NoDatasource { plugin: String },
 }
 
-/// The parts of a panel the checks read; the rest is skipped without building it.
-/// `T` is how its queries are read: in the same pass ([`PanelFast`], the common
-/// case: one scan of the panel text) or kept raw ([`Panel`], the fallback for a
-/// panel whose `targets` is not a list of objects).
-#[derive(Deserialize)]
-struct PanelOf<'a, T> {
-    #[serde(default, borrow)]
-    id: Option<&'a RawValue>,
-    #[serde(default, borrow)]
+/// What the checks read of a dashboard, in one pass over its text: the fields
+/// below are read (panels and their queries typed, the small ones kept raw), every
+/// other value is skipped, still syntax-checked. A dashboard is mostly panels, and
+/// reading them as raw text first and parsing that text again cost a second pass
+/// over most of its bytes.
+#[derive(Default)]
+struct Top<'a> {
+    inputs: Option<&'a RawValue>,
+    templating: Vec<Variable<'a>>,
+    annotations: Vec<Variable<'a>>,
+    panels: Vec<PanelInfo<'a>>,
+    rows: Vec<Row<'a>>,
+    uid: Option<&'a RawValue>,
     title: Option<&'a RawValue>,
-    #[serde(default, borrow)]
+}
+
+impl<'a> Shape<'a> for Top<'a> {
+    const FIELDS: &'static [&'static str] = &[
+        "__inputs",
+        "templating",
+        "annotations",
+        "panels",
+        "rows",
+        "uid",
+        "title",
+    ];
+    fn read<A: MapAccess<'a>>(&mut self, field: usize, map: &mut A) -> Result<(), A::Error> {
+        match field {
+            0 => self.inputs = Some(map.next_value()?),
+            1 => {
+                self.templating = map
+                    .next_value::<Object<List<'a>>>()?
+                    .0
+                    .unwrap_or_default()
+                    .0
+            }
+            2 => {
+                self.annotations = map
+                    .next_value::<Object<List<'a>>>()?
+                    .0
+                    .unwrap_or_default()
+                    .0
+            }
+            3 => self.panels = map.next_value::<Objects<PanelInfo<'a>>>()?.0,
+            4 => self.rows = map.next_value::<Objects<Row<'a>>>()?.0,
+            5 => self.uid = Some(map.next_value()?),
+            _ => self.title = Some(map.next_value()?),
+        }
+        Ok(())
+    }
+}
+
+/// A panel as the checks read it, with the panels of a collapsed row inside it.
+#[derive(Default)]
+struct PanelInfo<'a> {
+    id: Option<&'a RawValue>,
+    title: Option<&'a RawValue>,
     datasource: Option<&'a RawValue>,
-    #[serde(default = "none")]
-    targets: Option<T>,
-    #[serde(default, borrow)]
-    panels: Option<&'a RawValue>,
-    #[serde(default, borrow, rename = "libraryPanel")]
+    targets: Vec<Variable<'a>>,
+    panels: Vec<PanelInfo<'a>>,
     library_panel: Option<&'a RawValue>,
 }
 
-fn none<T>() -> Option<T> {
-    None
+impl<'a> Shape<'a> for PanelInfo<'a> {
+    const FIELDS: &'static [&'static str] = &[
+        "id",
+        "title",
+        "datasource",
+        "targets",
+        "panels",
+        "libraryPanel",
+    ];
+    fn read<A: MapAccess<'a>>(&mut self, field: usize, map: &mut A) -> Result<(), A::Error> {
+        match field {
+            0 => self.id = Some(map.next_value()?),
+            1 => self.title = Some(map.next_value()?),
+            2 => self.datasource = Some(map.next_value()?),
+            3 => self.targets = map.next_value::<Objects<Variable<'a>>>()?.0,
+            4 => self.panels = map.next_value::<Objects<PanelInfo<'a>>>()?.0,
+            _ => self.library_panel = Some(map.next_value()?),
+        }
+        Ok(())
+    }
 }
 
-type PanelFast<'a> = PanelOf<'a, Vec<HasDatasource<'a>>>;
-type Panel<'a> = PanelOf<'a, &'a RawValue>;
-
-#[derive(Deserialize)]
-struct HasDatasource<'a> {
-    #[serde(default, borrow)]
+/// A query, template variable or annotation: its datasource, and its name.
+#[derive(Default)]
+struct Variable<'a> {
     datasource: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    name: Option<Cow<'a, str>>,
+    name: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
-struct List<'a> {
-    #[serde(default, borrow)]
-    list: Option<&'a RawValue>,
+impl Variable<'_> {
+    fn name(&self) -> Option<String> {
+        self.name.and_then(|n| serde_json::from_str(n.get()).ok())
+    }
 }
 
-#[derive(Deserialize)]
+impl<'a> Shape<'a> for Variable<'a> {
+    const FIELDS: &'static [&'static str] = &["datasource", "name"];
+    fn read<A: MapAccess<'a>>(&mut self, field: usize, map: &mut A) -> Result<(), A::Error> {
+        match field {
+            0 => self.datasource = Some(map.next_value()?),
+            _ => self.name = Some(map.next_value()?),
+        }
+        Ok(())
+    }
+}
+
+/// `templating` and `annotations`: `{"list": [...]}`.
+#[derive(Default)]
+struct List<'a>(Vec<Variable<'a>>);
+
+impl<'a> Shape<'a> for List<'a> {
+    const FIELDS: &'static [&'static str] = &["list"];
+    fn read<A: MapAccess<'a>>(&mut self, _: usize, map: &mut A) -> Result<(), A::Error> {
+        self.0 = map.next_value::<Objects<Variable<'a>>>()?.0;
+        Ok(())
+    }
+}
+
+/// A row of a schemaVersion < 16 dashboard.
+#[derive(Default)]
 struct Row<'a> {
-    #[serde(default, borrow)]
-    panels: Option<&'a RawValue>,
+    panels: Vec<PanelInfo<'a>>,
+}
+
+impl<'a> Shape<'a> for Row<'a> {
+    const FIELDS: &'static [&'static str] = &["panels"];
+    fn read<A: MapAccess<'a>>(&mut self, _: usize, map: &mut A) -> Result<(), A::Error> {
+        self.panels = map.next_value::<Objects<PanelInfo<'a>>>()?.0;
+        Ok(())
+    }
+}
+
+/// A JSON object read field by field into `Self`, for the fields in `FIELDS`.
+/// A repeated key replaces the earlier value, as Go's `encoding/json` (Grafana)
+/// does.
+trait Shape<'a>: Default {
+    const FIELDS: &'static [&'static str];
+    /// Reads the value of `FIELDS[field]`.
+    fn read<A: MapAccess<'a>>(&mut self, field: usize, map: &mut A) -> Result<(), A::Error>;
+}
+
+/// A value that is `T` if it is an object, and nothing (skipped) otherwise:
+/// Grafana's frontend ignores what does not have the shape it reads (a panel whose
+/// `targets` is a string still shows, with no queries).
+struct Object<T>(Option<T>);
+
+/// The objects of a list, each read as `T`; other elements, or a value that is not
+/// a list, are skipped.
+struct Objects<T>(Vec<T>);
+
+impl<'de, T: Shape<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Skipping::<Object<T>>(PhantomData))
+    }
+}
+
+impl<'de, T: Shape<'de>> Deserialize<'de> for Objects<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Skipping::<Objects<T>>(PhantomData))
+    }
+}
+
+/// The visitor of [`Object`] and [`Objects`]: every JSON type is accepted, and
+/// what is not read is consumed with `IgnoredAny`.
+struct Skipping<V>(PhantomData<V>);
+
+/// What a [`Skipping`] visitor makes of an object, a list and any other value.
+trait SkippingValue<'de>: Sized {
+    fn other() -> Self;
+    fn map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+    fn seq<A: SeqAccess<'de>>(seq: A) -> Result<Self, A::Error>;
+}
+
+fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+impl<'de, T: Shape<'de>> SkippingValue<'de> for Object<T> {
+    fn other() -> Self {
+        Object(None)
+    }
+    fn map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut v = T::default();
+        while let Some(field) = map.next_key_seed(Field(T::FIELDS))? {
+            match field {
+                Some(i) => v.read(i, &mut map)?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Object(Some(v)))
+    }
+    fn seq<A: SeqAccess<'de>>(seq: A) -> Result<Self, A::Error> {
+        skip_seq(seq)?;
+        Ok(Object(None))
+    }
+}
+
+impl<'de, T: Shape<'de>> SkippingValue<'de> for Objects<T> {
+    fn other() -> Self {
+        Objects(Vec::new())
+    }
+    fn map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        skip_map(map)?;
+        Ok(Objects(Vec::new()))
+    }
+    fn seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+        let mut out = Vec::new();
+        while let Some(o) = seq.next_element::<Object<T>>()? {
+            out.extend(o.0);
+        }
+        Ok(Objects(out))
+    }
+}
+
+impl<'de, V: SkippingValue<'de>> Visitor<'de> for Skipping<V> {
+    type Value = V;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V, A::Error> {
+        V::map(map)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V, A::Error> {
+        V::seq(seq)
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<V, E> {
+        Ok(V::other())
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<V, E> {
+        Ok(V::other())
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<V, E> {
+        Ok(V::other())
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<V, E> {
+        Ok(V::other())
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<V, E> {
+        Ok(V::other())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<V, E> {
+        Ok(V::other())
+    }
+}
+
+/// An object key: its index in the fields a [`Shape`] reads, without allocating
+/// (a key with escapes arrives as a transient `&str`, and is compared all the same).
+struct Field(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for Field {
+    type Value = Option<usize>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_identifier(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Field {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|f| *f == s))
+    }
 }
 
 #[derive(Deserialize)]
@@ -130,7 +363,7 @@ struct Ctx<'a> {
     path: &'a str,
     text: &'a str,
     inputs: &'a HashMap<String, InputValue>,
-    variables: HashSet<Cow<'a, str>>,
+    variables: HashSet<String>,
     /// Names and uids of the tenant's datasources.
     own: HashSet<String>,
     pyroscope_uid: String,
@@ -255,36 +488,15 @@ impl<'a> Ctx<'a> {
         );
     }
 
-    fn panels(&mut self, raw: Option<&'a RawValue>) {
-        let Some(raw) = raw else { return };
-        if let Ok(list) = serde_json::from_str::<Vec<PanelFast>>(raw.get()) {
-            for mut p in list {
-                let targets = p.targets.take().unwrap_or_default();
-                self.panel(&p, &targets);
-            }
-            return;
-        }
-        // Some panel is unusual (`targets` not a list of objects…): panel by panel,
-        // skipping what does not have the expected shape, as Grafana ignores it.
-        let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else {
-            return;
-        };
-        for p in list {
-            let Ok(p) = serde_json::from_str::<Panel>(p.get()) else {
-                continue;
-            };
-            let targets: Vec<HasDatasource> = p
-                .targets
-                .and_then(|t| serde_json::from_str(t.get()).ok())
-                .unwrap_or_default();
-            self.panel(&p, &targets);
+    fn panels(&mut self, panels: &[PanelInfo<'a>]) {
+        for p in panels {
+            self.panel(p);
         }
     }
 
-    /// One panel and its queries (`p.targets` is not read: the caller passes them).
-    fn panel<T>(&mut self, p: &PanelOf<'a, T>, targets: &[HasDatasource<'a>]) {
-        let (id, title, datasource, panels, library_panel) =
-            (p.id, p.title, p.datasource, p.panels, p.library_panel);
+    /// One panel, its queries, and the panels inside it.
+    fn panel(&mut self, p: &PanelInfo<'a>) {
+        let (id, title, datasource, library_panel) = (p.id, p.title, p.datasource, p.library_panel);
         let title = title
             .and_then(|t| serde_json::from_str::<String>(t.get()).ok())
             .unwrap_or_default();
@@ -294,7 +506,7 @@ impl<'a> Ctx<'a> {
             None => format!("panel {title:?}"),
         };
         self.datasource(datasource, &label);
-        for t in targets {
+        for t in &p.targets {
             self.datasource(t.datasource, &label);
         }
         if let Some(lp) = library_panel {
@@ -313,7 +525,7 @@ impl<'a> Ctx<'a> {
             );
         }
         // Collapsed rows hold their panels inside the row panel.
-        self.panels(panels);
+        self.panels(&p.panels);
     }
 }
 
@@ -325,9 +537,8 @@ pub(super) fn parse_dashboard(
     body: super::Body,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Dashboard> {
-    // Only the top level is parsed into a map; nested values stay raw text (still
-    // syntax-checked). A full tree for 10,000 dashboards costs more than all the
-    // rest of validation.
+    // One pass reads what the checks need (`Top`) and syntax-checks the rest; a
+    // full tree for 10,000 dashboards costs more than all the rest of validation.
     if !text.trim_start().starts_with('{') {
         diags.push(Diagnostic::error(
             path,
@@ -337,8 +548,17 @@ pub(super) fn parse_dashboard(
         ));
         return None;
     }
-    let obj: BTreeMap<String, &RawValue> = match serde_json::from_str(text) {
-        Ok(v) => v,
+    let top: Top = match serde_json::from_str::<Object<Top>>(text) {
+        Ok(Object(Some(v))) => v,
+        Ok(Object(None)) => {
+            diags.push(Diagnostic::error(
+                path,
+                1,
+                1,
+                "a dashboard must be a JSON object",
+            ));
+            return None;
+        }
         Err(e) => {
             let msg = e.to_string();
             // serde_json appends " at line L column C"; we print the position ourselves.
@@ -363,8 +583,8 @@ pub(super) fn parse_dashboard(
     // answers for the user: the tenant's datasource of that type.
     let own_uid = |backend: &str| uid::datasource_uid(tenant, backend);
     let mut inputs: HashMap<String, InputValue> = HashMap::new();
-    if let Some(list) = obj
-        .get("__inputs")
+    if let Some(list) = top
+        .inputs
         .and_then(|r| serde_json::from_str::<Vec<Input>>(r.get()).ok())
     {
         for i in list.into_iter().filter(|i| !i.name.is_empty()) {
@@ -393,12 +613,6 @@ pub(super) fn parse_dashboard(
     }
 
     // Variables by name: a `${DS_X}` that a dashboard variable resolves is fine.
-    let templating: Vec<HasDatasource> = obj
-        .get("templating")
-        .and_then(|r| serde_json::from_str::<List>(r.get()).ok())
-        .and_then(|l| l.list)
-        .and_then(|l| serde_json::from_str(l.get()).ok())
-        .unwrap_or_default();
     let mut own: HashSet<String> = HashSet::new();
     for (_, name, backend) in BACKENDS {
         own.insert(name.to_string());
@@ -408,38 +622,26 @@ pub(super) fn parse_dashboard(
         path,
         text,
         inputs: &inputs,
-        variables: templating.iter().filter_map(|v| v.name.clone()).collect(),
+        variables: top.templating.iter().filter_map(Variable::name).collect(),
         own,
         pyroscope_uid: own_uid("pyroscope"),
         pyroscope_at: None,
         diags,
         ok: true,
     };
-    for v in &templating {
-        let name = v.name.clone().unwrap_or_default();
+    for v in &top.templating {
+        let name = v.name().unwrap_or_default();
         ctx.datasource(v.datasource, &|| format!("variable {name:?}"));
     }
-    if let Some(list) = obj
-        .get("annotations")
-        .and_then(|r| serde_json::from_str::<List>(r.get()).ok())
-        .and_then(|l| l.list)
-        .and_then(|l| serde_json::from_str::<Vec<HasDatasource>>(l.get()).ok())
-    {
-        for a in list {
-            let name = a.name.clone().unwrap_or_default();
-            ctx.datasource(a.datasource, &|| format!("annotation {name:?}"));
-        }
+    for a in &top.annotations {
+        let name = a.name().unwrap_or_default();
+        ctx.datasource(a.datasource, &|| format!("annotation {name:?}"));
     }
-    ctx.panels(obj.get("panels").copied());
+    ctx.panels(&top.panels);
     // schemaVersion < 16 keeps panels in `rows`; Grafana migrates them on load
     // (`apps/dashboard/pkg/migration/schemaversion/v16.go`), so they are accepted.
-    if let Some(rows) = obj
-        .get("rows")
-        .and_then(|r| serde_json::from_str::<Vec<Row>>(r.get()).ok())
-    {
-        for r in rows {
-            ctx.panels(r.panels);
-        }
+    for r in &top.rows {
+        ctx.panels(&r.panels);
     }
     ok &= ctx.ok;
     let pyroscope_at = ctx.pyroscope_at;
@@ -448,12 +650,12 @@ pub(super) fn parse_dashboard(
     // Grafana trims the uid, and an empty or non-string one (`MustString()`) makes
     // it generate a random uid (`pkg/services/dashboards/service/dashboard_service.go`,
     // `BuildSaveDashboardCommand`): MOP derives a stable one from the path instead.
-    let uid_raw = obj.get("uid").copied();
+    let uid_raw = top.uid;
     let given = uid_raw
         .and_then(|r| serde_json::from_str::<String>(r.get()).ok())
         .map(|u| u.trim().to_string())
         .filter(|u| !u.is_empty());
-    let title_raw = obj.get("title").copied();
+    let title_raw = top.title;
     // Both keys are usually at the end of an exported dashboard: one pass over
     // the text finds both positions (offset 0 is 1:1, where a missing one points).
     let key_at =
@@ -512,7 +714,17 @@ pub(super) fn parse_dashboard(
         return None;
     }
     let body = match body {
-        super::Body::Build => build_body(&obj, &uid, uid_at.is_none(), tenant, folder, &inputs),
+        super::Body::Build => {
+            match build_body(text, &uid, uid_at.is_none(), tenant, folder, &inputs) {
+                Ok(b) => b,
+                // The one-pass read accepted the text, so serde_json cannot refuse
+                // it here; should it ever, the dashboard is refused, not dropped.
+                Err(e) => {
+                    diags.push(Diagnostic::error(path, 1, 1, format!("invalid JSON: {e}")));
+                    return None;
+                }
+            }
+        }
         super::Body::Stand(s) => s,
     };
     Some(Dashboard {
@@ -528,15 +740,18 @@ pub(super) fn parse_dashboard(
 }
 
 /// What `POST /api/dashboards/db` takes, from the file's top-level fields: compact
-/// JSON with sorted keys, as Grafana's import would store it.
+/// JSON with sorted keys, as Grafana's import would store it. The text was read
+/// once already (it is valid JSON, an object); this second pass is made only for
+/// a body that is used (render, apply, a plan's changed files).
 fn build_body(
-    file: &BTreeMap<String, &RawValue>,
+    text: &str,
     uid: &str,
     derived_uid: bool,
     tenant: &str,
     folder: &str,
     inputs: &HashMap<String, InputValue>,
-) -> std::sync::Arc<str> {
+) -> Result<std::sync::Arc<str>, serde_json::Error> {
+    let file: BTreeMap<String, &RawValue> = serde_json::from_str(text)?;
     let derived = if derived_uid {
         serde_json::value::to_raw_value(uid).ok()
     } else {
@@ -580,7 +795,7 @@ fn build_body(
     body.push_str(r#"},"folderUid":"#);
     body.push_str(&serde_json::Value::from(folder_uid).to_string());
     body.push('}');
-    body.into()
+    Ok(body.into())
 }
 
 /// Appends JSON text without the whitespace between tokens. The text is valid JSON
