@@ -262,23 +262,11 @@ fn load(path: &std::path::Path, rev: Option<&str>) -> anyhow::Result<Snapshot> {
     })
 }
 
-/// The desired state of every cluster at a git revision (one, keyed `None`, in
-/// a repository without clusters/), or its validation errors. Files whose
-/// content was parsed for the other side of the plan are not read or parsed again.
-fn desired_at(
-    snap: Snapshot,
-    cache: &mut validate::ParseCache,
-    cluster: Option<&str>,
-) -> anyhow::Result<AtRevision> {
-    let outcome = validate::validate_cached(&snap, cache);
-    let Some(repo) = outcome.repo else {
-        return Ok((snap.revision, Err(outcome.diagnostics)));
-    };
+/// The desired state of every cluster of a valid repository (one, keyed `None`,
+/// in a repository without clusters/).
+fn desired_of(repo: &mop_syncer::repo::Repo, cluster: Option<&str>) -> anyhow::Result<Views> {
     if !repo.is_multi_cluster() && cluster.is_none() {
-        return Ok((
-            snap.revision,
-            Ok(vec![(None, String::new(), render::render(&repo)?)]),
-        ));
+        return Ok(vec![(None, String::new(), render::render(repo)?)]);
     }
     let mut views = Vec::new();
     for (key, view) in repo.cluster_views() {
@@ -293,15 +281,11 @@ fn desired_at(
             .unwrap_or_default();
         views.push((key, env, render::render(&view)?));
     }
-    Ok((snap.revision, Ok(views)))
+    Ok(views)
 }
 
-/// A revision's commit id, and the desired state of each of its clusters (key,
-/// environment, desired) or its validation errors.
-type AtRevision = (
-    Option<String>,
-    Result<Vec<(Option<String>, String, render::Desired)>, Vec<Diagnostic>>,
-);
+/// Each cluster's key, environment and desired state.
+type Views = Vec<(Option<String>, String, render::Desired)>;
 
 /// `mop plan` of a repository with clusters: one plan per cluster of the head,
 /// each against the same cluster in the base (against the base's only view when
@@ -455,23 +439,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(b) => validate::ParseCache::for_plan(b, &head_snap),
                 Err(_) => validate::ParseCache::default(),
             };
-            let (head_rev, head_desired) = desired_at(head_snap, &mut cache, cluster.as_deref())?;
-            let mut head_views = match head_desired {
-                Ok(d) => d,
-                Err(diags) => {
-                    // On stdout, with the diagnostics: printed on stderr it could
-                    // land after them in a CI log that merges both streams.
-                    println!("head {head} is invalid; no plan:");
-                    print_diagnostics(&diags, Format::Text)?;
-                    return Ok(ExitCode::from(1));
-                }
+            // Files whose content was parsed for one side are not parsed again for
+            // the other (the cache); the two sides then render at the same time.
+            let head_outcome = validate::validate_cached(&head_snap, &mut cache);
+            let Some(head_repo) = head_outcome.repo else {
+                // On stdout, with the diagnostics: printed on stderr it could
+                // land after them in a CI log that merges both streams.
+                println!("head {head} is invalid; no plan:");
+                print_diagnostics(&head_outcome.diagnostics, Format::Text)?;
+                return Ok(ExitCode::from(1));
             };
+            let base_snap = base_snap?;
+            let base_outcome = validate::validate_cached(&base_snap, &mut cache);
+            drop(cache);
             // An invalid base (e.g. the PR fixes a broken main) plans against nothing
             // rather than failing the review; the output says so.
-            let (base_rev, base_desired) = desired_at(base_snap?, &mut cache, cluster.as_deref())?;
-            drop(cache);
-            let base_invalid = base_desired.is_err();
-            let base_views = base_desired.unwrap_or_default();
+            let base_invalid = base_outcome.repo.is_none();
+            let (head_views, base_views) = rayon::join(
+                || desired_of(&head_repo, cluster.as_deref()),
+                || {
+                    base_outcome
+                        .repo
+                        .as_ref()
+                        .map(|r| desired_of(r, cluster.as_deref()))
+                        .transpose()
+                },
+            );
+            let mut head_views = head_views?;
+            let base_views = base_views?.unwrap_or_default();
+            let (head_rev, base_rev) = (head_snap.revision, base_snap.revision);
             let meta = plan::Meta {
                 base: base_rev.unwrap_or(base),
                 head: head_rev.unwrap_or(head),

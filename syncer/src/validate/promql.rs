@@ -20,6 +20,14 @@
 //!    empty-string behaviour (`=""` matches "", `!=""` does not), which compiles
 //!    nothing.
 //!
+//! 4. In the same copy, the value of each equality matcher (`=`, `!=`) becomes
+//!    `""` if it is empty and `"_"` if not: the parser reads a value only for that
+//!    (the same check of `ast.rs`), once the lexer has accepted its escapes. Rule
+//!    files repeat expressions that differ only in such values (one per team,
+//!    namespace or service), so copies that parsed are remembered, and a repeat is
+//!    answered without parsing: promql-parser's LR parse costs about 12 µs per
+//!    expression, the largest part of a large repository's rule checks.
+//!
 //! Anything else — a refused string or pattern, or a copy that does not parse —
 //! takes the plain `parse` of the original, so every error message is
 //! promql-parser's own, byte for byte. A differential test holds both paths to the
@@ -27,7 +35,7 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use promql_parser::label::Matcher;
 use promql_parser::parser::token::{T_EQL_REGEX, T_NEQ_REGEX, TokenId};
@@ -36,25 +44,41 @@ use promql_parser::parser::token::{T_EQL_REGEX, T_NEQ_REGEX, TokenId};
 /// validates revision after revision, so the cache must not grow without bound.
 const MAX_CACHED_PATTERNS: usize = 16_384;
 
+/// Copies that parsed, kept per thread before the cache starts over.
+const MAX_CACHED_SHAPES: usize = 65_536;
+
 thread_local! {
     /// (operator, pattern) → `Some(matches "")` when promql-parser accepts the
     /// pattern, `None` when it refuses it.
     static PATTERNS: RefCell<HashMap<(TokenId, String), Option<bool>>> =
         RefCell::new(HashMap::new());
+    /// Copies ([`without_regexes`]) that promql-parser accepted.
+    static ACCEPTED: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
 }
 
 /// `promql_parser::parser::parse(expr)`'s verdict, with its message on error.
 pub(crate) fn check(expr: &str) -> Result<(), String> {
-    if let Some(copy) = without_regexes(expr)
-        && promql_parser::parser::parse(&copy).is_ok()
-    {
-        return Ok(());
+    if let Some(copy) = without_regexes(expr) {
+        if ACCEPTED.with(|a| a.borrow().contains(copy.as_ref())) {
+            return Ok(());
+        }
+        if promql_parser::parser::parse(&copy).is_ok() {
+            ACCEPTED.with(|a| {
+                let mut a = a.borrow_mut();
+                if a.len() >= MAX_CACHED_SHAPES {
+                    a.clear();
+                }
+                a.insert(copy.into_owned());
+            });
+            return Ok(());
+        }
     }
     promql_parser::parser::parse(expr).map(|_| ())
 }
 
 /// The expression with every regex matcher replaced by an equality matcher of the
-/// same empty-string behaviour; `None` when the plain parse must decide.
+/// same empty-string behaviour, and every equality matcher's value by `""` or
+/// `"_"`; `None` when the plain parse must decide.
 fn without_regexes(expr: &str) -> Option<Cow<'_, str>> {
     let b = expr.as_bytes();
     let mut out = String::new();
@@ -85,17 +109,35 @@ fn without_regexes(expr: &str) -> Option<Cow<'_, str>> {
                     return None;
                 };
                 let end = string_end(b, s, q)?;
-                let literal = expr.get(s..end)?;
-                // The lexer refuses unknown escapes in every kind of string, raw
-                // backtick strings too; the copy drops the literal, so ask it here.
-                if literal.contains('\\') && promql_parser::parser::lexer(literal).is_err() {
-                    return None;
-                }
-                let pattern = promql_parser::util::unquote_string(literal).ok()?;
+                let pattern = unquoted(expr.get(s..end)?)?;
                 let op = if op == b'=' { T_EQL_REGEX } else { T_NEQ_REGEX };
                 let matches_empty = decide(op, pattern)?;
                 out.push_str(expr.get(copied..i)?);
                 out.push_str(if matches_empty { r#"="""# } else { r#"!="""# });
+                copied = end;
+                i = end;
+            }
+            // An equality matcher: `=` (not `=~`) or `!=`, then its value.
+            b'=' | b'!' if depth > 0 => {
+                let op_end = match (b[i], b.get(i + 1)) {
+                    (b'=', _) => i + 1,
+                    (b'!', Some(b'=')) => i + 2,
+                    _ => {
+                        i += 1;
+                        continue;
+                    }
+                };
+                let mut s = op_end;
+                while s < b.len() && matches!(b[s], b' ' | b'\t' | b'\n' | b'\r') {
+                    s += 1;
+                }
+                let Some(&q @ (b'"' | b'\'' | b'`')) = b.get(s) else {
+                    return None;
+                };
+                let end = string_end(b, s, q)?;
+                let value = unquoted(expr.get(s..end)?)?;
+                out.push_str(expr.get(copied..s)?);
+                out.push_str(if value.is_empty() { r#""""# } else { r#""_""# });
                 copied = end;
                 i = end;
             }
@@ -107,6 +149,17 @@ fn without_regexes(expr: &str) -> Option<Cow<'_, str>> {
     }
     out.push_str(expr.get(copied..)?);
     Some(Cow::Owned(out))
+}
+
+/// A string literal's value as promql-parser reads it; `None` when the lexer or
+/// `unquote_string` refuses it (the copy drops the literal, so ask them here).
+fn unquoted(literal: &str) -> Option<String> {
+    // The lexer refuses unknown escapes in every kind of string, raw backtick
+    // strings too.
+    if literal.contains('\\') && promql_parser::parser::lexer(literal).is_err() {
+        return None;
+    }
+    promql_parser::util::unquote_string(literal).ok()
 }
 
 /// The byte after the string literal opening at `start` with quote `q`; `None`
@@ -196,6 +249,38 @@ mod tests {
             r#"x{a=~"a{1000}{1000}{1000}"}"#,
             r#"sum(x{a=~"b"}"#,
             r#""#,
+            r#"x{a="b"}"#,
+            r#"x{a="c"}"#,
+            r#"{a=""}"#,
+            r#"{a="x"}"#,
+            r#"{a!=""}"#,
+            r#"{a!="x"}"#,
+            r#"{a="", b=~".*"}"#,
+            r#"{a="", b=~".+"}"#,
+            r#"x{a="\q"}"#,
+            r#"x{a="\n"}"#,
+            r#"x{a='\x41'}"#,
+            r#"x{a=`raw\d`}"#,
+            r#"x{a="é", b!="ü"}"#,
+            r#"{"__name__"="x"}"#,
+            r#"foo{"__name__"="bar"}"#,
+            r#"foo{__name__="bar"}"#,
+            r#"{"a.b"="c"}"#,
+            r#"{"metric.name", a="b"}"#,
+            r#"{"", a="b"}"#,
+            r#"x{a==“b”}"#,
+            r#"x{a=="b"}"#,
+            r#"x{a= # comment
+                "b"}"#,
+            r#"x{a=}"#,
+            r#"x{a!}"#,
+            r#"x{a="unterminated}"#,
+            r#"x{a="b",}"#,
+            r#"label_replace(x{a="b"}, "dst", "$1", "src", "(.*)")"#,
+            r#"count_values("value", x{a="b"})"#,
+            r#"x{a="b"} == bool x{a="c"}"#,
+            r#"x{a="b"} offset 5m @ 100"#,
+            r#"rate(x{a="b"}[0s])"#,
         ];
         for expr in cases {
             let slow = promql_parser::parser::parse(expr).map(|_| ());
@@ -206,10 +291,28 @@ mod tests {
     }
 
     #[test]
-    fn regex_matchers_become_equality_matchers_of_the_same_emptiness() {
-        let copy = without_regexes(r#"x{a=~".*", b!~".*", c=~".+", d="e"}"#);
-        assert_eq!(copy.as_deref(), Some(r#"x{a="", b!="", c!="", d="e"}"#));
+    fn matchers_become_equality_matchers_of_the_same_emptiness() {
+        let copy = without_regexes(r#"x{a=~".*", b!~".*", c=~".+", d="e", f!="", g=`h`}"#);
+        assert_eq!(
+            copy.as_deref(),
+            Some(r#"x{a="", b!="", c!="", d="_", f!="", g="_"}"#)
+        );
         assert_eq!(without_regexes(r#"x{a=~"("}"#), None);
+        assert_eq!(without_regexes(r#"x{a="\q"}"#), None);
         assert!(matches!(without_regexes("up"), Some(Cow::Borrowed("up"))));
+    }
+
+    /// A remembered copy answers for other values only where they read the same:
+    /// a value the lexer refuses, or an empty one, is decided afresh.
+    #[test]
+    fn a_remembered_copy_does_not_answer_for_a_value_of_another_verdict() {
+        assert_eq!(check(r#"{a="x"}"#), Ok(()));
+        assert!(check(r#"{a=""}"#).is_err());
+        assert_eq!(check(r#"x{a="b"}"#), Ok(()));
+        assert_eq!(
+            check(r#"x{a="\q"}"#),
+            promql_parser::parser::parse(r#"x{a="\q"}"#).map(|_| ())
+        );
+        assert!(check(r#"x{a="\q"}"#).is_err());
     }
 }
