@@ -372,11 +372,8 @@ pub fn looks_like_credential(value: &str) -> Option<&'static str> {
 pub fn line_col(text: &str, offset: usize) -> (u32, u32) {
     let offset = offset.min(text.len());
     let before = &text.as_bytes()[..offset];
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |p| p + 1);
+    let line = memchr::memchr_iter(b'\n', before).count() + 1;
+    let line_start = memchr::memrchr(b'\n', before).map_or(0, |p| p + 1);
     let column = String::from_utf8_lossy(&before[line_start..])
         .chars()
         .count()
@@ -397,8 +394,8 @@ pub fn line_cols<const N: usize>(text: &str, offsets: [usize; N]) -> [(u32, u32)
     for i in order {
         let o = offsets[i].min(b.len());
         let seg = &b[pos..o];
-        line += seg.iter().filter(|&&c| c == b'\n').count();
-        if let Some(p) = seg.iter().rposition(|&c| c == b'\n') {
+        line += memchr::memchr_iter(b'\n', seg).count();
+        if let Some(p) = memchr::memrchr(b'\n', seg) {
             line_start = pos + p + 1;
         }
         pos = o;
