@@ -16,6 +16,7 @@
 #include "maps/events.h"
 #include "maps/drops.h"
 #include "maps/tracked_pids.h"
+#include "maps/tracked_bits.h"
 #include "maps/conns.h"
 #include "maps/active_io.h"
 #include "maps/scratch.h"
@@ -42,7 +43,7 @@ const volatile __u64 wakeup_bytes = 256 * 1024;
 
 static __always_inline bool mop_tracked(__u32 tgid)
 {
-	return bpf_map_lookup_elem(&mop_tracked_pids, &tgid) != NULL;
+	return mop_maybe_tracked(tgid) && bpf_map_lookup_elem(&mop_tracked_pids, &tgid) != NULL;
 }
 
 static __always_inline __u64 mop_conn_key(__u32 tgid, __s32 fd)
@@ -209,6 +210,10 @@ static __always_inline int mop_stash(__s32 fd, __u64 buf, __u64 iovlen, __u8 buf
  * returned slot also says whether an SSL call is in flight on the thread. */
 static __always_inline struct mop_active_io *mop_take_io(__u64 pid_tgid, struct mop_io *out)
 {
+	/* Only tracked threads have a slot; the bitmap answers for the others
+	 * without the hash lookup (the exits run for every process too). */
+	if (!mop_maybe_tracked(pid_tgid >> 32))
+		return NULL;
 	struct mop_active_io *a = bpf_map_lookup_elem(&mop_active_io, &pid_tgid);
 	if (!a || a->io.syscall == 0)
 		return NULL;
@@ -493,6 +498,7 @@ int mop_process_fork(struct trace_event_raw_sched_process_fork *ctx)
 	__u32 child = ctx->child_pid;
 	__u8 one = 1;
 	bpf_map_update_elem(&mop_tracked_pids, &child, &one, BPF_NOEXIST);
+	mop_kernel_bit(child, true);
 	return 0;
 }
 
@@ -505,6 +511,7 @@ int mop_process_exit(struct trace_event_raw_sched_process_template *ctx)
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = (__u32)pid_tgid;
 	bpf_map_delete_elem(&mop_tracked_pids, &tgid);
+	mop_kernel_bit(tgid, false);
 	/* The thread's in-place syscall slot goes with it. */
 	bpf_map_delete_elem(&mop_active_io, &pid_tgid);
 	return 0;

@@ -100,6 +100,8 @@ SEC("uretprobe")
 int mop_ssl_ret(struct pt_regs *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!mop_maybe_tracked(pid_tgid >> 32))
+		return 0;
 	struct mop_active_io *slot = bpf_map_lookup_elem(&mop_active_io, &pid_tgid);
 	if (!slot || !slot->ssl.ssl)
 		return 0;

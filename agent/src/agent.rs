@@ -356,6 +356,7 @@ impl Reader {
             }
         }
         let tracked: HashSet<u32> = self.programs.tracked().into_iter().collect();
+        self.programs.forget_exited(&tracked);
         self.tls
             .rescan(&mut self.programs, &self.proc_root, &tracked);
         // Config-derived attributes do not change, but processes come and go

@@ -7,7 +7,7 @@ use std::{collections::HashSet, os::fd::AsRawFd as _, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{TracePoint, UProbe, uprobe::UProbeScope},
 };
 use tracing::{info, warn};
@@ -218,6 +218,14 @@ pub struct LoadOptions {
 pub struct Programs {
     ebpf: Ebpf,
     tracked: HashMap<MapData, u32, u8>,
+    /// `mop_tracked_bits_user`: the kernel's filter in front of `tracked`
+    /// for the processes userspace tracks (`maps/tracked_bits.h`); this
+    /// struct is its only writer.
+    tracked_bits: Array<MapData, u64>,
+    /// The ids whose bit this struct set, to clear them once the kernel has
+    /// dropped the process (a stale bit costs untracked processes reusing
+    /// the id a hash lookup per syscall, nothing else).
+    bits_set: HashSet<u32>,
     drops: PerCpuArray<MapData, u64>,
     /// What could not be attached, in plain words.
     pub degraded: Vec<String>,
@@ -233,6 +241,11 @@ impl Programs {
     /// Loads and attaches; returns the programs and the ring buffer to read.
     pub fn load(opts: LoadOptions) -> Result<(Programs, RingBuf<MapData>)> {
         let capture = opts.capture_bytes.clamp(1, event::MAX_CAPTURE as u32);
+        let bit_words = pid_bitmap_words(
+            std::fs::read_to_string("/proc/sys/kernel/pid_max")
+                .ok()
+                .and_then(|s| s.trim().parse().ok()),
+        );
         let mut ebpf = EbpfLoader::new()
             .override_global("capture_bytes", &capture, true)
             .override_global("wakeup_bytes", &opts.wakeup_bytes, true)
@@ -240,6 +253,8 @@ impl Programs {
                 "mop_events",
                 opts.ring_buffer_bytes.next_power_of_two().max(4096),
             )
+            .map_max_entries("mop_tracked_bits_user", bit_words)
+            .map_max_entries("mop_tracked_bits_kernel", bit_words)
             .load(SOCKETS_OBJ)
             .map_err(|e| Error::Load(Box::new(e)))?;
         let mut degraded = Vec::new();
@@ -320,6 +335,14 @@ impl Programs {
             name: "mop_tracked_pids",
             source,
         })?;
+        let tracked_bits = Array::try_from(
+            ebpf.take_map("mop_tracked_bits_user")
+                .ok_or(Error::MissingMap("mop_tracked_bits_user"))?,
+        )
+        .map_err(|source| Error::Map {
+            name: "mop_tracked_bits_user",
+            source,
+        })?;
         let drops = PerCpuArray::try_from(
             ebpf.take_map("mop_drops")
                 .ok_or(Error::MissingMap("mop_drops"))?,
@@ -337,6 +360,8 @@ impl Programs {
             Programs {
                 ebpf,
                 tracked,
+                tracked_bits,
+                bits_set: HashSet::new(),
                 drops,
                 degraded,
                 program_ids,
@@ -402,7 +427,52 @@ impl Programs {
             .map_err(|source| Error::Map {
                 name: "mop_tracked_pids",
                 source,
-            })
+            })?;
+        // The hash first: a set bit with no key is a lookup, a key with no
+        // bit would be a process not captured.
+        self.set_bit(tgid, true)
+    }
+
+    /// Clears the filter bits of processes the kernel no longer tracks
+    /// (`tracked`: what [`Programs::tracked`] returned); the exit program
+    /// removed them from the hash but cannot write userspace's bitmap.
+    pub fn forget_exited(&mut self, tracked: &HashSet<u32>) {
+        let gone: Vec<u32> = self
+            .bits_set
+            .iter()
+            .filter(|id| !tracked.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            if let Err(e) = self.set_bit(id, false) {
+                warn!(pid = id, error = %e, "could not clear the tracked-process filter bit");
+            }
+        }
+    }
+
+    fn set_bit(&mut self, id: u32, on: bool) -> Result<()> {
+        let (word, bit) = (id / 64, 1u64 << (id % 64));
+        let map_err = |source| Error::Map {
+            name: "mop_tracked_bits_user",
+            source,
+        };
+        let old = match self.tracked_bits.get(&word, 0) {
+            Ok(v) => v,
+            // Beyond the bitmap (pid_max raised since load): the kernel
+            // finds no word there and asks the hash instead.
+            Err(aya::maps::MapError::OutOfBounds { .. }) => return Ok(()),
+            Err(source) => return Err(map_err(source)),
+        };
+        let new = if on { old | bit } else { old & !bit };
+        if new != old {
+            self.tracked_bits.set(word, new, 0).map_err(map_err)?;
+        }
+        if on {
+            self.bits_set.insert(id);
+        } else {
+            self.bits_set.remove(&id);
+        }
+        Ok(())
     }
 
     pub fn untrack(&mut self, tgid: u32) {
@@ -432,6 +502,12 @@ impl Programs {
     }
 }
 
+/// Words of the tracked-process bitmaps for ids below `pid_max` (the
+/// kernel's `kernel.pid_max`; 4,194,304, the 64-bit limit, if unknown).
+fn pid_bitmap_words(pid_max: Option<u32>) -> u32 {
+    pid_max.unwrap_or(1 << 22).clamp(64, 1 << 22).div_ceil(64)
+}
+
 fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe> {
     ebpf.program_mut(name)
         .ok_or(Error::MissingProgram(name))?
@@ -458,4 +534,20 @@ fn load_tls(ebpf: &mut Ebpf) -> Result<()> {
             })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pid_bitmap_words;
+
+    #[test]
+    fn bitmap_covers_every_id_below_pid_max() {
+        // Ids run from 0 to pid_max - 1; word id / 64 must exist.
+        assert_eq!(pid_bitmap_words(Some(32768)), 512);
+        assert_eq!(pid_bitmap_words(Some(32769)), 513);
+        assert_eq!(pid_bitmap_words(Some(4_194_304)), 65536);
+        assert_eq!(pid_bitmap_words(None), 65536);
+        // The kernel's own floor is 301; never an empty map.
+        assert_eq!(pid_bitmap_words(Some(0)), 1);
+    }
 }
