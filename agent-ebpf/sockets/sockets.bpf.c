@@ -180,7 +180,7 @@ static __always_inline int mop_stash(__s32 fd, __u64 buf, __u64 iovlen, __u8 buf
 				     __u8 syscall, __u8 direction)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!mop_tracked(pid_tgid >> 32))
+	if (!mop_maybe_tracked(pid_tgid >> 32))
 		return 0;
 	struct mop_io io = {
 		.buf = buf,
@@ -195,11 +195,18 @@ static __always_inline int mop_stash(__s32 fd, __u64 buf, __u64 iovlen, __u8 buf
 	 * SSL half is left alone: the syscall may run inside an SSL call. */
 	struct mop_active_io *slot = bpf_map_lookup_elem(&mop_active_io, &pid_tgid);
 	if (slot) {
+		/* A slot exists only for a thread of a tracked process (it is
+		 * made below, after the check, and goes when the thread exits;
+		 * a process stops being tracked only by exiting), so the
+		 * tracked-process hash is asked once per thread, not per
+		 * syscall. */
 		slot->io = io;
-	} else {
-		struct mop_active_io fresh = {.io = io, .ssl = {.fd = -1}};
-		bpf_map_update_elem(&mop_active_io, &pid_tgid, &fresh, BPF_ANY);
+		return 0;
 	}
+	if (!mop_tracked(pid_tgid >> 32))
+		return 0;
+	struct mop_active_io fresh = {.io = io, .ssl = {.fd = -1}};
+	bpf_map_update_elem(&mop_active_io, &pid_tgid, &fresh, BPF_ANY);
 	return 0;
 }
 
@@ -295,7 +302,7 @@ static __always_inline int mop_stash_msg(struct trace_event_raw_sys_enter *ctx, 
 					 __u8 direction)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!mop_tracked(pid_tgid >> 32))
+	if (!mop_maybe_tracked(pid_tgid >> 32))
 		return 0;
 	struct user_msghdr msg = {};
 	if (bpf_probe_read_user(&msg, sizeof(msg), (void *)ctx->args[1]))
