@@ -172,6 +172,14 @@ fn exporter<R: ResourceItems>(
         source,
     })?;
     let (tx, rx) = queue::<R>(capacity, R::SIGNAL, metrics.clone());
+    // Receivers enqueue straight into the metrics and logs exporters' queues,
+    // which therefore carry the signal's byte budget; the traces exporter is fed
+    // by the sampler, and its spans arrive charged to the ring input's budget.
+    let tx = if R::SIGNAL == Signal::Traces {
+        tx
+    } else {
+        tx.with_byte_budget(settings.queue_max_bytes)
+    };
     let opts = ExportOptions {
         batch_max_items: settings.batch_max_items,
         batch_timeout: settings.batch_timeout(),

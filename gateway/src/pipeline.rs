@@ -3,10 +3,15 @@
 //!
 //! Backpressure: receivers reserve queue slots for every tenant batch of a request
 //! at once ([`QueueSender::try_enqueue_all`]); when the queue is full, the whole
-//! request is refused with a retryable error, never half-accepted.
+//! request is refused with a retryable error, never half-accepted. A queue can
+//! also carry a byte budget ([`QueueSender::with_byte_budget`]): each accepted
+//! request is charged its OTLP-encoded size, and the [`Charge`] travels with the
+//! request's items through every stage until the exporter has encoded them, so
+//! the budget bounds the decoded data of the whole path, not of one queue.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
@@ -26,6 +31,105 @@ use crate::telemetry::{DropReason, Metrics, SignalLabel};
 pub struct Batch<R> {
     pub tenant: Arc<str>,
     pub items: Vec<R>,
+    /// The bytes these items hold of a byte budget; stages pass it on with the
+    /// items (or drop it where they hand the items to a store with its own bound).
+    pub charge: Charge,
+}
+
+impl<R> Batch<R> {
+    /// A batch charged to no budget.
+    pub fn new(tenant: Arc<str>, items: Vec<R>) -> Self {
+        Self {
+            tenant,
+            items,
+            charge: Charge::none(),
+        }
+    }
+}
+
+/// Encoded bytes of accepted requests whose items are still in memory, decoded
+/// (queued, in a stage or in a partial batch); above `limit` the receivers refuse
+/// new requests. Shared by every receiver of one signal.
+#[derive(Debug)]
+pub struct ByteBudget {
+    limit: usize,
+    used: AtomicUsize,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl ByteBudget {
+    /// Charges `bytes` if they fit. A request is let in whenever nothing is
+    /// charged, so one larger than the whole budget (up to
+    /// `--max-request-bytes`) is still accepted instead of refused forever.
+    fn try_charge(self: &Arc<Self>, bytes: usize) -> Option<Charge> {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            if used > 0 && used.saturating_add(bytes) > self.limit {
+                return None;
+            }
+            match self.used.compare_exchange_weak(
+                used,
+                used + bytes,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => used = now,
+            }
+        }
+        self.gauge.inc_by(bytes as i64);
+        Some(Charge {
+            budget: Some(self.clone()),
+            bytes,
+        })
+    }
+
+    fn exhausted(&self) -> bool {
+        self.used.load(Ordering::Relaxed) >= self.limit
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// Bytes charged to a [`ByteBudget`], given back when dropped.
+#[derive(Debug, Default)]
+pub struct Charge {
+    budget: Option<Arc<ByteBudget>>,
+    bytes: usize,
+}
+
+impl Charge {
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Takes over `other`'s bytes, so that one charge covers items merged into
+    /// one batch. Both are of the same budget (one per signal); a charge of
+    /// another budget is given back at once rather than held by the wrong one.
+    pub fn merge(&mut self, mut other: Charge) {
+        match (&self.budget, &other.budget) {
+            (_, None) => {}
+            (None, Some(_)) => *self = other,
+            (Some(a), Some(b)) if Arc::ptr_eq(a, b) => {
+                self.bytes += std::mem::take(&mut other.bytes);
+            }
+            (Some(_), Some(_)) => drop(other),
+        }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if let Some(b) = self.budget.take()
+            && self.bytes > 0
+        {
+            b.used.fetch_sub(self.bytes, Ordering::AcqRel);
+            b.gauge.dec_by(self.bytes as i64);
+        }
+    }
 }
 
 /// The queue was full: the client must retry later.
@@ -43,6 +147,7 @@ pub struct QueueSender<R> {
     tx: mpsc::Sender<Batch<R>>,
     metrics: Metrics,
     signal: Signal,
+    budget: Option<Arc<ByteBudget>>,
 }
 
 impl<R> Clone for QueueSender<R> {
@@ -51,6 +156,7 @@ impl<R> Clone for QueueSender<R> {
             tx: self.tx.clone(),
             metrics: self.metrics.clone(),
             signal: self.signal,
+            budget: self.budget.clone(),
         }
     }
 }
@@ -76,6 +182,7 @@ pub fn queue<R>(
             tx,
             metrics: metrics.clone(),
             signal,
+            budget: None,
         },
         QueueReceiver {
             rx,
@@ -85,11 +192,58 @@ pub fn queue<R>(
     )
 }
 
+impl<R> QueueSender<R> {
+    /// Bounds what [`QueueSender::try_enqueue_sized`] accepts by bytes as well:
+    /// at most `max_bytes` of encoded requests whose items are still decoded
+    /// somewhere behind this queue (the charge is given back once the exporter
+    /// has encoded them).
+    pub fn with_byte_budget(mut self, max_bytes: usize) -> Self {
+        let gauge = self
+            .metrics
+            .queue_budget_bytes
+            .get_or_create(&SignalLabel {
+                signal: self.signal,
+            })
+            .clone();
+        self.budget = Some(Arc::new(ByteBudget {
+            limit: max_bytes,
+            used: AtomicUsize::new(0),
+            gauge,
+        }));
+        self
+    }
+
+    /// The byte budget, if this queue has one.
+    pub fn byte_budget(&self) -> Option<&Arc<ByteBudget>> {
+        self.budget.as_ref()
+    }
+}
+
 impl<R: ResourceItems> QueueSender<R> {
     /// Enqueues every batch or none.
     pub fn try_enqueue_all(&self, batches: Vec<Batch<R>>) -> Result<(), EnqueueError> {
+        self.try_enqueue_sized(batches, 0)
+    }
+
+    /// Enqueues every batch or none; `bytes` (the request's encoded size) is
+    /// charged to the byte budget, if any, and refused with
+    /// [`EnqueueError::Full`] when it does not fit.
+    pub fn try_enqueue_sized(
+        &self,
+        mut batches: Vec<Batch<R>>,
+        bytes: usize,
+    ) -> Result<(), EnqueueError> {
         if batches.is_empty() {
             return Ok(());
+        }
+        if let Some(budget) = &self.budget {
+            if self.tx.is_closed() {
+                return Err(EnqueueError::Closed);
+            }
+            let charge = budget.try_charge(bytes).ok_or(EnqueueError::Full)?;
+            // One charge for the request, carried by its first batch; if the
+            // slots below are not there, it is given back with the batches.
+            batches[0].charge.merge(charge);
         }
         let permits = self
             .tx
@@ -107,9 +261,10 @@ impl<R: ResourceItems> QueueSender<R> {
         Ok(())
     }
 
-    /// No free slot right now (the receivers refuse before decoding).
+    /// No free slot or no budget left right now (the receivers refuse before
+    /// decoding).
     pub fn is_full(&self) -> bool {
-        self.tx.capacity() == 0
+        self.tx.capacity() == 0 || self.budget.as_ref().is_some_and(|b| b.exhausted())
     }
 
     /// Waits for room; used by internal stages (the sampler) so that a full export
@@ -182,6 +337,8 @@ struct Pending<R> {
     items: Vec<R>,
     count: usize,
     deadline: Instant,
+    /// The byte-budget charge of the items; given back once they are encoded.
+    charge: Charge,
 }
 
 /// With a disk queue, batches are encoded and appended to it instead of sent; the
@@ -248,12 +405,14 @@ impl SpooledRequest {
 async fn spool_batch<R: ResourceItems>(
     spool: &Spool,
     tenant: &str,
-    items: Vec<R>,
+    p: Pending<R>,
     encoder: &Arc<dyn Encoder<R>>,
     metrics: &Metrics,
 ) {
     let signal = R::SIGNAL;
-    let encoded = encoder.encode(tenant, items);
+    let encoded = encoder.encode(tenant, p.items);
+    // The decoded items are gone; the disk queue has its own budget.
+    drop(p.charge);
     for (reason, n, why) in &encoded.dropped {
         metrics.dropped(tenant, signal, *reason, *n, why);
     }
@@ -374,14 +533,16 @@ pub async fn run_exporter<R: ResourceItems>(
                     items: Vec::new(),
                     count: 0,
                     deadline: Instant::now() + opts.batch_timeout,
+                    charge: Charge::none(),
                 });
                 entry.items.extend(batch.items);
                 entry.count += n;
+                entry.charge.merge(batch.charge);
                 if entry.count >= opts.batch_max_items
                     && let Some(p) = pending.remove(&batch.tenant)
                 {
                     match &spool {
-                        Some(sp) => spool_batch(sp, &batch.tenant, p.items, &encoder, &metrics).await,
+                        Some(sp) => spool_batch(sp, &batch.tenant, p, &encoder, &metrics).await,
                         None => flush(&mut tasks, &slots, batch.tenant, p, &encoder, &sender, &metrics, &unsent).await,
                     }
                 }
@@ -396,7 +557,7 @@ pub async fn run_exporter<R: ResourceItems>(
                 for t in due {
                     if let Some(p) = pending.remove(&t) {
                         match &spool {
-                            Some(sp) => spool_batch(sp, &t, p.items, &encoder, &metrics).await,
+                            Some(sp) => spool_batch(sp, &t, p, &encoder, &metrics).await,
                             None => flush(&mut tasks, &slots, t, p, &encoder, &sender, &metrics, &unsent).await,
                         }
                     }
@@ -408,7 +569,7 @@ pub async fn run_exporter<R: ResourceItems>(
     let rest: Vec<(Arc<str>, Pending<R>)> = pending.drain().collect();
     for (t, p) in rest {
         match &spool {
-            Some(sp) => spool_batch(sp, &t, p.items, &encoder, &metrics).await,
+            Some(sp) => spool_batch(sp, &t, p, &encoder, &metrics).await,
             None => {
                 flush(
                     &mut tasks, &slots, t, p, &encoder, &sender, &metrics, &unsent,
@@ -488,6 +649,9 @@ async fn flush<R: ResourceItems>(
         let _permit = permit;
         let count = p.count;
         let encoded = encoder.encode(&tenant, p.items);
+        // The decoded items are gone; what is left in memory is the encoded
+        // body, bounded by the in-flight slots.
+        drop(p.charge);
         for (reason, n, why) in &encoded.dropped {
             metrics.dropped(&tenant, R::SIGNAL, *reason, *n, why);
         }
@@ -500,5 +664,63 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+
+    fn batch() -> Batch<ResourceSpans> {
+        Batch::new(Arc::from("t"), vec![ResourceSpans::default()])
+    }
+
+    #[test]
+    fn byte_budget_refuses_past_its_limit_and_frees_on_drop() {
+        let metrics = Metrics::default();
+        let (tx, mut rx) = queue::<ResourceSpans>(16, Signal::Traces, metrics);
+        let tx = tx.with_byte_budget(100);
+        let budget = tx.byte_budget().unwrap().clone();
+        // Larger than the whole budget, but nothing is charged: let in.
+        tx.try_enqueue_sized(vec![batch()], 150).unwrap();
+        assert!(tx.is_full());
+        assert_eq!(
+            tx.try_enqueue_sized(vec![batch()], 1),
+            Err(EnqueueError::Full)
+        );
+        let first = rx.rx.try_recv().unwrap();
+        assert_eq!(budget.used(), 150, "the charge travels with the batch");
+        drop(first);
+        assert_eq!(budget.used(), 0);
+        tx.try_enqueue_sized(vec![batch(), batch()], 60).unwrap();
+        tx.try_enqueue_sized(vec![batch()], 40).unwrap();
+        assert_eq!(
+            tx.try_enqueue_sized(vec![batch()], 1),
+            Err(EnqueueError::Full)
+        );
+        // Merged charges (the exporter's partial batch) are given back together.
+        let mut merged = Charge::none();
+        while let Ok(b) = rx.rx.try_recv() {
+            merged.merge(b.charge);
+        }
+        assert_eq!(budget.used(), 100);
+        drop(merged);
+        assert_eq!(budget.used(), 0);
+        assert!(!tx.is_full());
+    }
+
+    #[test]
+    fn a_refused_request_gives_its_charge_back() {
+        let metrics = Metrics::default();
+        let (tx, _rx) = queue::<ResourceSpans>(1, Signal::Traces, metrics);
+        let tx = tx.with_byte_budget(1000);
+        tx.try_enqueue_sized(vec![batch()], 10).unwrap();
+        // No slot left (capacity 1): refused, and its bytes are not kept.
+        assert_eq!(
+            tx.try_enqueue_sized(vec![batch()], 10),
+            Err(EnqueueError::Full)
+        );
+        assert_eq!(tx.byte_budget().unwrap().used(), 10);
     }
 }

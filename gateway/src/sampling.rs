@@ -35,7 +35,7 @@ use mop_gateway_config::{Policy, PolicyRule, Sampling};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, status};
 use tokio::sync::watch;
 
-use crate::pipeline::{Batch, QueueReceiver, QueueSender};
+use crate::pipeline::{Batch, Charge, QueueReceiver, QueueSender};
 use crate::routing::RouteTable;
 use crate::signal::{Signal, any_value_to_string, count_items, string_attr};
 use crate::telemetry::{DropReason, Metrics, TenantLabel, TenantPolicy};
@@ -446,9 +446,14 @@ pub async fn run(
     let now_ms = || start.elapsed().as_millis() as u64;
     loop {
         let mut out = Output::default();
+        // The byte-budget charge of a batch taken in: it goes on with the spans
+        // that pass straight through; spans the sampler keeps open are bounded
+        // by its trace limit instead.
+        let mut charge = Charge::none();
         tokio::select! {
             maybe = rx.recv() => {
                 let Some(batch) = maybe else { break };
+                charge = batch.charge;
                 let table = routes.borrow().clone();
                 match table.sampling(&batch.tenant) {
                     Some(cfg) => sampler.add(&batch.tenant, cfg, batch.items, now_ms(), &mut out),
@@ -480,7 +485,7 @@ pub async fn run(
                 }
             }
         }
-        if emit(out, &tx, &metrics).await.is_err() {
+        if emit(out, &tx, &metrics, charge).await.is_err() {
             // The exporter is gone. Batches still queued here are lost: refuse
             // new ones (clients are told to retry elsewhere) and count the rest;
             // what the sampler holds is flushed below, fails the same way and is
@@ -502,18 +507,21 @@ pub async fn run(
     let table = routes.borrow().clone();
     let mut out = Output::default();
     sampler.flush(|t| table.sampling(t), &mut out);
-    if emit(out, &tx, &metrics).await.is_err() {
+    if emit(out, &tx, &metrics, Charge::none()).await.is_err() {
         tracing::warn!(
             "traces kept by the sampler were lost at shutdown: the exporter had stopped (counted in mop_gateway_dropped_items_total{{reason=\"Shutdown\"}})"
         );
     }
 }
 
+/// `charge` goes with the first kept batch (dropped if nothing is kept).
 async fn emit(
     out: Output,
     tx: &QueueSender<ResourceSpans>,
     metrics: &Metrics,
+    charge: Charge,
 ) -> Result<(), crate::pipeline::EnqueueError> {
+    let mut charge = Some(charge);
     for (tenant, verdict, spans) in out.decisions {
         let decision = match &verdict {
             Verdict::Kept(p) => p.clone(),
@@ -562,6 +570,7 @@ async fn emit(
             .enqueue(Batch {
                 tenant: Arc::clone(&tenant),
                 items,
+                charge: charge.take().unwrap_or_default(),
             })
             .await
         {
@@ -640,10 +649,7 @@ mod tests {
         let (_routes_tx, routes) = watch::channel(Arc::new(table));
         for (tenant, n) in [("team-a", 3), ("team-b", 2), ("team-a", 4)] {
             in_tx
-                .enqueue(Batch {
-                    tenant: Arc::from(tenant),
-                    items: vec![spans(n)],
-                })
+                .enqueue(Batch::new(Arc::from(tenant), vec![spans(n)]))
                 .await
                 .unwrap();
         }
@@ -676,7 +682,7 @@ mod tests {
             ],
             ..Output::default()
         };
-        assert!(emit(out, &tx, &metrics).await.is_err());
+        assert!(emit(out, &tx, &metrics, Charge::none()).await.is_err());
         assert_eq!(lost(&metrics, "team-a"), 7);
         assert_eq!(lost(&metrics, "team-b"), 2);
     }

@@ -7,6 +7,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// `--queue-max-bytes` unless set: see docs/performance.md, "Gateway vs rotel",
+/// for what it costs and saves.
+pub const DEFAULT_QUEUE_MAX_BYTES: usize = 16 << 20;
+
 /// Runtime settings of one gateway process.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "mop-gateway", version, about = "Tenant-routing OTLP gateway")]
@@ -58,6 +62,14 @@ pub struct Settings {
     /// Requests each exporter queue holds before clients are pushed back.
     #[arg(long, env = "MOP_GATEWAY_QUEUE_CAPACITY", default_value_t = 1024)]
     pub queue_capacity: usize,
+    /// Bytes of accepted requests (their OTLP protobuf encoding, uncompressed)
+    /// each signal holds decoded in memory — queued, in a stage or in a partial
+    /// batch — before clients are pushed back (429 / RESOURCE_EXHAUSTED). Decoded
+    /// spans take about 3–4 times their encoded size; the bytes are given back
+    /// once a batch is encoded for export. With `--queue-capacity` the lower
+    /// bound of the two applies.
+    #[arg(long, env = "MOP_GATEWAY_QUEUE_MAX_BYTES", default_value_t = DEFAULT_QUEUE_MAX_BYTES)]
+    pub queue_max_bytes: usize,
     /// Items (spans, data points, log records) per exported request at most.
     #[arg(long, env = "MOP_GATEWAY_BATCH_MAX_ITEMS", default_value_t = 8192)]
     pub batch_max_items: usize,
@@ -177,6 +189,7 @@ impl Settings {
                 "k8s.pod.name".into(),
             ],
             queue_capacity: 1024,
+            queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
             batch_max_items: 8192,
             batch_timeout_ms: 50,
             max_in_flight: 4,

@@ -124,6 +124,7 @@ pub struct Metrics {
     pub queue_depth: Family<SignalLabel, Gauge>,
     pub queue_items: Family<TenantSignal, Gauge>,
     pub queue_bytes: Family<SignalLabel, Gauge>,
+    pub queue_budget_bytes: Family<SignalLabel, Gauge>,
     pub disk_queue_bytes: Family<SignalLabel, Gauge>,
     pub sampling_decisions: Family<TenantPolicy, Counter>,
     pub sampled_out_spans: Family<TenantLabel, Counter>,
@@ -180,6 +181,11 @@ impl Metrics {
             "queue_bytes",
             "Encoded bytes being sent (in flight, including retries) per exporter",
             self.queue_bytes.clone(),
+        );
+        r.register(
+            "queue_budget_bytes",
+            "Encoded bytes of accepted requests whose items are still decoded in memory (queued, in a stage or a partial batch), per signal; bounded by --queue-max-bytes",
+            self.queue_budget_bytes.clone(),
         );
         r.register(
             "disk_queue_bytes",

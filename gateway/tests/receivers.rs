@@ -385,3 +385,126 @@ async fn full_queue_pushes_back_with_429_and_resource_exhausted() {
         "{text}"
     );
 }
+
+/// Issue 13: with a stalled backend the gateway buffers at most
+/// `--queue-max-bytes` of decoded requests (here far fewer than
+/// `--queue-capacity` requests), answers 429 / RESOURCE_EXHAUSTED beyond it, and
+/// takes requests again once the backlog drained; nothing accepted is lost.
+#[tokio::test]
+async fn byte_budget_bounds_buffered_requests_and_frees_after_drain() {
+    let tempo = fakes::tempo().await;
+    tempo
+        .state
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let body = |i: u64| traces(vec![spans_from(Some("shop"), "budget", i * 10, 5)]).encode_to_vec();
+    let len = body(0).len();
+    // Room for four requests and a half: the fifth does not fit.
+    let budget = 4 * len + len / 2;
+    let gw = start_gateway(&[tenant("team-a", &["shop"], false)], None, |s| {
+        s.tempo_url = Some(format!("http://{}/v1/traces", tempo.addr));
+        s.queue_capacity = 1024;
+        s.queue_max_bytes = budget;
+        s.max_in_flight = 1;
+        s.batch_max_items = 5;
+        s.client_retry_after_s = 3;
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let post = async |b: Vec<u8>| {
+        client
+            .post(gw.http_url("/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(b)
+            .send()
+            .await
+            .unwrap()
+    };
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        let b = body(i);
+        assert_eq!(
+            b.len(),
+            len,
+            "bodies of equal size keep the arithmetic exact"
+        );
+        let r = post(b).await;
+        if r.status() == 429 {
+            assert_eq!(r.headers()["retry-after"], "3");
+        }
+        statuses.push(r.status().as_u16());
+        // Let the stages move what was accepted, so the count below is what
+        // the budget allows rather than what the stages had not reached yet.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let accepted = statuses.iter().filter(|s| **s == 200).count();
+    // Four requests are charged at a time; one more left the budget when the
+    // exporter encoded it into the request it keeps retrying (max_in_flight 1).
+    // Without the budget all 40 would have been taken (queue capacity 1024).
+    assert!(
+        (4..=5).contains(&accepted),
+        "accepted {accepted}: {statuses:?}"
+    );
+    assert!(
+        statuses[accepted..].iter().all(|s| *s == 429),
+        "{statuses:?}"
+    );
+    let text = gw.metrics_text().await;
+    let charged = metric_value(
+        &text,
+        "mop_gateway_queue_budget_bytes",
+        &["signal=\"Traces\""],
+    );
+    assert!(
+        charged > 0.0 && charged <= budget as f64,
+        "charged {charged} of {budget}: {text}"
+    );
+    let mut grpc = TraceServiceClient::connect(gw.grpc_url()).await.unwrap();
+    let err = grpc
+        .export(traces(vec![spans_from(Some("shop"), "budget", 9_000, 5)]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+
+    // Backend back: the backlog drains, the budget is given back, and the
+    // gateway takes requests again.
+    tempo
+        .state
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        eventually(Duration::from_secs(10), async || spans_seen(
+            &tempo.state.received()
+        )
+        .len()
+            == 5 * accepted)
+        .await,
+        "accepted {accepted} requests, got {} spans",
+        spans_seen(&tempo.state.received()).len()
+    );
+    assert!(
+        eventually(Duration::from_secs(5), async || metric_value(
+            &gw.metrics_text().await,
+            "mop_gateway_queue_budget_bytes",
+            &["signal=\"Traces\""],
+        ) == 0.0)
+        .await
+    );
+    for i in 100..110 {
+        assert_eq!(post(body(i)).await.status(), 200);
+    }
+    assert!(
+        eventually(Duration::from_secs(10), async || spans_seen(
+            &tempo.state.received()
+        )
+        .len()
+            == 5 * (accepted + 10))
+        .await
+    );
+    let text = gw.metrics_text().await;
+    assert_eq!(
+        metric_value(&text, "mop_gateway_dropped_items_total", &[]),
+        0.0,
+        "{text}"
+    );
+}

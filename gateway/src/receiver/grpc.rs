@@ -124,7 +124,11 @@ impl GrpcReceiver {
         };
         let auth = text("authorization");
         let org = text("x-scope-orgid");
-        let items = request.into_inner().into_items();
+        // tonic hands over the decoded message only; its encoded size is what
+        // the byte budget counts (the HTTP receiver has the body's length).
+        let request = request.into_inner();
+        let bytes = request.encoded_len();
+        let items = request.into_items();
         fn header<E>(h: &Result<Option<String>, E>) -> HeaderText<'_> {
             match h {
                 Ok(None) => HeaderText::Absent,
@@ -139,6 +143,7 @@ impl GrpcReceiver {
                 header(&org),
                 peer,
                 items,
+                bytes,
             )
             .await
             .map(|a| Response::new(Req::response(&a)))

@@ -200,6 +200,7 @@ async fn handle<Req: OtlpRequest>(
             org,
             Some(peer.ip()),
             request.into_items(),
+            raw.len(),
         )
         .await
     {

@@ -98,6 +98,7 @@ impl Ingest {
         org_id: HeaderText<'_>,
         peer: Option<IpAddr>,
         items: Vec<R>,
+        bytes: usize,
     ) -> Result<Accepted, Error> {
         let (authorization, org_id) = match readable_headers(authorization, org_id) {
             Ok(h) => h,
@@ -107,7 +108,8 @@ impl Ingest {
                 return Err(err);
             }
         };
-        self.ingest(queue, authorization, org_id, peer, items).await
+        self.ingest(queue, authorization, org_id, peer, items, bytes)
+            .await
     }
 
     /// Whether `queue` has no room for another request right now (it may have by
@@ -176,7 +178,8 @@ impl Ingest {
     }
 
     /// The whole ingest step for one request; `peer` is the connection's source
-    /// address.
+    /// address, `bytes` the request's encoded (uncompressed) size, charged to the
+    /// queue's byte budget.
     pub async fn ingest<R: ResourceItems>(
         &self,
         queue: Option<&QueueSender<R>>,
@@ -184,6 +187,7 @@ impl Ingest {
         org_id: Option<&str>,
         peer: Option<IpAddr>,
         items: Vec<R>,
+        bytes: usize,
     ) -> Result<Accepted, Error> {
         let signal = R::SIGNAL;
         let total = count_items(&items);
@@ -235,9 +239,9 @@ impl Ingest {
         let batches = routed
             .per_tenant
             .into_iter()
-            .map(|(tenant, items)| Batch { tenant, items })
+            .map(|(tenant, items)| Batch::new(tenant, items))
             .collect();
-        queue.try_enqueue_all(batches).map_err(|e| {
+        queue.try_enqueue_sized(batches, bytes).map_err(|e| {
             self.telemetry
                 .rejected(signal, RejectReason::QueueFull, accepted_items);
             match e {

@@ -33,7 +33,7 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 
 use super::{OrphanReason, RetryLabels, RetryReason, Ring, TenantLabel, View};
-use crate::pipeline::{Batch, QueueReceiver, QueueSender};
+use crate::pipeline::{Batch, Charge, QueueReceiver, QueueSender};
 use crate::sampling::to_trace_id;
 use crate::signal::count_items;
 use crate::telemetry::{DropReason, Metrics};
@@ -274,7 +274,8 @@ impl Dispatch {
         Some(tx)
     }
 
-    async fn to_local(&self, tenant: Arc<str>, items: Vec<ResourceSpans>) {
+    /// `charge`: the byte-budget charge the items carry on to the sampler.
+    async fn to_local(&self, tenant: Arc<str>, items: Vec<ResourceSpans>, charge: Charge) {
         if items.is_empty() {
             return;
         }
@@ -284,6 +285,7 @@ impl Dispatch {
             .enqueue(Batch {
                 tenant: tenant.clone(),
                 items,
+                charge,
             })
             .await
             .is_err()
@@ -301,16 +303,29 @@ impl Dispatch {
     /// Routes one tenant batch. `reroute`: from a forwarder, which must not wait
     /// on another forwarder's queue (two forwarders waiting on each other would
     /// deadlock), so a full queue sends the spans to this replica's sampler.
-    async fn route(self: &Arc<Self>, tenant: Arc<str>, items: Vec<ResourceSpans>, reroute: bool) {
+    /// `charge` (the request's byte-budget charge) goes with the local part, or
+    /// with the first forwarded part when nothing stays here.
+    async fn route(
+        self: &Arc<Self>,
+        tenant: Arc<str>,
+        items: Vec<ResourceSpans>,
+        reroute: bool,
+        charge: Charge,
+    ) {
         let Split { local, remote } = self.split(items);
-        self.to_local(tenant.clone(), local).await;
+        let mut charge = Some(charge);
+        if !local.is_empty() {
+            self.to_local(tenant.clone(), local, charge.take().unwrap_or_default())
+                .await;
+        }
         for (addr, frags) in remote {
             let batch = Batch {
                 tenant: tenant.clone(),
                 items: frags,
+                charge: charge.take().unwrap_or_default(),
             };
             let Some(tx) = self.forwarder(&addr) else {
-                self.to_local(batch.tenant, batch.items).await;
+                self.to_local(batch.tenant, batch.items, batch.charge).await;
                 continue;
             };
             let failed = if reroute {
@@ -327,7 +342,7 @@ impl Dispatch {
                     count_items(&b.items),
                     &format!("forward queue of {addr} is full or closed"),
                 );
-                self.to_local(b.tenant, b.items).await;
+                self.to_local(b.tenant, b.items, b.charge).await;
             }
         }
     }
@@ -394,10 +409,7 @@ impl Handoff {
         let Split { mut local, remote } = dispatch.split(frags);
         for (addr, items) in remote {
             let n = count_items(&items);
-            let batch = Batch {
-                tenant: tenant.clone(),
-                items,
-            };
+            let batch = Batch::new(tenant.clone(), items);
             let Some(tx) = dispatch.forwarder(&addr) else {
                 local.extend(batch.items);
                 continue;
@@ -425,7 +437,9 @@ impl Handoff {
 /// The router stage between the receivers and the sampler.
 pub async fn run_router(mut rx: QueueReceiver<ResourceSpans>, dispatch: Arc<Dispatch>) {
     while let Some(batch) = rx.recv().await {
-        dispatch.route(batch.tenant, batch.items, false).await;
+        dispatch
+            .route(batch.tenant, batch.items, false, batch.charge)
+            .await;
     }
     dispatch.close();
 }
@@ -434,6 +448,8 @@ struct Pending {
     items: Vec<ResourceSpans>,
     count: usize,
     deadline: Instant,
+    /// Given back once the items are sent (or handed on).
+    charge: Charge,
 }
 
 async fn run_forwarder(
@@ -452,7 +468,7 @@ async fn run_forwarder(
                     count_items(&b.items),
                     &format!("ring member {addr:?} is not a valid address: {e}"),
                 );
-                d.to_local(b.tenant, b.items).await;
+                d.to_local(b.tenant, b.items, b.charge).await;
             }
             return;
         }
@@ -473,13 +489,16 @@ async fn run_forwarder(
                     items: Vec::new(),
                     count: 0,
                     deadline: Instant::now() + d.opts.batch_timeout,
+                    charge: Charge::none(),
                 });
                 p.items.extend(b.items);
                 p.count += n;
+                p.charge.merge(b.charge);
                 if p.count >= d.opts.batch_max_items
                     && let Some(p) = pending.remove(&b.tenant)
                 {
                     send(&d, &mut grpc, &addr, b.tenant, p.items, p.count).await;
+                    drop(p.charge);
                 }
             }
             _ = sleep_until_opt(next) => {
@@ -492,6 +511,7 @@ async fn run_forwarder(
                 for t in due {
                     if let Some(p) = pending.remove(&t) {
                         send(&d, &mut grpc, &addr, t, p.items, p.count).await;
+                        drop(p.charge);
                     }
                 }
             }
@@ -499,6 +519,7 @@ async fn run_forwarder(
     }
     for (t, p) in pending.drain().collect::<Vec<_>>() {
         send(&d, &mut grpc, &addr, t, p.items, p.count).await;
+        drop(p.charge);
     }
 }
 
@@ -578,7 +599,7 @@ async fn send(
                 d.metrics
                     .ring
                     .orphaned(&tenant, OrphanReason::Refused, count, &why);
-                d.to_local(tenant, items).await;
+                d.to_local(tenant, items, Charge::none()).await;
                 return;
             }
             Outcome::Busy => {
@@ -609,12 +630,12 @@ async fn send(
             d.metrics
                 .ring
                 .orphaned(&tenant, OrphanReason::Unreachable, count, why);
-            d.route(tenant, items, true).await;
+            d.route(tenant, items, true, Charge::none()).await;
             return;
         }
         if !d.still_member(addr) {
             // The owner left the ring while we retried: route to the new owners.
-            d.route(tenant, items, true).await;
+            d.route(tenant, items, true, Charge::none()).await;
             return;
         }
         let jittered = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
@@ -622,7 +643,7 @@ async fn send(
             _ = tokio::time::sleep(jittered) => {}
             _ = d.stop.cancelled() => {
                 d.metrics.ring.orphaned(&tenant, OrphanReason::Shutdown, count, "shutdown deadline passed while the owner was busy or unreachable");
-                d.to_local(tenant, items).await;
+                d.to_local(tenant, items, Charge::none()).await;
                 return;
             }
         }

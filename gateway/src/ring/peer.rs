@@ -96,10 +96,7 @@ impl TraceService for PeerReceiver {
         let items = request.into_inner().resource_spans;
         let n = count_items(&items);
         self.sampler
-            .try_enqueue_all(vec![Batch {
-                tenant: tenant.clone(),
-                items,
-            }])
+            .try_enqueue_all(vec![Batch::new(tenant.clone(), items)])
             .map_err(|e| match e {
                 // The forwarder retries with backoff: backpressure between replicas.
                 EnqueueError::Full => Status::resource_exhausted("sampler queue is full"),

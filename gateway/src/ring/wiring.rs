@@ -91,6 +91,7 @@ pub async fn start(
     let rs = &settings.ring;
     let (input, input_rx) =
         queue::<ResourceSpans>(settings.queue_capacity, Signal::Traces, metrics.clone());
+    let input = input.with_byte_budget(settings.queue_max_bytes);
     let Some(listen) = rs.ring_listen else {
         // No ring port: the router passes everything to the sampler (the view
         // stays disabled).
