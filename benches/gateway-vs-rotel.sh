@@ -25,6 +25,8 @@
 # `cargo build --profile gateway -p mop-gateway --bin mop-gateway --bench otlp_load`),
 # OTLP_LOAD_SET=sdk|agent (default sdk: SDK-shaped traffic of 40 services, see
 # gateway/benches/common/sdk.rs; agent: the pipeline benchmark's uniform set),
+# MOP_GATEWAY_ARGS: extra mop-gateway flags, split on spaces (e.g.
+# "--queue-max-bytes 33554432" to compare buffer settings),
 # ONLY=mop|rotel to run one collector (profiling), PERF_RECORD=DIR to run every
 # collector under `perf record -g` (software cpu-clock) writing DIR/<name>-<round>.data.
 set -euo pipefail
@@ -53,6 +55,7 @@ for b in "$MOP_GATEWAY_BIN" "$OTLP_LOAD_BIN"; do
     [[ -x "$b" ]] || { echo "not built: '$b' (run the cargo build above to see why)" >&2; exit 1; }
 done
 ONLY=${ONLY:-}
+read -ra MOP_EXTRA <<<"${MOP_GATEWAY_ARGS:-}"
 if [[ "$ONLY" != mop && -z "${ROTEL_BIN:-}" ]]; then
     echo "set ROTEL_BIN to a rotel binary (or ONLY=mop)" >&2
     exit 2
@@ -126,7 +129,7 @@ run_one() {
         : >"$WORK/mop.log"
         "${prefix[@]}" "$MOP_GATEWAY_BIN" --config "$WORK/gateway.json" \
             --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-            --tempo-url "http://$sink_addr/v1/traces" >"$WORK/mop.log" 2>&1 &
+            --tempo-url "http://$sink_addr/v1/traces" "${MOP_EXTRA[@]}" >"$WORK/mop.log" 2>&1 &
         pid=$!
         local http=""
         for _ in $(seq 1 500); do
