@@ -106,6 +106,16 @@ impl Charge {
         Self::default()
     }
 
+    /// Holds at least half of its budget. A partial batch that does is sent
+    /// without waiting for `batch_max_items` or the timeout: otherwise, with
+    /// large items, one partial batch could hold the whole budget and refuse
+    /// every client until its timeout.
+    pub fn holds_half_budget(&self) -> bool {
+        self.budget
+            .as_ref()
+            .is_some_and(|b| self.bytes >= b.limit / 2)
+    }
+
     /// Takes over `other`'s bytes, so that one charge covers items merged into
     /// one batch. Both are of the same budget (one per signal); a charge of
     /// another budget is given back at once rather than held by the wrong one.
@@ -538,7 +548,7 @@ pub async fn run_exporter<R: ResourceItems>(
                 entry.items.extend(batch.items);
                 entry.count += n;
                 entry.charge.merge(batch.charge);
-                if entry.count >= opts.batch_max_items
+                if (entry.count >= opts.batch_max_items || entry.charge.holds_half_budget())
                     && let Some(p) = pending.remove(&batch.tenant)
                 {
                     match &spool {
@@ -705,6 +715,7 @@ mod tests {
             merged.merge(b.charge);
         }
         assert_eq!(budget.used(), 100);
+        assert!(merged.holds_half_budget());
         drop(merged);
         assert_eq!(budget.used(), 0);
         assert!(!tx.is_full());

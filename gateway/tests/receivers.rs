@@ -508,3 +508,57 @@ async fn byte_budget_bounds_buffered_requests_and_frees_after_drain() {
         "{text}"
     );
 }
+
+/// A partial batch holding half the byte budget is sent at once: otherwise,
+/// with items large against the budget, one partial batch could hold all of it
+/// and every client would be refused until the batch timeout.
+#[tokio::test]
+async fn a_partial_batch_holding_half_the_byte_budget_is_sent_without_waiting() {
+    let tempo = fakes::tempo().await;
+    let body = |i: u64| traces(vec![spans_from(Some("shop"), "half", i * 10, 5)]).encode_to_vec();
+    let len = body(0).len();
+    let gw = start_gateway(&[tenant("team-a", &["shop"], false)], None, |s| {
+        s.tempo_url = Some(format!("http://{}/v1/traces", tempo.addr));
+        s.queue_max_bytes = 4 * len;
+        // Neither the item count nor the timeout would send a batch in time.
+        s.batch_max_items = 1_000_000;
+        s.batch_timeout_ms = 60_000;
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let mut accepted = 0;
+    let mut i = 0;
+    while accepted < 20 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "only {accepted} requests accepted: the budget stays held"
+        );
+        let r = client
+            .post(gw.http_url("/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(body(i))
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => {
+                accepted += 1;
+                i += 1;
+            }
+            429 => tokio::time::sleep(Duration::from_millis(10)).await,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // Everything but a last partial batch under half the budget has arrived.
+    assert!(
+        eventually(Duration::from_secs(10), async || spans_seen(
+            &tempo.state.received()
+        )
+        .len()
+            >= 5 * 18)
+        .await,
+        "got {} spans",
+        spans_seen(&tempo.state.received()).len()
+    );
+}
