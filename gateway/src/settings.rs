@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// `--queue-max-bytes` unless set: see docs/performance.md, "Gateway vs rotel",
 /// for what it costs and saves.
-pub const DEFAULT_QUEUE_MAX_BYTES: usize = 16 << 20;
+pub const DEFAULT_QUEUE_MAX_BYTES: usize = 8 << 20;
 
 /// Runtime settings of one gateway process.
 #[derive(Debug, Clone, clap::Parser)]
