@@ -494,7 +494,9 @@ async fn run_forwarder(
                 p.items.extend(b.items);
                 p.count += n;
                 p.charge.merge(b.charge);
-                if p.count >= d.opts.batch_max_items
+                // As the exporter does: a batch holding half the byte budget
+                // goes now, or it could hold all of it until its timeout.
+                if (p.count >= d.opts.batch_max_items || p.charge.holds_half_budget())
                     && let Some(p) = pending.remove(&b.tenant)
                 {
                     send(&d, &mut grpc, &addr, b.tenant, p.items, p.count).await;
