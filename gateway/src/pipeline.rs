@@ -84,8 +84,11 @@ impl ByteBudget {
         })
     }
 
+    /// As [`ByteBudget::try_charge`] decides: nothing charged is never
+    /// exhausted, whatever the limit (even 0).
     fn exhausted(&self) -> bool {
-        self.used.load(Ordering::Relaxed) >= self.limit
+        let used = self.used.load(Ordering::Relaxed);
+        used > 0 && used >= self.limit
     }
 
     /// Bytes charged now.
@@ -718,6 +721,18 @@ mod tests {
         assert!(merged.holds_half_budget());
         drop(merged);
         assert_eq!(budget.used(), 0);
+        assert!(!tx.is_full());
+    }
+
+    #[test]
+    fn a_zero_budget_takes_one_request_at_a_time() {
+        let metrics = Metrics::default();
+        let (tx, mut rx) = queue::<ResourceSpans>(16, Signal::Traces, metrics);
+        let tx = tx.with_byte_budget(0);
+        assert!(!tx.is_full());
+        tx.try_enqueue_sized(vec![batch()], 10).unwrap();
+        assert!(tx.is_full());
+        drop(rx.rx.try_recv().unwrap());
         assert!(!tx.is_full());
     }
 
