@@ -100,16 +100,7 @@ fn without_regexes(expr: &str) -> Option<Cow<'_, str>> {
                 i += 1;
             }
             op @ (b'=' | b'!') if depth > 0 && b.get(i + 1) == Some(&b'~') => {
-                let mut s = i + 2;
-                while s < b.len() && matches!(b[s], b' ' | b'\t' | b'\n' | b'\r') {
-                    s += 1;
-                }
-                let Some(&q @ (b'"' | b'\'' | b'`')) = b.get(s) else {
-                    // Not a matcher the parser accepts; let it say so.
-                    return None;
-                };
-                let end = string_end(b, s, q)?;
-                let pattern = unquoted(expr.get(s..end)?)?;
+                let (_, end, pattern) = matcher_value(expr, i + 2)?;
                 let op = if op == b'=' { T_EQL_REGEX } else { T_NEQ_REGEX };
                 let matches_empty = decide(op, pattern)?;
                 out.push_str(expr.get(copied..i)?);
@@ -127,15 +118,7 @@ fn without_regexes(expr: &str) -> Option<Cow<'_, str>> {
                         continue;
                     }
                 };
-                let mut s = op_end;
-                while s < b.len() && matches!(b[s], b' ' | b'\t' | b'\n' | b'\r') {
-                    s += 1;
-                }
-                let Some(&q @ (b'"' | b'\'' | b'`')) = b.get(s) else {
-                    return None;
-                };
-                let end = string_end(b, s, q)?;
-                let value = unquoted(expr.get(s..end)?)?;
+                let (s, end, value) = matcher_value(expr, op_end)?;
                 out.push_str(expr.get(copied..s)?);
                 out.push_str(if value.is_empty() { r#""""# } else { r#""_""# });
                 copied = end;
@@ -149,6 +132,24 @@ fn without_regexes(expr: &str) -> Option<Cow<'_, str>> {
     }
     out.push_str(expr.get(copied..)?);
     Some(Cow::Owned(out))
+}
+
+/// The string literal after a matcher operator ending at `from` (spaces
+/// between): where it starts and ends, and its value. `None` when there is no
+/// literal there, or the parser would refuse it: the plain parse then decides
+/// and says why.
+fn matcher_value(expr: &str, from: usize) -> Option<(usize, usize, String)> {
+    let b = expr.as_bytes();
+    let start = from
+        + b.get(from..)?
+            .iter()
+            .take_while(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+            .count();
+    let &q @ (b'"' | b'\'' | b'`') = b.get(start)? else {
+        return None;
+    };
+    let end = string_end(b, start, q)?;
+    Some((start, end, unquoted(expr.get(start..end)?)?))
 }
 
 /// A string literal's value as promql-parser reads it; `None` when the lexer or
