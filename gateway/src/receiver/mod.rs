@@ -76,6 +76,15 @@ pub enum HeaderText<'a> {
 }
 
 impl<'a> HeaderText<'a> {
+    /// The text, `None` when absent; `refused` when present but unreadable.
+    fn readable<R>(self, refused: impl FnOnce() -> R) -> Result<Option<&'a str>, R> {
+        match self {
+            Self::Absent => Ok(None),
+            Self::Text(s) => Ok(Some(s)),
+            Self::NotAscii => Err(refused()),
+        }
+    }
+
     pub fn of<E>(value: Option<Result<&'a str, E>>) -> Self {
         match value {
             None => Self::Absent,
@@ -265,30 +274,22 @@ fn readable_headers<'a>(
     authorization: HeaderText<'a>,
     org_id: HeaderText<'a>,
 ) -> Result<(Option<&'a str>, Option<&'a str>), (RejectReason, Error)> {
-    let authorization = match authorization {
-        HeaderText::Absent => None,
-        HeaderText::Text(s) => Some(s),
-        HeaderText::NotAscii => {
-            return Err((
-                RejectReason::Unauthenticated,
-                Error::Unauthenticated(
-                    "authorization header is not visible ASCII; it must be `Bearer <token>`".into(),
-                ),
-            ));
-        }
-    };
-    let org_id = match org_id {
-        HeaderText::Absent => None,
-        HeaderText::Text(s) => Some(s),
-        HeaderText::NotAscii => {
-            return Err((
-                RejectReason::Malformed,
-                Error::Rejected(
-                    "X-Scope-OrgID header is not visible ASCII; tenant ids are ASCII".into(),
-                ),
-            ));
-        }
-    };
+    let authorization = authorization.readable(|| {
+        (
+            RejectReason::Unauthenticated,
+            Error::Unauthenticated(
+                "authorization header is not visible ASCII; it must be `Bearer <token>`".into(),
+            ),
+        )
+    })?;
+    let org_id = org_id.readable(|| {
+        (
+            RejectReason::Malformed,
+            Error::Rejected(
+                "X-Scope-OrgID header is not visible ASCII; tenant ids are ASCII".into(),
+            ),
+        )
+    })?;
     Ok((authorization, org_id))
 }
 
