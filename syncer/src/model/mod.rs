@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod common;
 pub mod platform;
 pub mod rules;
+pub mod rules_reader;
 pub mod sampling;
 pub mod tenant;
 pub mod versions;

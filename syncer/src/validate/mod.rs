@@ -308,7 +308,9 @@ fn parse_one(path: &str, bytes: &[u8], body: Body, diags: &mut Vec<Diagnostic>) 
         }
         FileKind::MetricRules { tenant } | FileKind::LogRules { tenant } => {
             let logs = path.contains("/rules/logs/");
-            match parse_yaml::<RuleFile>(path, text, diags) {
+            let file = crate::model::rules_reader::read(text)
+                .or_else(|| parse_yaml::<RuleFile>(path, text, diags));
+            match file {
                 Some(mut file) => {
                     check_rule_file(path, text, &mut file, logs, diags);
                     let ns = RuleNamespace {
