@@ -28,6 +28,13 @@
 //!    answered without parsing: promql-parser's LR parse costs about 12 µs per
 //!    expression, the largest part of a large repository's rule checks.
 //!
+//! 5. A matrix selector's range of one number and one unit (`[5m]`, `[1h]`)
+//!    becomes `[1m]`: the parser checks a range only for being a valid, non-zero
+//!    duration (`util/duration.rs` `parse_duration`), which is checked here first.
+//!    Range is the other thing rule expressions of one shape vary in: on 1,500 of
+//!    the realistic benchmark repository's rule files, 13,614 distinct copies
+//!    become 8,456 (counted with a script approximating these steps).
+//!
 //! Anything else — a refused string or pattern, or a copy that does not parse —
 //! takes the plain `parse` of the original, so every error message is
 //! promql-parser's own, byte for byte. A differential test holds both paths to the
@@ -108,6 +115,22 @@ fn without_regexes(expr: &str) -> Option<Cow<'_, str>> {
                 copied = end;
                 i = end;
             }
+            // A range `[5m]`: one duration of one unit becomes `[1m]` in the copy.
+            b'[' if depth == 0 => {
+                let len = b[i + 1..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphanumeric())
+                    .count();
+                let end = i + 1 + len;
+                if b.get(end) == Some(&b']') && is_simple_range(&expr[i + 1..end]) {
+                    out.push_str(expr.get(copied..=i)?);
+                    out.push_str("1m");
+                    copied = end;
+                    i = end;
+                } else {
+                    i += 1;
+                }
+            }
             // An equality matcher: `=` (not `=~`) or `!=`, then its value.
             b'=' | b'!' if depth > 0 => {
                 let op_end = match (b[i], b.get(i + 1)) {
@@ -132,6 +155,21 @@ fn without_regexes(expr: &str) -> Option<Cow<'_, str>> {
     }
     out.push_str(expr.get(copied..)?);
     Some(Cow::Owned(out))
+}
+
+/// A range duration the parser reads only for being a valid, non-zero duration:
+/// one number without a leading zero and one unit (`5m`, `30s`, `250ms`, `1h`,
+/// `7d`, `1w`, `1y`), which promql-parser's lexer takes as one `DURATION` token and
+/// its `parse_duration` (`util/duration.rs`: syntax, zero, overflow, the only
+/// checks of a matrix selector's range) accepts. Compound (`1h30m`), numeric
+/// (`[300]`) and other forms stay as written.
+fn is_simple_range(d: &str) -> bool {
+    let digits = d.bytes().take_while(u8::is_ascii_digit).count();
+    let unit = &d[digits..];
+    (1..=9).contains(&digits)
+        && !d.starts_with('0')
+        && matches!(unit, "ms" | "s" | "m" | "h" | "d" | "w" | "y")
+        && promql_parser::util::parse_duration(d).is_ok()
 }
 
 /// The string literal after a matcher operator ending at `from` (spaces
@@ -282,6 +320,34 @@ mod tests {
             r#"x{a="b"} == bool x{a="c"}"#,
             r#"x{a="b"} offset 5m @ 100"#,
             r#"rate(x{a="b"}[0s])"#,
+            r#"rate(x[5m])"#,
+            r#"rate(x[1h])"#,
+            r#"rate(x[250ms])"#,
+            r#"rate(x[7d]) / rate(x[1w]) > rate(x[1y])"#,
+            r#"rate(x[0m])"#,
+            r#"rate(x[00m])"#,
+            r#"rate(x[05m])"#,
+            r#"rate(x[5M])"#,
+            r#"rate(x[5mm])"#,
+            r#"rate(x[5ms5])"#,
+            r#"rate(x[m])"#,
+            r#"rate(x[5])"#,
+            r#"rate(x[0])"#,
+            r#"rate(x[])"#,
+            r#"rate(x[1h30m])"#,
+            r#"rate(x[30m1h])"#,
+            r#"rate(x[999999999y])"#,
+            r#"rate(x[9999999999y])"#,
+            r#"rate(x[5m:1m])"#,
+            r#"rate(x[5m] offset 1h)"#,
+            r#"x[5m]"#,
+            r#"sum(x)[5m]"#,
+            r#"rate(5[5m])"#,
+            r#"rate(x{a="[5m]"}[5m])"#,
+            r#"rate(x{a=~"[0-9]"}[5m])"#,
+            r#"rate(x[5m] # [0m]
+            )"#,
+            r#"[5m]"#,
         ];
         for expr in cases {
             let slow = promql_parser::parser::parse(expr).map(|_| ());
@@ -301,6 +367,10 @@ mod tests {
         assert_eq!(without_regexes(r#"x{a=~"("}"#), None);
         assert_eq!(without_regexes(r#"x{a="\q"}"#), None);
         assert!(matches!(without_regexes("up"), Some(Cow::Borrowed("up"))));
+        assert_eq!(
+            without_regexes(r#"rate(x{a="[5m]"}[30s]) / rate(x[0m]) + rate(y[1h30m])"#).as_deref(),
+            Some(r#"rate(x{a="_"}[1m]) / rate(x[0m]) + rate(y[1h30m])"#)
+        );
     }
 
     /// A remembered copy answers for other values only where they read the same:
