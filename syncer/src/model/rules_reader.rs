@@ -21,6 +21,7 @@
 //! serde-saphyr's defaults give it, so scalars and positions come from the same
 //! scanner.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use granit_parser::{Event, Parser, ScalarStyle, Span, StrInput};
@@ -119,10 +120,14 @@ impl<'a> Events<'a> {
     }
 
     /// The next key of the mapping being read, or `Ok(None)` at its end.
-    fn key(&mut self) -> Option<Option<String>> {
+    /// Borrowed from the text unless the key has escapes: keys are only compared,
+    /// except a map's.
+    fn key(&mut self) -> Option<Option<Cow<'a, str>>> {
         match self.next()? {
             (Event::MappingEnd, _) => Some(None),
-            (event, span) => Some(Some(string_scalar(event, span)?.value)),
+            (event, _) if is_null(&event) => None,
+            (Event::Scalar(text, _, 0, None), _) => Some(Some(text)),
+            _ => None,
         }
     }
 
@@ -159,7 +164,7 @@ impl<'a> Events<'a> {
         let mut map = BTreeMap::new();
         while let Some(key) = self.key()? {
             let value = self.string()?;
-            if map.insert(key, value).is_some() {
+            if map.insert(key.into_owned(), value).is_some() {
                 return None;
             }
         }
@@ -222,7 +227,7 @@ fn rule_file(ev: &mut Events<'_>) -> Option<RuleFile> {
     }
     let mut groups = None;
     while let Some(key) = ev.key()? {
-        match key.as_str() {
+        match &*key {
             "groups" => once(&mut groups, ev.list(rule_group)?)?,
             _ => return None,
         }
@@ -236,7 +241,7 @@ fn rule_group(ev: &mut Events<'_>) -> Option<RuleGroup> {
     let (mut name, mut interval, mut query_offset, mut limit) = (None, None, None, None);
     let (mut labels, mut rules) = (None, None);
     while let Some(key) = ev.key()? {
-        match key.as_str() {
+        match &*key {
             "name" => once(&mut name, ev.string()?)?,
             "interval" => once(&mut interval, ev.opt_duration()?)?,
             "query_offset" => once(&mut query_offset, ev.opt_duration()?)?,
@@ -260,7 +265,7 @@ fn rule(ev: &mut Events<'_>) -> Option<Rule> {
     let (mut record, mut alert, mut expr, mut for_) = (None, None, None, None);
     let (mut keep_firing_for, mut labels, mut annotations) = (None, None, None);
     while let Some(key) = ev.key()? {
-        match key.as_str() {
+        match &*key {
             "record" => once(&mut record, ev.opt_string()?)?,
             "alert" => once(&mut alert, ev.opt_string()?)?,
             "expr" => once(&mut expr, ev.string()?)?,

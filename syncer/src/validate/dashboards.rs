@@ -205,9 +205,13 @@ trait Shape<'a>: Default {
     fn read<A: MapAccess<'a>>(&mut self, field: usize, map: &mut A) -> Result<(), A::Error>;
 }
 
-/// A value that is `T` if it is an object, and nothing (skipped) otherwise:
-/// Grafana's frontend ignores what does not have the shape it reads (a panel whose
-/// `targets` is a string still shows, with no queries).
+/// A value that is `T` if it is an object, and nothing (skipped) otherwise.
+/// Grafana stores a dashboard whatever shape its panels have: `POST
+/// /api/dashboards/db` keeps the body as `simplejson.Json` and reads only `title`,
+/// `id`, `uid`, `version` and `gnetId` (grafana/grafana
+/// `pkg/services/dashboards/models.go`, `NewDashboardFromJson`). So a value of
+/// another shape (`"targets": "x"`) is no reason to refuse the dashboard, and holds
+/// nothing these checks read.
 struct Object<T>(Option<T>);
 
 /// The objects of a list, each read as `T`; other elements, or a value that is not
