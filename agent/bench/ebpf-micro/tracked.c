@@ -16,6 +16,13 @@
 #include <unistd.h>
 
 static double cpu_ns(void) { struct timespec t; clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t); return t.tv_sec * 1e9 + t.tv_nsec; }
+/* Tracepoint, raw tracepoint, fentry and fexit programs are attached;
+ * uprobes are not. */
+static int attachable(struct bpf_program *p) {
+	const char *s = bpf_program__section_name(p);
+	return !strncmp(s, "tracepoint/", 11) || !strncmp(s, "fentry/", 7) || !strncmp(s, "fexit/", 6) ||
+	       !strncmp(s, "tp_btf/", 7) || !strncmp(s, "raw_tp/", 7);
+}
 static int quiet(enum libbpf_print_level l, const char *f, va_list a) { return 0; }
 static int nothing(void *c, void *d, size_t n) { return 0; }
 int main(int argc, char **argv) {
@@ -24,7 +31,7 @@ int main(int argc, char **argv) {
 	struct bpf_object *obj = bpf_object__open_file(argv[1], NULL);
 	struct bpf_program *p;
 	bpf_object__for_each_program(p, obj)
-		if (strncmp(bpf_program__section_name(p), "tracepoint/", 11)) bpf_program__set_autoload(p, false);
+		if (!attachable(p)) bpf_program__set_autoload(p, false);
 	if (bpf_object__load(obj)) { perror("load"); return 1; }
 	__u32 me = getpid(); __u8 one = 1;
 	bpf_map_update_elem(bpf_object__find_map_fd_by_name(obj, "mop_tracked_pids"), &me, &one, 0);
@@ -34,7 +41,10 @@ int main(int argc, char **argv) {
 	int l = socket(AF_INET, SOCK_STREAM, 0); struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
 	socklen_t al = sizeof(a); bind(l, (void *)&a, al); listen(l, 1); getsockname(l, (void *)&a, &al);
 	struct bpf_link *links[64]; int nl = 0;
-	bpf_object__for_each_program(p, obj) if (bpf_program__autoload(p)) links[nl++] = bpf_program__attach(p);
+	bpf_object__for_each_program(p, obj) if (bpf_program__autoload(p)) {
+		links[nl] = bpf_program__attach(p);
+		if (!links[nl++]) { fprintf(stderr, "attach %s failed\n", bpf_program__name(p)); return 1; }
+	}
 	int c = socket(AF_INET, SOCK_STREAM, 0); connect(c, (void *)&a, al); int s = accept(l, NULL, NULL);
 	int on = 1; setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 	char head[] = "HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Fri, 04 Dec 2026 18:00:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n";

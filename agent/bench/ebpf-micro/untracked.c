@@ -23,6 +23,13 @@ static double loop(long n) {
 	close(z); close(d);
 	return (t1 - t0) / n;
 }
+/* Tracepoint, raw tracepoint, fentry and fexit programs are attached;
+ * uprobes are not. */
+static int attachable(struct bpf_program *p) {
+	const char *s = bpf_program__section_name(p);
+	return !strncmp(s, "tracepoint/", 11) || !strncmp(s, "fentry/", 7) || !strncmp(s, "fexit/", 6) ||
+	       !strncmp(s, "tp_btf/", 7) || !strncmp(s, "raw_tp/", 7);
+}
 static int quiet(enum libbpf_print_level l, const char *f, va_list a) { return 0; }
 int main(int argc, char **argv) {
 	long n = argc > 2 ? atol(argv[2]) : 2000000;
@@ -32,14 +39,17 @@ int main(int argc, char **argv) {
 	if (!obj) { perror("open"); return 1; }
 	struct bpf_program *p;
 	bpf_object__for_each_program(p, obj)
-		if (strncmp(bpf_program__section_name(p), "tracepoint/", 11))
+		if (!attachable(p))
 			bpf_program__set_autoload(p, false);
 	if (bpf_object__load(obj)) { perror("load"); return 1; }
 	for (int r = 0; r < rounds; r++) {
 		double off = loop(n);
 		struct bpf_link *links[64]; int nl = 0;
 		bpf_object__for_each_program(p, obj)
-			if (bpf_program__autoload(p)) links[nl++] = bpf_program__attach(p);
+			if (bpf_program__autoload(p)) {
+				links[nl] = bpf_program__attach(p);
+				if (!links[nl++]) { fprintf(stderr, "attach %s failed\n", bpf_program__name(p)); return 1; }
+			}
 		double on = loop(n);
 		for (int i = 0; i < nl; i++) bpf_link__destroy(links[i]);
 		printf("round %d: %.0f ns/pair without, %.0f with, +%.0f\n", r, off, on, on - off);
