@@ -4,8 +4,12 @@
  * tracked processes and copy the first bytes of every message into the ring
  * buffer. Parsing happens in userspace; this side only filters and copies.
  *
- * Only syscall tracepoints are used because kprobes and fentry are not
- * available on every kernel we run on (see docs/agent.md).
+ * Two attach modes for accept, connect and the data syscalls, chosen by the
+ * loader: one BTF raw tracepoint on sys_exit (sys_exit_btf.h; one run per
+ * syscall) where the kernel offers it, else the sys_enter_X/sys_exit_X
+ * syscall tracepoints below. close and the process lifecycle use
+ * tracepoints in both. kprobes and fentry are not available on every kernel
+ * we run on (see docs/agent.md).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -419,6 +423,29 @@ static __always_inline void mop_emit_data(__u64 pid_tgid, __s32 fd, const struct
 		mop_count_drop(MOP_DROP_RINGBUF_FULL);
 }
 
+/* A data syscall of a tracked thread returned ret > 0 bytes: emits them, or
+ * for the ciphertext of an SSL call in flight only ties its socket to it.
+ * Shared by both attach modes. */
+static __always_inline void mop_data_done(__u64 pid_tgid, struct mop_active_io *slot,
+					  const struct mop_io *iop, long ret)
+{
+	struct mop_io io = *iop;
+	struct mop_tuple *t = mop_conn_of(pid_tgid, io.fd, io.syscall);
+	if (!t)
+		return;
+	if (slot->ssl.ssl) {
+		/* Ciphertext moved by an SSL call: the plaintext comes from its
+		 * uretprobe; this only tells which socket the SSL object uses. */
+		slot->ssl.fd = io.fd;
+		t->flags |= MOP_CONN_TLS;
+		return;
+	}
+	if (t->flags & MOP_CONN_TLS)
+		return;
+	mop_emit_data(pid_tgid, io.fd, t, io.direction, io.syscall, 0, io.buf_kind, io.buf,
+		      io.iovlen, ret);
+}
+
 static __always_inline int mop_on_data_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -429,21 +456,7 @@ static __always_inline int mop_on_data_exit(struct trace_event_raw_sys_exit *ctx
 	long ret = ctx->ret;
 	if (ret <= 0)
 		return 0;
-
-	struct mop_tuple *t = mop_conn_of(pid_tgid, io.fd, io.syscall);
-	if (!t)
-		return 0;
-	if (slot->ssl.ssl) {
-		/* Ciphertext moved by an SSL call: the plaintext comes from its
-		 * uretprobe; this only tells which socket the SSL object uses. */
-		slot->ssl.fd = io.fd;
-		t->flags |= MOP_CONN_TLS;
-		return 0;
-	}
-	if (t->flags & MOP_CONN_TLS)
-		return 0;
-	mop_emit_data(pid_tgid, io.fd, t, io.direction, io.syscall, 0, io.buf_kind, io.buf,
-		      io.iovlen, ret);
+	mop_data_done(pid_tgid, slot, &io, ret);
 	return 0;
 }
 
@@ -530,4 +543,5 @@ int mop_process_exit(struct trace_event_raw_sched_process_template *ctx)
 	return 0;
 }
 
+#include "sys_exit_btf.h"
 #include "tls.h"

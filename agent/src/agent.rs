@@ -52,6 +52,8 @@ pub struct Agent {
     pub program_ids: Vec<u32>,
     /// Capabilities that were missing at start, in plain words.
     pub degraded: Vec<String>,
+    /// How the kernel side follows syscalls.
+    pub attach_mode: ebpf::AttachMode,
 }
 
 fn clock_offset_ns() -> i128 {
@@ -79,7 +81,9 @@ impl Agent {
             capture_bytes: cfg.capture.bytes,
             ring_buffer_bytes: cfg.capture.ring_buffer_bytes,
             wakeup_bytes: cfg.capture.wakeup_bytes,
+            force_tracepoints: cfg.capture.attach == crate::config::Attach::Tracepoints,
         })?;
+        let attach_mode = programs.attach_mode;
         let mut degraded = report.warnings.clone();
         degraded.extend(programs.degraded.iter().cloned());
         let program_ids = programs.program_ids.clone();
@@ -94,6 +98,10 @@ impl Agent {
             tls.inspect(&mut programs, &proc_root, pid);
         }
         let stats = Arc::new(SelfMetrics::default());
+        stats.attach_btf.store(
+            attach_mode == ebpf::AttachMode::Btf,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let cancel = CancellationToken::new();
         let host = host_name();
         let metrics = Arc::new(Mutex::new(Metrics::new(
@@ -158,7 +166,11 @@ impl Agent {
             // The reader owned the span sender; the exporter drains and ends.
             export_cancel.cancel();
         });
-        info!(programs = program_ids.len(), "mop-agent running");
+        info!(
+            programs = program_ids.len(),
+            attach_mode = attach_mode.as_str(),
+            "mop-agent running"
+        );
         Ok(Agent {
             cancel,
             reader,
@@ -167,6 +179,7 @@ impl Agent {
             metrics_addr,
             program_ids,
             degraded,
+            attach_mode,
         })
     }
 

@@ -188,6 +188,20 @@ pub struct Capture {
     /// costs (docs/performance.md, Agent); off leaves TLS as ciphertext.
     #[serde(default = "default_tls")]
     pub tls: bool,
+    /// How syscalls are followed: `auto` takes the BTF raw tracepoint on
+    /// `sys_exit` where the kernel offers it (one program run per syscall)
+    /// and the syscall tracepoints elsewhere; `tracepoints` always the
+    /// latter (docs/performance.md, "Issue 16, session 24").
+    #[serde(default)]
+    pub attach: Attach,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attach {
+    #[default]
+    Auto,
+    Tracepoints,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -263,6 +277,7 @@ impl Default for Capture {
             poll_interval_ms: default_poll_ms(),
             max_connections: default_max_conns(),
             tls: default_tls(),
+            attach: Attach::Auto,
         }
     }
 }
@@ -390,6 +405,16 @@ metrics_listen: 127.0.0.1:9464
 "#;
 
     #[test]
+    fn attach_mode_is_auto_or_tracepoints() {
+        let yaml = |v: &str| format!("otlp_endpoint: http://x:4317\ncapture:\n  attach: {v}\n");
+        let c = Config::from_yaml("agent.yaml", &yaml("tracepoints")).unwrap();
+        assert_eq!(c.capture.attach, Attach::Tracepoints);
+        let c = Config::from_yaml("agent.yaml", &yaml("auto")).unwrap();
+        assert_eq!(c.capture.attach, Attach::Auto);
+        assert!(Config::from_yaml("agent.yaml", &yaml("kprobes")).is_err());
+    }
+
+    #[test]
     fn example_round_trips() {
         let c = Config::from_yaml("agent.yaml", EXAMPLE).unwrap();
         assert_eq!(c.instrument.ports, vec![8080]);
@@ -397,6 +422,7 @@ metrics_listen: 127.0.0.1:9464
         assert_eq!(c.capture.bytes, 2048);
         assert_eq!(c.capture.poll_interval_ms, 100);
         assert_eq!(c.capture.wakeup_bytes, 2 << 20);
+        assert_eq!(c.capture.attach, Attach::Auto);
         assert_eq!(c.export.batch_size, 100);
     }
 

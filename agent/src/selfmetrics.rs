@@ -1,5 +1,5 @@
 //! The agent's own counters, served as Prometheus text on `/metrics`.
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -27,6 +27,9 @@ pub struct SelfMetrics {
     pub metric_overflow: AtomicU64,
     pub tracked_processes: AtomicU64,
     pub open_connections: AtomicU64,
+    /// The kernel side follows syscalls with the BTF raw tracepoint (else
+    /// with syscall tracepoints): set once at start.
+    pub attach_btf: AtomicBool,
 }
 
 impl SelfMetrics {
@@ -125,6 +128,12 @@ impl SelfMetrics {
         s.push_str(&format!(
             "# HELP mop_agent_open_connections Connections being followed.\n# TYPE mop_agent_open_connections gauge\nmop_agent_open_connections {}\n",
             self.open_connections.load(Relaxed)
+        ));
+        let btf = self.attach_btf.load(Relaxed);
+        s.push_str(&format!(
+            "# HELP mop_agent_attach_mode How the kernel side follows syscalls (1: in use).\n# TYPE mop_agent_attach_mode gauge\nmop_agent_attach_mode{{mode=\"btf\"}} {}\nmop_agent_attach_mode{{mode=\"tracepoints\"}} {}\n",
+            u8::from(btf),
+            u8::from(!btf)
         ));
         s
     }

@@ -4,6 +4,7 @@
 // 256 iterations; prints each program's ns/run (bpf_stats) and CPU per loop.
 #include <bpf/libbpf.h>
 #include <bpf/bpf.h>
+#include "attach.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -16,13 +17,6 @@
 #include <unistd.h>
 
 static double cpu_ns(void) { struct timespec t; clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t); return t.tv_sec * 1e9 + t.tv_nsec; }
-/* Tracepoint, raw tracepoint, fentry and fexit programs are attached;
- * uprobes are not. */
-static int attachable(struct bpf_program *p) {
-	const char *s = bpf_program__section_name(p);
-	return !strncmp(s, "tracepoint/", 11) || !strncmp(s, "fentry/", 7) || !strncmp(s, "fexit/", 6) ||
-	       !strncmp(s, "tp_btf/", 7) || !strncmp(s, "raw_tp/", 7);
-}
 static int quiet(enum libbpf_print_level l, const char *f, va_list a) { return 0; }
 static int nothing(void *c, void *d, size_t n) { return 0; }
 int main(int argc, char **argv) {
@@ -31,7 +25,7 @@ int main(int argc, char **argv) {
 	struct bpf_object *obj = bpf_object__open_file(argv[1], NULL);
 	struct bpf_program *p;
 	bpf_object__for_each_program(p, obj)
-		if (!attachable(p)) bpf_program__set_autoload(p, false);
+		if (!attachable(obj, p)) bpf_program__set_autoload(p, false);
 	if (bpf_object__load(obj)) { perror("load"); return 1; }
 	__u32 me = getpid(); __u8 one = 1;
 	bpf_map_update_elem(bpf_object__find_map_fd_by_name(obj, "mop_tracked_pids"), &me, &one, 0);

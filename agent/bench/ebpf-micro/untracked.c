@@ -1,8 +1,9 @@
-// Micro-benchmark (agent/bench/ebpf-micro/run.sh): attach every tracepoint program of an object, then time an
+// Micro-benchmark (agent/bench/ebpf-micro/run.sh): attach an object's programs (attach.h), then time an
 // untracked process's read/write syscalls; prints CPU ns per syscall pair
 // with and without the programs, and each program's run_time_ns/run_cnt.
 #include <bpf/libbpf.h>
 #include <bpf/bpf.h>
+#include "attach.h"
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,13 +24,6 @@ static double loop(long n) {
 	close(z); close(d);
 	return (t1 - t0) / n;
 }
-/* Tracepoint, raw tracepoint, fentry and fexit programs are attached;
- * uprobes are not. */
-static int attachable(struct bpf_program *p) {
-	const char *s = bpf_program__section_name(p);
-	return !strncmp(s, "tracepoint/", 11) || !strncmp(s, "fentry/", 7) || !strncmp(s, "fexit/", 6) ||
-	       !strncmp(s, "tp_btf/", 7) || !strncmp(s, "raw_tp/", 7);
-}
 static int quiet(enum libbpf_print_level l, const char *f, va_list a) { return 0; }
 int main(int argc, char **argv) {
 	long n = argc > 2 ? atol(argv[2]) : 2000000;
@@ -39,7 +33,7 @@ int main(int argc, char **argv) {
 	if (!obj) { perror("open"); return 1; }
 	struct bpf_program *p;
 	bpf_object__for_each_program(p, obj)
-		if (!attachable(p))
+		if (!attachable(obj, p))
 			bpf_program__set_autoload(p, false);
 	if (bpf_object__load(obj)) { perror("load"); return 1; }
 	for (int r = 0; r < rounds; r++) {

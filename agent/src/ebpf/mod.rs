@@ -6,9 +6,9 @@ pub mod probe;
 use std::{collections::HashSet, os::fd::AsRawFd as _, path::Path};
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{TracePoint, UProbe, uprobe::UProbeScope},
+    programs::{BtfTracePoint, TracePoint, UProbe, uprobe::UProbeScope},
 };
 use tracing::{info, warn};
 
@@ -38,6 +38,40 @@ pub const TLS_ATTACHMENTS: &[(&str, &str, bool, bool)] = &[
     ("mop_ssl_handshake_enter", "SSL_do_handshake", false, true),
 ];
 pub const TLS_RETURN: &str = "mop_ssl_ret";
+
+/// The program of the `btf` attach mode (`agent-ebpf/sockets/sys_exit_btf.h`):
+/// a BTF raw tracepoint on `sys_exit` doing the work of the `syscalls`
+/// tracepoint pairs of [`ATTACHMENTS`] it replaces ([`replaced_by_btf`]).
+pub const BTF_SYS_EXIT: &str = "mop_sys_exit";
+
+/// How accept, connect and the data syscalls are followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    /// One BTF raw tracepoint program on `sys_exit`: one run per syscall,
+    /// without the per-hit trace record of syscall tracepoints (about 400 ns
+    /// per read/write pair on the 2026-12-04 host, docs/performance.md).
+    Btf,
+    /// `sys_enter_X`/`sys_exit_X` syscall tracepoints: kernels without BTF
+    /// raw tracepoints (before 5.5, or no `/sys/kernel/btf/vmlinux`), other
+    /// architectures, or when configured (`capture.attach: tracepoints`).
+    Tracepoints,
+}
+
+impl AttachMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Btf => "btf",
+            AttachMode::Tracepoints => "tracepoints",
+        }
+    }
+}
+
+/// Whether the `btf` mode's program does this tracepoint's work: every
+/// syscall tracepoint but close's entry (close is followed at entry, while
+/// the fd still names the socket, and is rare enough to keep its tracepoint).
+pub fn replaced_by_btf(category: &str, tracepoint: &str) -> bool {
+    category == "syscalls" && tracepoint != "sys_enter_close"
+}
 
 /// Every program of the set and its tracepoint, with whether the agent can do
 /// without it (and what is lost then).
@@ -212,6 +246,8 @@ pub struct LoadOptions {
     pub ring_buffer_bytes: u32,
     /// Data waiting in the ring buffer before the kernel wakes the reader.
     pub wakeup_bytes: u64,
+    /// Skip the `btf` mode and use the syscall tracepoints.
+    pub force_tracepoints: bool,
 }
 
 /// The loaded and attached programs. Dropping it detaches everything.
@@ -230,6 +266,9 @@ pub struct Programs {
     /// What could not be attached, in plain words.
     pub degraded: Vec<String>,
     pub program_ids: Vec<u32>,
+    /// How the syscalls are followed (the `btf` mode unless it failed or
+    /// was configured off).
+    pub attach_mode: AttachMode,
     /// The TLS uprobes loaded (not attached: that happens per library).
     tls_ready: bool,
     /// libssl files hooked, by (device, inode): one uprobe per file covers
@@ -259,7 +298,26 @@ impl Programs {
             .map_err(|e| Error::Load(Box::new(e)))?;
         let mut degraded = Vec::new();
         let mut program_ids = Vec::new();
+        let attach_mode = if opts.force_tracepoints {
+            AttachMode::Tracepoints
+        } else {
+            match attach_btf_sys_exit(&mut ebpf) {
+                Ok(id) => {
+                    program_ids.extend(id);
+                    AttachMode::Btf
+                }
+                Err(e) => {
+                    // Not degraded: the tracepoints see the same syscalls,
+                    // at a higher cost per syscall.
+                    info!(error = %e, "BTF raw tracepoint on sys_exit unavailable; using syscall tracepoints");
+                    AttachMode::Tracepoints
+                }
+            }
+        };
         for &(name, category, tracepoint, loss) in ATTACHMENTS {
+            if attach_mode == AttachMode::Btf && replaced_by_btf(category, tracepoint) {
+                continue;
+            }
             let tp: &mut TracePoint = ebpf
                 .program_mut(name)
                 .ok_or(Error::MissingProgram(name))?
@@ -353,6 +411,7 @@ impl Programs {
         })?;
         info!(
             programs = program_ids.len(),
+            attach_mode = attach_mode.as_str(),
             ring_fd = ring.as_raw_fd(),
             "eBPF programs attached"
         );
@@ -365,6 +424,7 @@ impl Programs {
                 drops,
                 degraded,
                 program_ids,
+                attach_mode,
                 tls_ready,
                 tls_libraries: HashSet::new(),
             },
@@ -506,6 +566,25 @@ impl Programs {
 /// kernel's `kernel.pid_max`; 4,194,304, the 64-bit limit, if unknown).
 fn pid_bitmap_words(pid_max: Option<u32>) -> u32 {
     pid_max.unwrap_or(1 << 22).clamp(64, 1 << 22).div_ceil(64)
+}
+
+/// Loads and attaches the `btf` mode's program; returns its id if the kernel
+/// reports one. Any error means the tracepoint mode is used instead.
+fn attach_btf_sys_exit(ebpf: &mut Ebpf) -> Result<Option<u32>> {
+    let name = BTF_SYS_EXIT;
+    let program_err = |source| Error::Program {
+        name,
+        source: Box::new(source),
+    };
+    let btf = Btf::from_sys_fs().map_err(|e| program_err(aya::programs::ProgramError::Btf(e)))?;
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(Error::MissingProgram(name))?
+        .try_into()
+        .map_err(program_err)?;
+    prog.load("sys_exit", &btf).map_err(program_err)?;
+    prog.attach().map_err(program_err)?;
+    Ok(prog.info().ok().map(|i| i.id()))
 }
 
 fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe> {
