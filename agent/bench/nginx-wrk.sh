@@ -7,7 +7,13 @@
 #   - wrk's p99 latency with and without the agent,
 #   - eBPF run time per request from kernel.bpf_stats_enabled counters,
 #   - agent userspace CPU per request (utime+stime of the agent process),
-#   - nginx CPU per request (the in-kernel cost lands in nginx's syscalls).
+#   - nginx CPU per request (the in-kernel cost lands in nginx's syscalls),
+#   - the load generator's CPU per request (its syscalls pay the untracked
+#     programs' cost), and "added": agent userspace + the growth of nginx's
+#     and the load generator's CPU per request. Unlike the eBPF figure
+#     (bpf_stats run_time) this counts the kernel's own cost per hit around
+#     the programs, so it compares attach modes fairly; it is a difference
+#     of two ~10 us figures, so read it over several rounds.
 # Needs root (CAP_BPF), nginx, wrk, bpftool, python3. Usage:
 #   [PER_PROG=1] agent/bench/nginx-wrk.sh [seconds-per-run] [rounds]
 # PER_PROG=1 adds each eBPF program's runs and time per request.
@@ -135,7 +141,8 @@ run_wrk() { # mode -> prints "requests p99_us"
   [[ $1 == rate ]] && { run_rate; return; }
   local extra=() conns=$CONNS
   [[ $1 == fixed ]] && extra=(-s "$TMP/fixed.lua") && conns=$FIXED_CONNS
-  wrk -t1 -c"$conns" -d"${DUR}s" --latency "${extra[@]}" "$SCHEME://127.0.0.1:$PORT/api/items/42" \
+  /usr/bin/time -f '%U %S' -o "$TMP/gen.time" \
+    wrk -t1 -c"$conns" -d"${DUR}s" --latency "${extra[@]}" "$SCHEME://127.0.0.1:$PORT/api/items/42" \
     | awk '/requests in/ {n=$1}
            $1 == "99%" {v=$2; u=1; if (v ~ /us$/) u=1; else if (v ~ /ms$/) u=1000; else if (v ~ /s$/) u=1000000;
                         sub(/[a-z]+$/, "", v); p=v*u}
@@ -149,7 +156,8 @@ run_wrk() { # mode -> prints "requests p99_us"
 # timer loop, not nginx.)
 run_rate() {
   rm -f "$TMP/h2.log"
-  h2load --h1 -t1 -c"$RATE_CONNS" --rps "$RATE_PER_CONN" -D "$DUR" --log-file "$TMP/h2.log" \
+  /usr/bin/time -f '%U %S' -o "$TMP/gen.time" \
+    h2load --h1 -t1 -c"$RATE_CONNS" --rps "$RATE_PER_CONN" -D "$DUR" --log-file "$TMP/h2.log" \
     "$SCHEME://127.0.0.1:$PORT/api/items/42" > "$TMP/h2.out" 2>&1 || true
   python3 - "$TMP/h2.log" <<'PY'
 import sys
@@ -159,6 +167,7 @@ PY
 }
 CAPACITY=()
 HZ=$(getconf CLK_TCK)
+gen_cpu() { awk '{print $1+$2}' "$TMP/gen.time"; } # seconds, of the last run_wrk
 
 start_agent() {
   "$SINK" "$OTLP" > "$TMP/sink.out" & SINK_PID=$!
@@ -191,7 +200,7 @@ for mode in ${MODES:-saturated fixed}; do
     echo "fixed mode: $FIXED_CONNS connections, 1 ms pause each: half of $(python3 -c "import sys; c=[float(x) for x in sys.argv[1:]]; print(round(sum(c)/len(c)/$DUR))" "${CAPACITY[@]}") req/s"
   fi
   for r in $(seq "$ROUNDS"); do
-    n0=$(nginx_cpu); read -r base base_p99 < <(run_wrk $mode); n1=$(nginx_cpu)
+    n0=$(nginx_cpu); read -r base base_p99 < <(run_wrk $mode); n1=$(nginx_cpu); g0=$(gen_cpu)
     [[ $mode == saturated ]] && CAPACITY+=("$base")
     # With AGENTS, every build runs after the same baseline, the order
     # rotating by one each round (A B C, B C A, C A B, ...).
@@ -214,16 +223,19 @@ for mode in ${MODES:-saturated fixed}; do
     fi
     read -r with with_p99 < <(run_wrk $mode)
     [[ -n "${PERF_PID:-}" ]] && { wait "$PERF_PID" || true; PERF_PID=; }
-    f1=$(agent_faults); a1=$(agent_cpu); s1=$(sink_cpu); read -r b1 c1 < <(bpf_ns); m1=$(nginx_cpu)
+    f1=$(agent_faults); a1=$(agent_cpu); s1=$(sink_cpu); read -r b1 c1 < <(bpf_ns); m1=$(nginx_cpu); g1=$(gen_cpu)
     prog_stats "$TMP/progs1.json"
     spans=$(curl -s "http://$METRICS/metrics" | awk '/^mop_agent_exchanges_total/ {print $2}')
     drops=$(curl -s "http://$METRICS/metrics" | awk '/^mop_agent_kernel_drops_total/ {s+=$2} END {print s+0}')
     stop_agent
     [[ -n "${AGENTS:-}" ]] && printf '  [%s] ' "$(basename "$BIN")"
-    python3 - "$mode" "$r" "$base" "$with" "$n0" "$n1" "$m0" "$m1" "$a0" "$a1" "$b0" "$b1" "$c0" "$c1" "$HZ" "$spans" "$drops" "$s0" "$s1" "$base_p99" "$with_p99" <<'PY'
+    python3 - "$mode" "$r" "$base" "$with" "$n0" "$n1" "$m0" "$m1" "$a0" "$a1" "$b0" "$b1" "$c0" "$c1" "$HZ" "$spans" "$drops" "$s0" "$s1" "$base_p99" "$with_p99" "$g0" "$g1" <<'PY'
 import sys
 mode, r = sys.argv[1], sys.argv[2]
-base, with_, n0, n1, m0, m1, a0, a1, b0, b1, c0, c1, hz, spans, drops, s0, s1, p0, p1 = map(float, sys.argv[3:])
+base, with_, n0, n1, m0, m1, a0, a1, b0, b1, c0, c1, hz, spans, drops, s0, s1, p0, p1, g0, g1 = map(float, sys.argv[3:])
+nginx0, nginx1 = (n1-n0)/hz/base*1e6, (m1-m0)/hz/with_*1e6
+gen0, gen1 = g0/base*1e6, g1/with_*1e6
+agent = (a1-a0)/hz/with_*1e9
 loss = (base - with_) / base * 100
 print(f"{mode:9} round {r}: without {base:9.0f} req  with {with_:9.0f} req  loss {loss:5.1f}%  "
       f"p99 {p0:6.0f} -> {p1:6.0f} us  "
@@ -231,7 +243,9 @@ print(f"{mode:9} round {r}: without {base:9.0f} req  with {with_:9.0f} req  loss
       f"eBPF {(b1-b0)/with_:6.0f} ns/req ({(c1-c0)/with_:4.1f} prog runs/req)  "
       f"agent {(a1-a0)/hz/with_*1e9:6.0f} ns CPU/req  "
       f"sink {(s1-s0)/hz/with_*1e9:5.0f} ns CPU/req  "
-      f"nginx {(n1-n0)/hz/base*1e6:5.1f} -> {(m1-m0)/hz/with_*1e6:5.1f} us CPU/req  "
+      f"nginx {nginx0:5.1f} -> {nginx1:5.1f} us CPU/req  "
+      f"load generator {gen0:5.1f} -> {gen1:5.1f} us CPU/req  "
+      f"added {agent + (nginx1 - nginx0 + gen1 - gen0)*1e3:6.0f} ns/req  "
       f"exchanges {spans:.0f} kernel-drops {drops:.0f}")
 PY
     echo "    load average after the run: $(cut -d' ' -f1-3 /proc/loadavg); agent page faults per 1000 requests: $(python3 -c "print(round(($f1-$f0)*1000/$with, 1))")"
