@@ -1,12 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
 /*
  * The "btf" attach mode of the sockets set: one BTF-typed raw tracepoint
- * program on sys_exit in place of every syscall tracepoint of the set
- * (accept, connect, the data syscalls and close; included by
+ * program on sys_exit in place of the sys_enter_X/sys_exit_X tracepoint
+ * pairs of accept, connect and the data syscalls (included by
  * sockets.bpf.c, sharing its maps and helpers; the loader attaches either
- * this program or those tracepoints, never both). Keeping even one syscall
- * tracepoint would cost every syscall of the node ~15-20 ns more (the
- * kernel then calls its probe on every entry), which is why close is here.
+ * this program or those tracepoints, never both).
  *
  * Why: a syscall tracepoint hit costs ~170 ns before any program runs (the
  * kernel builds a per-call trace record; docs/performance.md, "Issue 16,
@@ -29,7 +27,6 @@
 /* x86-64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl). */
 #define MOP_NR_READ 0
 #define MOP_NR_WRITE 1
-#define MOP_NR_CLOSE 3
 #define MOP_NR_READV 19
 #define MOP_NR_WRITEV 20
 #define MOP_NR_SENDFILE 40
@@ -43,7 +40,6 @@
 /* thread_info.status: the syscall is a 32-bit one, numbered by another table
  * (the syscall tracepoints skip those too). */
 #define MOP_TS_COMPAT 0x0002
-#define MOP_EBADF 9
 
 /* The thread's slot if it belongs to a tracked process, made on its first
  * followed syscall (as mop_stash does in the tracepoint mode), so that later
@@ -58,49 +54,6 @@ static __always_inline struct mop_active_io *mop_btf_slot(__u64 pid_tgid)
 	struct mop_active_io fresh = {.ssl = {.fd = -1}};
 	bpf_map_update_elem(&mop_active_io, &pid_tgid, &fresh, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&mop_active_io, &pid_tgid);
-}
-
-/* Same addresses and ports (IPv4 ones fill 4 of the 16 bytes, the rest
- * zero in both). Word compares: __builtin_memcmp would be a call to an
- * external memcmp, which BPF objects cannot have. */
-static __always_inline bool mop_same_endpoints(const struct mop_tuple *a,
-					       const struct mop_tuple *b)
-{
-	__u64 a0, a1, a2, a3, b0, b1, b2, b3;
-	__builtin_memcpy(&a0, a->saddr, 8);
-	__builtin_memcpy(&a1, a->saddr + 8, 8);
-	__builtin_memcpy(&a2, a->daddr, 8);
-	__builtin_memcpy(&a3, a->daddr + 8, 8);
-	__builtin_memcpy(&b0, b->saddr, 8);
-	__builtin_memcpy(&b1, b->saddr + 8, 8);
-	__builtin_memcpy(&b2, b->daddr, 8);
-	__builtin_memcpy(&b3, b->daddr + 8, 8);
-	return a0 == b0 && a1 == b1 && a2 == b2 && a3 == b3 && a->family == b->family &&
-	       a->sport == b->sport && a->dport == b->dport;
-}
-
-/* close(fd) returned in a tracked process: forget the connection. At exit
- * the number may already name another file, opened by another thread in
- * between (the tracepoint mode closes at entry, before the number is
- * free). If it names a socket with the very tuple recorded, the record is
- * that new socket's (its accept/connect exit ran first): keep it. Anything
- * else (no file, a file, another socket whose exit has not run yet) means
- * the record is the closed connection's. */
-static __always_inline void mop_btf_close(__u64 pid_tgid, __s32 fd)
-{
-	__u64 key = mop_conn_key(pid_tgid >> 32, fd);
-	struct mop_tuple *t = bpf_map_lookup_elem(&mop_conns, &key);
-	if (!t) {
-		/* The fd number may next name a socket. */
-		bpf_map_delete_elem(&mop_not_sockets, &key);
-		return;
-	}
-	struct mop_tuple copy = *t;
-	struct mop_tuple now = {};
-	if (mop_sock_tuple(fd, &now) == 0 && mop_same_endpoints(&now, &copy))
-		return;
-	bpf_map_delete_elem(&mop_conns, &key);
-	mop_emit_header_only(pid_tgid, fd, MOP_EV_CLOSE, MOP_SC_CLOSE, &copy);
 }
 
 static __always_inline bool mop_btf_compat(void)
@@ -164,13 +117,6 @@ int BPF_PROG(mop_sys_exit, struct pt_regs *regs, long ret)
 	case MOP_NR_ACCEPT4:
 		io.syscall = MOP_SC_ACCEPT;
 		break;
-	case MOP_NR_CLOSE:
-		/* Linux frees the number whatever close returns, except
-		 * EBADF (there was none). */
-		if (ret == -MOP_EBADF)
-			return 0;
-		io.syscall = MOP_SC_CLOSE;
-		break;
 	case MOP_NR_CONNECT:
 		/* A non-blocking connect returns -EINPROGRESS and is followed
 		 * like a completed one, as in the tracepoint mode. */
@@ -181,9 +127,9 @@ int BPF_PROG(mop_sys_exit, struct pt_regs *regs, long ret)
 	default:
 		return 0;
 	}
-	/* Failed calls and EAGAIN reads move nothing (connect and close were
-	 * checked above). */
-	if (ret <= 0 && io.syscall != MOP_SC_CONNECT && io.syscall != MOP_SC_CLOSE)
+	/* Failed calls and EAGAIN reads move nothing (connect was checked
+	 * above: it returns 0). */
+	if (ret <= 0 && io.syscall != MOP_SC_CONNECT)
 		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!mop_maybe_tracked(pid_tgid >> 32))
@@ -200,10 +146,6 @@ int BPF_PROG(mop_sys_exit, struct pt_regs *regs, long ret)
 	}
 	if (io.syscall == MOP_SC_CONNECT) {
 		mop_track_conn(pid_tgid, fd, MOP_ROLE_CLIENT, MOP_SC_CONNECT);
-		return 0;
-	}
-	if (io.syscall == MOP_SC_CLOSE) {
-		mop_btf_close(pid_tgid, fd);
 		return 0;
 	}
 	io.fd = fd;

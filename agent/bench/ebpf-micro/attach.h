@@ -2,7 +2,7 @@
  * raw/BTF tracepoint, fentry and fexit ones (not uprobes), in the attach mode
  * of the environment's MOP_ATTACH, as the agent picks them: "btf" (default)
  * attaches an object's tp_btf programs in place of its syscall tracepoints
- * (sched ones stay), "tracepoints" only the tracepoints.
+ * (sys_enter_close stays a tracepoint), "tracepoints" only the tracepoints.
  * An object without tp_btf programs is attached whole in both. */
 #include <bpf/libbpf.h>
 #include <stdlib.h>
@@ -20,7 +20,7 @@ static int attachable(struct bpf_object *obj, struct bpf_program *p) {
 	int tracepoints = m && !strcmp(m, "tracepoints");
 	if (!strncmp(s, "tp_btf/", 7)) return !tracepoints;
 	if (!strncmp(s, "tracepoint/syscalls/", 20) && !tracepoints && has_btf_tp(obj))
-		return 0;
+		return !strcmp(s, "tracepoint/syscalls/sys_enter_close");
 	return !strncmp(s, "tracepoint/", 11) || !strncmp(s, "fentry/", 7) || !strncmp(s, "fexit/", 6) ||
 	       !strncmp(s, "raw_tp/", 7);
 }

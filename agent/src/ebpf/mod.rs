@@ -67,11 +67,10 @@ impl AttachMode {
 }
 
 /// Whether the `btf` mode's program does this tracepoint's work: every
-/// syscall tracepoint of the set (close too: one syscall tracepoint left
-/// attached would cost every syscall on the node its probe call at entry);
-/// fork and exit stay on their sched tracepoints.
-pub fn replaced_by_btf(category: &str, _tracepoint: &str) -> bool {
-    category == "syscalls"
+/// syscall tracepoint but close's entry (close is followed at entry, while
+/// the fd still names the socket, and is rare enough to keep its tracepoint).
+pub fn replaced_by_btf(category: &str, tracepoint: &str) -> bool {
+    category == "syscalls" && tracepoint != "sys_enter_close"
 }
 
 /// Every program of the set and its tracepoint, with whether the agent can do
