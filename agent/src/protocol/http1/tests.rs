@@ -316,6 +316,114 @@ fn plain_response_heads_take_the_fast_path_and_agree_with_httparse() {
     }
 }
 
+/// What the agent takes from a request head, by httparse; the header values
+/// as `parse_head` keeps them (`header_value`).
+#[derive(Debug, PartialEq, Eq)]
+struct RequestView {
+    method: String,
+    target: String,
+    minor: u8,
+    len: usize,
+    framing: Framing,
+    host: Option<String>,
+    user_agent: Option<String>,
+    traceparent: Option<String>,
+}
+
+fn httparse_request_head(buf: &[u8]) -> Option<RequestView> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(len) = req.parse(buf).ok()? else {
+        return None;
+    };
+    let mut framing = Framing::default();
+    let (mut host, mut user_agent, mut traceparent) = (None, None, None);
+    for h in req.headers.iter() {
+        if framing.header(h.name.as_bytes(), h.value) {
+            continue;
+        }
+        let v = header_value(h.value).map(str::to_owned);
+        if h.name.eq_ignore_ascii_case("host") {
+            host = v;
+        } else if h.name.eq_ignore_ascii_case("user-agent") {
+            user_agent = v;
+        } else if h.name.eq_ignore_ascii_case("traceparent") {
+            traceparent = v;
+        }
+    }
+    Some(RequestView {
+        method: req.method?.to_owned(),
+        target: req.path?.to_owned(),
+        minor: req.version?,
+        len,
+        framing,
+        host,
+        user_agent,
+        traceparent,
+    })
+}
+
+fn fast_request_head(buf: &[u8]) -> Option<RequestView> {
+    let f = plain_request_head(buf)?;
+    let v = |x: Option<&[u8]>| x.and_then(header_value).map(str::to_owned);
+    Some(RequestView {
+        method: f.method.to_owned(),
+        target: f.target.to_owned(),
+        minor: f.minor,
+        len: f.len,
+        framing: f.framing,
+        host: v(f.host),
+        user_agent: v(f.user_agent),
+        traceparent: v(f.traceparent),
+    })
+}
+
+#[test]
+fn plain_request_heads_take_the_fast_path_and_agree_with_httparse() {
+    let wrk: &[u8] = b"GET /api/items/42 HTTP/1.1\r\nHost: 127.0.0.1:18080\r\n\r\n";
+    for head in [
+        wrk,
+        REQ,
+        b"POST /orders HTTP/1.0\r\nContent-Length: 2\r\nHOST:  a.test \r\n\r\nok",
+        b"PATCH /x?q=caf\xc3\xa9 HTTP/1.1\r\nTransfer-Encoding: chunked\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"M-SEARCH * HTTP/1.1\r\nX: \x80\xff\r\nUser-Agent:\tcurl\t\r\n\r\n",
+    ] {
+        let fast = fast_request_head(head);
+        assert!(fast.is_some(), "{:?}", String::from_utf8_lossy(head));
+        assert_eq!(fast, httparse_request_head(head));
+    }
+    let r = fast_request_head(REQ).unwrap();
+    assert_eq!(
+        (r.method.as_str(), r.target.as_str(), r.host.as_deref()),
+        ("GET", "/users/42?x=1", Some("example.test"))
+    );
+    // Left to httparse: leading empty line, two spaces, bare LF, a control
+    // byte in the target, a target that is not UTF-8, HTTP/1.2, an
+    // incomplete head, too many headers.
+    let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+    for _ in 0..=MAX_HEADERS {
+        many.extend_from_slice(b"X: y\r\n");
+    }
+    many.extend_from_slice(b"\r\n");
+    for head in [
+        &b"\r\nGET / HTTP/1.1\r\n\r\n"[..],
+        b"GET  / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\n\n",
+        b"GET /a\x01 HTTP/1.1\r\n\r\n",
+        b"GET /\xff HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.2\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\n",
+        &many,
+    ] {
+        assert_eq!(
+            fast_request_head(head),
+            None,
+            "{:?}",
+            String::from_utf8_lossy(head)
+        );
+    }
+}
+
 /// Bytes a response head is made of, weighted towards the ones whose
 /// handling differs (separators, line ends, control and non-ASCII bytes).
 fn head_byte() -> impl proptest::strategy::Strategy<Value = u8> {
@@ -371,6 +479,63 @@ proptest::proptest! {
         buf.extend_from_slice(&tail);
         if let Some(fast) = plain_response_head(&buf) {
             proptest::prop_assert_eq!(Some(fast), httparse_response_head(&buf));
+        }
+    }
+}
+
+proptest::proptest! {
+    /// Whatever the request fast path accepts, httparse parses to the same
+    /// method, target, version, head length, framing and span headers.
+    #[test]
+    fn the_fast_request_head_agrees_with_httparse(
+        request_line in proptest::sample::select(vec![
+            &b"GET /a/b?c=d HTTP/1.1\r\n"[..], b"POST / HTTP/1.0\r\n", b"GET /\xc3\xa9 HTTP/1.1\r\n",
+            b"GET /\xff HTTP/1.1\r\n", b"GET  / HTTP/1.1\r\n", b"G\xe9T / HTTP/1.1\r\n", b"GET / HTTP/1.1\n",
+            b" GET / HTTP/1.1\r\n", b"GET / HTTP/2.0\r\n", b"GET /\x7f HTTP/1.1\r\n",
+        ]),
+        headers in proptest::collection::vec(
+            (
+                proptest::sample::select(vec![
+                    &b"Content-Length"[..], b"Host", b"host", b"User-Agent", b"traceparent",
+                    b"Transfer-Encoding", b"X-A", b"", b"Bad Name",
+                ]),
+                proptest::sample::select(vec![&b": "[..], b":", b" :", b":\t"]),
+                proptest::collection::vec(head_byte(), 0..12),
+                proptest::sample::select(vec![&b"\r\n"[..], b"\n", b"\r", b""]),
+            ),
+            0..8,
+        ),
+        end in proptest::sample::select(vec![&b"\r\n"[..], b"\n", b"", b"\r\nbody"]),
+    ) {
+        let mut buf = request_line.to_vec();
+        for (name, sep, value, eol) in &headers {
+            buf.extend_from_slice(name);
+            buf.extend_from_slice(sep);
+            buf.extend_from_slice(value);
+            buf.extend_from_slice(eol);
+        }
+        buf.extend_from_slice(end);
+        if let Some(fast) = fast_request_head(&buf) {
+            proptest::prop_assert_eq!(Some(fast), httparse_request_head(&buf));
+        }
+    }
+
+    /// Random bytes in the request line and after it: the same agreement.
+    #[test]
+    fn the_fast_request_head_agrees_with_httparse_on_any_bytes(
+        line in proptest::collection::vec(head_byte(), 0..24),
+        tail in proptest::collection::vec(head_byte(), 0..120),
+    ) {
+        let mut buf = line;
+        buf.extend_from_slice(b" HTTP/1.1\r\n");
+        buf.extend_from_slice(&tail);
+        if let Some(fast) = fast_request_head(&buf) {
+            proptest::prop_assert_eq!(Some(fast), httparse_request_head(&buf));
+        }
+        let mut buf = b"GET /x HTTP/1.1\r\n".to_vec();
+        buf.extend_from_slice(&tail);
+        if let Some(fast) = fast_request_head(&buf) {
+            proptest::prop_assert_eq!(Some(fast), httparse_request_head(&buf));
         }
     }
 }
