@@ -282,37 +282,23 @@ fn plain_response_head(b: &[u8]) -> Option<PlainHead> {
     let status = digits
         .iter()
         .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
-    let i = match b.get(12..14)? {
+    let mut i = match b.get(12..14)? {
         b"\r\n" => 14,
         [b' ', _] => line_end(b, 13)?,
         _ => return None,
     };
     let mut framing = Framing::default();
-    let len = plain_headers(b, i, |name, value| {
-        framing.header(name, value);
-    })?;
-    Some(PlainHead {
-        status,
-        minor,
-        len,
-        framing,
-    })
-}
-
-/// The header lines of a strict head from `i` (just after its first line)
-/// to the empty line: `each(name, value)` per header, in order; returns the
-/// head's length, final CRLF included. `None` as for
-/// [`plain_response_head`]: httparse's request and response header rules
-/// are the same with its default configuration.
-fn plain_headers<'a>(
-    b: &'a [u8],
-    mut i: usize,
-    mut each: impl FnMut(&'a [u8], &'a [u8]),
-) -> Option<usize> {
     let mut headers = 0;
     loop {
         match b.get(i..i + 2)? {
-            b"\r\n" => return Some(i + 2),
+            b"\r\n" => {
+                return Some(PlainHead {
+                    status,
+                    minor,
+                    len: i + 2,
+                    framing,
+                });
+            }
             _ if headers == MAX_HEADERS => return None,
             _ => {}
         }
@@ -328,84 +314,11 @@ fn plain_headers<'a>(
             v += 1;
         }
         let next = line_end(b, v)?;
-        each(&b[i..name_end], b[v..next - 2].trim_ascii_end());
+        let value = b[v..next - 2].trim_ascii_end();
+        framing.header(&b[i..name_end], value);
         headers += 1;
         i = next;
     }
-}
-
-/// A request head parsed by [`plain_request_head`]: borrowed from the
-/// stream's buffer until [`RequestText`] copies what a span needs.
-#[derive(Debug, PartialEq, Eq)]
-struct PlainRequest<'a> {
-    method: &'a str,
-    target: &'a str,
-    minor: u8,
-    /// Bytes of the head, final CRLF included.
-    len: usize,
-    framing: Framing,
-    host: Option<&'a [u8]>,
-    user_agent: Option<&'a [u8]>,
-    traceparent: Option<&'a [u8]>,
-}
-
-/// A request head in the strict form clients write (`METHOD SP target SP
-/// HTTP/1.x` CRLF, header lines as [`plain_headers`] reads them), without
-/// httparse: httparse's request parse was ~640 of the reader's ~8,550
-/// instructions per request (docs/performance.md, 2026-12-04). `None` for
-/// anything else (leading empty lines, bare LF, more than one space between
-/// the parts, bytes httparse refuses, an incomplete head), which then goes
-/// to httparse, so the outcome is httparse's either way.
-///
-/// When this returns a head, httparse (default config, `MAX_HEADERS`) would
-/// have returned the same method, target, version, length and header
-/// values: the rules are those of httparse 1.10's `parse_method`
-/// (`parse_token`: token bytes, then SP), `parse_uri` (bytes `!`..=`~` or
-/// >= 0x80, at least one, then SP, valid UTF-8) and `parse_version`; a
-/// property test compares the two.
-fn plain_request_head(b: &[u8]) -> Option<PlainRequest<'_>> {
-    let m = b.iter().position(|&c| !TOKEN[usize::from(c)])?;
-    if m == 0 || b[m] != b' ' {
-        return None;
-    }
-    let t0 = m + 1;
-    let t = t0 + b.get(t0..)?.iter().position(|&c| c <= b' ' || c == 0x7f)?;
-    if t == t0 || b[t] != b' ' {
-        return None;
-    }
-    let minor = match b.get(t + 1..t + 11)? {
-        b"HTTP/1.0\r\n" => 0,
-        b"HTTP/1.1\r\n" => 1,
-        _ => return None,
-    };
-    // Token bytes are ASCII; the target may hold obs-text, which httparse
-    // accepts only as UTF-8.
-    let method = std::str::from_utf8(&b[..m]).ok()?;
-    let target = std::str::from_utf8(&b[t0..t]).ok()?;
-    let mut framing = Framing::default();
-    let (mut host, mut user_agent, mut traceparent) = (None, None, None);
-    let len = plain_headers(b, t + 11, |name, value| {
-        if framing.header(name, value) {
-            return;
-        }
-        if name.eq_ignore_ascii_case(b"host") {
-            host = Some(value);
-        } else if name.eq_ignore_ascii_case(b"user-agent") {
-            user_agent = Some(value);
-        } else if name.eq_ignore_ascii_case(b"traceparent") {
-            traceparent = Some(value);
-        }
-    })?;
-    Some(PlainRequest {
-        method,
-        target,
-        minor,
-        len,
-        framing,
-        host,
-        user_agent,
-        traceparent,
-    })
 }
 
 /// From `from`, the end (after CRLF) of a line whose bytes are all HTAB,
@@ -673,20 +586,6 @@ impl Stream {
         let mut head = Head::default();
         let (mut method, mut target) = ("", "");
         let (n, hdrs): (usize, &[httparse::Header<'_>]) = if self.requests {
-            if let Some(fast) = plain_request_head(&self.buf) {
-                // The common strict form, parsed without httparse; it
-                // gives exactly what httparse would (`plain_request_head`).
-                head.request = RequestText::new(
-                    fast.method,
-                    fast.target,
-                    fast.host.and_then(header_value),
-                    fast.user_agent.and_then(header_value),
-                    fast.traceparent.and_then(header_value),
-                );
-                head.version = version_str(Some(fast.minor));
-                let mode = body_mode(true, head_request, head.status, fast.framing);
-                return Ok(Some((head, fast.len, mode)));
-            }
             let mut req = httparse::Request::new(&mut []);
             match config.parse_request_with_uninit_headers(&mut req, &self.buf, &mut headers) {
                 Ok(httparse::Status::Complete(n)) => {
