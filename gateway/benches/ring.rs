@@ -5,14 +5,16 @@
 //!
 //! What each path does per request (all on this thread, no sockets):
 //! - `floor`: decode the OTLP request, encode it again.
-//! - `local`: decode → route by tenant → tail sampler → Tempo encode (what a
-//!   replica does without the ring).
-//! - `ring`: decode → route → split by trace owner over three members; the
-//!   third owned here goes to the sampler; each other third is encoded as the
-//!   forwarder's `ExportTraceServiceRequest`, decoded as the owner's ring port
-//!   does, and sampled there → Tempo encode. That is the CPU the three replicas
-//!   spend together per span, divided over their cores: the figure to compare
-//!   with `local`, whose replicas never talk to each other.
+//! - `local`: decode → route by tenant → the router's pass-through (no ring)
+//!   → tail sampler → Tempo encode (what a replica does without the ring).
+//! - `ring`: decode with spans kept encoded (`ring::wire`, what the receivers do
+//!   while the ring is on) → route → split by trace owner over three members;
+//!   the third owned here is decoded and goes to the sampler; each other third
+//!   is copied as received into the forwarder's `ExportTraceServiceRequest`,
+//!   decoded as the owner's ring port does, and sampled there → Tempo encode.
+//!   That is the CPU the three replicas spend together per span, divided over
+//!   their cores: the figure to compare with `local`, whose replicas never talk
+//!   to each other.
 //!
 //! gRPC framing and the loopback socket are not included (they are the same
 //! per byte for both receivers and scale with what is forwarded); the figures
@@ -31,10 +33,12 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use mop_gateway::export::Encoder;
 use mop_gateway::export::tempo::TempoEncoder;
 use mop_gateway::ring::Ring;
 use mop_gateway::ring::forward::split;
+use mop_gateway::ring::wire::{self, WireResourceSpans};
 use mop_gateway::routing::{Caller, Grant, RouteTable};
 use mop_gateway::sampling::{Output, Sampler};
 use mop_gateway_config::{
@@ -83,7 +87,7 @@ fn table() -> RouteTable {
     .unwrap()
 }
 
-fn floor(reqs: &[Vec<u8>]) -> usize {
+fn floor(reqs: &[Bytes]) -> usize {
     let mut bytes = 0;
     for r in reqs {
         let req = ExportTraceServiceRequest::decode(&r[..]).unwrap();
@@ -120,36 +124,39 @@ fn collector() -> Caller {
     Caller::Network(Grant::Namespaces(vec!["*".to_string()].into()))
 }
 
-fn local(reqs: &[Vec<u8>], table: &RouteTable) -> usize {
+fn local(reqs: &[Bytes], table: &RouteTable) -> usize {
     let mut sampler = Sampler::default();
+    let no_ring = Ring::default();
     let mut bytes = 0;
     for (i, r) in reqs.iter().enumerate() {
+        // As the receivers decode without the ring (spans decoded), and the
+        // router passes them on.
         let req = ExportTraceServiceRequest::decode(&r[..]).unwrap();
-        let routed = table.route(&collector(), req.resource_spans);
+        let items: Vec<WireResourceSpans> =
+            req.resource_spans.into_iter().map(Into::into).collect();
+        let routed = table.route(&collector(), items);
         for (tenant, items) in routed.per_tenant {
-            bytes += sample_export(&mut sampler, table, &tenant, items, i as u64);
+            let s = split(&no_ring, "", items);
+            bytes += sample_export(&mut sampler, table, &tenant, s.local, i as u64);
         }
     }
     bytes
 }
 
-fn ring(reqs: &[Vec<u8>], table: &RouteTable, ring: &Ring) -> usize {
+fn ring(reqs: &[Bytes], table: &RouteTable, ring: &Ring) -> usize {
     // One sampler per replica; requests arrive round-robin at the three.
     let mut samplers: Vec<Sampler> = (0..3).map(|_| Sampler::default()).collect();
     let mut bytes = 0;
     for (i, r) in reqs.iter().enumerate() {
         let here = i % 3;
-        let req = ExportTraceServiceRequest::decode(&r[..]).unwrap();
-        let routed = table.route(&collector(), req.resource_spans);
+        let items = wire::decode_request(r.clone()).unwrap();
+        let routed = table.route(&collector(), items);
         for (tenant, items) in routed.per_tenant {
             let s = split(ring, MEMBERS[here], items);
             bytes += sample_export(&mut samplers[here], table, &tenant, s.local, i as u64);
             for (owner, frags) in s.remote {
                 // The forwarder's request, and the owner's ring port decoding it.
-                let wire = ExportTraceServiceRequest {
-                    resource_spans: frags,
-                }
-                .encode_to_vec();
+                let wire = wire::encode_request(&frags);
                 let got = ExportTraceServiceRequest::decode(&black_box(wire)[..]).unwrap();
                 let o = MEMBERS.iter().position(|m| **m == *owner).unwrap();
                 bytes += sample_export(
@@ -179,15 +186,15 @@ fn spans_per_sec(mut f: impl FnMut() -> usize, spans: usize) -> f64 {
 }
 
 fn main() {
-    let reqs = requests();
+    let reqs: Vec<Bytes> = requests().into_iter().map(Bytes::from).collect();
     let spans = REQUESTS * RESOURCES_PER_REQUEST * SPANS_PER_RESOURCE;
     let table = table();
     let members = Ring::new(MEMBERS);
     // Which share the ring forwards with this data (2/3 expected).
     let mut forwarded = 0usize;
     for (i, r) in reqs.iter().enumerate() {
-        let req = ExportTraceServiceRequest::decode(&r[..]).unwrap();
-        let s = split(&members, MEMBERS[i % 3], req.resource_spans);
+        let items = wire::decode_request(r.clone()).unwrap();
+        let s = split(&members, MEMBERS[i % 3], items);
         forwarded += s
             .remote
             .iter()

@@ -317,10 +317,11 @@ impl Gateway {
                     metrics.clone(),
                     Some(wiring.handoff),
                 )));
-                Some(wiring.input)
+                Some((wiring.input, wiring.view))
             }
             None => None,
         };
+        let (traces_in, ring_view) = traces_in.unzip();
         let metrics_q = match (&settings.remote_write_url, &settings.metrics_otlp_url) {
             (Some(_), Some(_)) => return Err(Error::TwoMetricsBackends),
             (None, Some(url)) => exporter::<ResourceMetrics>(
@@ -362,6 +363,7 @@ impl Gateway {
             identity: identity.clone(),
             routes: routes_rx,
             traces: traces_in,
+            ring: ring_view,
             metrics_queue: metrics_q,
             logs: logs_q,
             telemetry: metrics.clone(),

@@ -112,8 +112,8 @@ async fn handle<Req: OtlpRequest>(
         .unwrap_or("identity")
         .trim()
         .to_ascii_lowercase();
-    let raw: std::borrow::Cow<'_, [u8]> = match encoding.as_str() {
-        "identity" | "" => std::borrow::Cow::Borrowed(&body[..]),
+    let raw: Bytes = match encoding.as_str() {
+        "identity" | "" => body,
         "gzip" => {
             let mut out = Vec::new();
             // Reading one byte past the limit tells "too big" from "exactly the limit"
@@ -133,7 +133,7 @@ async fn handle<Req: OtlpRequest>(
                         None,
                     );
                 }
-                Ok(_) => std::borrow::Cow::Owned(out),
+                Ok(_) => Bytes::from(out),
                 Err(e) => {
                     telemetry.rejected(signal, RejectReason::Malformed, 0);
                     return error(
@@ -174,10 +174,14 @@ async fn handle<Req: OtlpRequest>(
         return refusal(format, e, retry);
     }
     let request = match format {
-        Format::Protobuf => Req::decode(&raw[..]).map_err(|e| e.to_string()),
-        Format::Json => serde_json::from_slice::<Req>(&raw).map_err(|e| e.to_string()),
+        Format::Protobuf => {
+            Req::decode_items(raw.clone(), &state.ingest).map_err(|e| e.to_string())
+        }
+        Format::Json => serde_json::from_slice::<Req>(&raw)
+            .map(Req::into_items)
+            .map_err(|e| e.to_string()),
     };
-    let request = match request {
+    let items = match request {
         Ok(r) => r,
         Err(e) => {
             telemetry.rejected(signal, RejectReason::Malformed, 0);
@@ -199,7 +203,7 @@ async fn handle<Req: OtlpRequest>(
             auth,
             org,
             Some(peer.ip()),
-            request.into_items(),
+            items,
             raw.len(),
         )
         .await

@@ -19,11 +19,12 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
-use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use tokio::sync::watch;
 
 use crate::identity::Identifier;
 use crate::pipeline::{Batch, EnqueueError, QueueSender};
+use crate::ring::View;
+use crate::ring::wire::{self, WireResourceSpans};
 use crate::routing::{self, Caller, RouteTable};
 use crate::signal::{ResourceItems, Signal, count_items};
 use crate::telemetry::{Metrics, RejectReason, TenantSignal};
@@ -59,7 +60,10 @@ pub struct Accepted {
 pub struct Ingest {
     pub routes: watch::Receiver<Arc<RouteTable>>,
     pub identity: Identifier,
-    pub traces: Option<QueueSender<ResourceSpans>>,
+    pub traces: Option<QueueSender<WireResourceSpans>>,
+    /// The trace ring as this replica sees it; while it forwards, protobuf
+    /// trace requests are decoded with their spans kept encoded ([`wire`]).
+    pub ring: Option<watch::Receiver<Arc<View>>>,
     pub metrics_queue: Option<QueueSender<ResourceMetrics>>,
     pub logs: Option<QueueSender<ResourceLogs>>,
     pub telemetry: Metrics,
@@ -95,6 +99,11 @@ impl<'a> HeaderText<'a> {
 }
 
 impl Ingest {
+    /// Whether trace spans are kept encoded on receipt (the ring forwards).
+    pub fn keeps_spans_encoded(&self) -> bool {
+        self.ring.as_ref().is_some_and(|v| v.borrow().forwards())
+    }
+
     /// [`Ingest::ingest`] for the raw `authorization` and `X-Scope-OrgID`
     /// headers. A header that is present but unreadable is refused, never taken
     /// as absent: an unreadable token would otherwise make the caller anonymous
@@ -309,15 +318,34 @@ pub trait OtlpRequest:
     type Item: ResourceItems;
     type Response: prost::Message + serde::Serialize + Default + Send + 'static;
     fn into_items(self) -> Vec<Self::Item>;
+    /// Decodes a protobuf request body into its items.
+    fn decode_items(
+        body: bytes::Bytes,
+        _ingest: &Ingest,
+    ) -> Result<Vec<Self::Item>, prost::DecodeError> {
+        Self::decode(&body[..]).map(Self::into_items)
+    }
     fn response(a: &Accepted) -> Self::Response;
     fn queue(ingest: &Ingest) -> Option<&QueueSender<Self::Item>>;
 }
 
 impl OtlpRequest for ExportTraceServiceRequest {
-    type Item = ResourceSpans;
+    type Item = WireResourceSpans;
     type Response = ExportTraceServiceResponse;
-    fn into_items(self) -> Vec<ResourceSpans> {
-        self.resource_spans
+    fn into_items(self) -> Vec<WireResourceSpans> {
+        self.resource_spans.into_iter().map(Into::into).collect()
+    }
+    /// With the ring on, spans stay encoded: those owned by a peer are copied to
+    /// it, never decoded here. Refused exactly as a full decode refuses.
+    fn decode_items(
+        body: bytes::Bytes,
+        ingest: &Ingest,
+    ) -> Result<Vec<WireResourceSpans>, prost::DecodeError> {
+        if ingest.keeps_spans_encoded() {
+            wire::decode_request(body)
+        } else {
+            <Self as prost::Message>::decode(&body[..]).map(Self::into_items)
+        }
     }
     fn response(a: &Accepted) -> ExportTraceServiceResponse {
         ExportTraceServiceResponse {
@@ -327,7 +355,7 @@ impl OtlpRequest for ExportTraceServiceRequest {
             }),
         }
     }
-    fn queue(ingest: &Ingest) -> Option<&QueueSender<ResourceSpans>> {
+    fn queue(ingest: &Ingest) -> Option<&QueueSender<WireResourceSpans>> {
         ingest.traces.as_ref()
     }
 }

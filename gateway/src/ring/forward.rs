@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -32,9 +32,10 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 
+use super::wire::{EncodedSpan, Spans, WireResourceSpans, WireScopeSpans};
 use super::{OrphanReason, RetryLabels, RetryReason, Ring, TenantLabel, View};
 use crate::pipeline::{Batch, Charge, QueueReceiver, QueueSender};
-use crate::sampling::to_trace_id;
+use crate::sampling::{TraceId, to_trace_id};
 use crate::signal::count_items;
 use crate::telemetry::{DropReason, Metrics};
 
@@ -58,7 +59,7 @@ pub struct Dispatch {
     self_addr: Arc<str>,
     view: watch::Receiver<Arc<View>>,
     local: QueueSender<ResourceSpans>,
-    forwarders: Mutex<HashMap<Arc<str>, mpsc::Sender<Batch<ResourceSpans>>>>,
+    forwarders: Mutex<HashMap<Arc<str>, mpsc::Sender<Batch<WireResourceSpans>>>>,
     pruned_generation: AtomicU64,
     suspects: Mutex<HashMap<Arc<str>, Instant>>,
     secret: Option<MetadataValue<tonic::metadata::Ascii>>,
@@ -70,9 +71,55 @@ pub struct Dispatch {
 }
 
 /// Where the fragments of one batch go.
+#[derive(Debug, Default)]
 pub struct Split {
+    /// Owned here, decoded for the sampler.
     pub local: Vec<ResourceSpans>,
-    pub remote: Vec<(Arc<str>, Vec<ResourceSpans>)>,
+    /// Owned by peers; spans received encoded stay encoded.
+    pub remote: Vec<(Arc<str>, Vec<WireResourceSpans>)>,
+    /// Spans owned here that did not decode: none, for spans read by
+    /// [`super::wire::decode_request`], which checked them.
+    pub undecodable: usize,
+}
+
+/// One span of a [`WireScopeSpans`], either form.
+enum OneSpan {
+    Encoded(EncodedSpan),
+    Decoded(Span),
+}
+
+impl OneSpan {
+    fn trace_id(&self) -> TraceId {
+        match self {
+            OneSpan::Encoded(s) => s.trace_id,
+            OneSpan::Decoded(s) => to_trace_id(&s.trace_id),
+        }
+    }
+}
+
+fn one_spans(spans: Spans) -> Box<dyn Iterator<Item = OneSpan>> {
+    match spans {
+        Spans::Encoded(v) => Box::new(v.into_iter().map(OneSpan::Encoded)),
+        Spans::Decoded(v) => Box::new(v.into_iter().map(OneSpan::Decoded)),
+    }
+}
+
+fn push_span(spans: &mut Spans, span: OneSpan) {
+    match (spans, span) {
+        (Spans::Encoded(v), OneSpan::Encoded(s)) => v.push(s),
+        (Spans::Decoded(v), OneSpan::Decoded(s)) => v.push(s),
+        // A scope's parts keep its form (built below from the first span);
+        // never mixed, but converting is correct either way.
+        (Spans::Decoded(v), OneSpan::Encoded(s)) => {
+            if let Ok(d) = s.decode() {
+                v.push(d);
+            }
+        }
+        (Spans::Encoded(v), OneSpan::Decoded(s)) => v.push(EncodedSpan {
+            trace_id: to_trace_id(&s.trace_id),
+            bytes: s.encode_to_vec().into(),
+        }),
+    }
 }
 
 /// Splits `items` by the owner of each trace. Pure.
@@ -81,26 +128,33 @@ pub struct Split {
 /// sampler regroups by trace anyway, and one group per destination clones each
 /// resource and scope at most once per owner (a per-trace split cloned them once
 /// per trace and put as many copies on the wire to the owner). A resource whose
-/// spans all go to one place is moved whole.
-pub fn split(ring: &Ring, self_addr: &str, items: Vec<ResourceSpans>) -> Split {
+/// spans all go to one place is moved whole. Spans keep their order within each
+/// destination's share, and the form they came in: encoded spans going to a peer
+/// are never decoded here; those owned here are decoded for the sampler.
+pub fn split(ring: &Ring, self_addr: &str, items: Vec<WireResourceSpans>) -> Split {
+    fn to_local(rs: WireResourceSpans, out: &mut Split) {
+        let (rs, bad) = rs.into_decoded();
+        out.undecodable += bad;
+        out.local.push(rs);
+    }
+    let mut out = Split::default();
     if ring.is_empty() {
-        return Split {
-            local: items,
-            remote: Vec::new(),
-        };
+        for rs in items {
+            to_local(rs, &mut out);
+        }
+        return out;
     }
     let members = ring.members();
     // Destination of a span: an index into `members`, or `HERE`.
     const HERE: usize = usize::MAX;
-    let dest_of = |span: &Span| match ring.owner_index(&to_trace_id(&span.trace_id)) {
+    let dest_of = |id: &TraceId| match ring.owner_index(id) {
         Some(i) if members[i].addr() != self_addr => i,
         _ => HERE,
     };
-    let mut local = Vec::new();
-    let mut remote: Vec<(usize, Vec<ResourceSpans>)> = Vec::new();
-    let mut send = |dest: usize, rs: ResourceSpans, local: &mut Vec<ResourceSpans>| {
+    let mut remote: Vec<(usize, Vec<WireResourceSpans>)> = Vec::new();
+    let mut send = |dest: usize, rs: WireResourceSpans, out: &mut Split| {
         if dest == HERE {
-            local.push(rs);
+            to_local(rs, out);
         } else {
             match remote.iter_mut().find(|(d, _)| *d == dest) {
                 Some((_, v)) => v.push(rs),
@@ -111,21 +165,30 @@ pub fn split(ring: &Ring, self_addr: &str, items: Vec<ResourceSpans>) -> Split {
     let mut dests: Vec<usize> = Vec::new();
     for mut rs in items {
         dests.clear();
-        dests.extend(rs.scope_spans.iter().flat_map(|ss| &ss.spans).map(dest_of));
+        for ss in &rs.scope_spans {
+            match &ss.spans {
+                Spans::Encoded(v) => dests.extend(v.iter().map(|s| dest_of(&s.trace_id))),
+                Spans::Decoded(v) => {
+                    dests.extend(v.iter().map(|s| dest_of(&to_trace_id(&s.trace_id))))
+                }
+            }
+        }
         let Some(&first) = dests.first() else {
             // No spans: nothing to sample; kept here so nothing is lost silently.
-            local.push(rs);
+            to_local(rs, &mut out);
             continue;
         };
         if dests.iter().all(|d| *d == first) {
-            send(first, rs, &mut local);
+            send(first, rs, &mut out);
             continue;
         }
         // (destination, input scope its last scope came from, its share of this resource)
-        let mut parts: Vec<(usize, usize, ResourceSpans)> = Vec::new();
+        let mut parts: Vec<(usize, usize, WireResourceSpans)> = Vec::new();
         let mut k = 0;
         for (scope_idx, ss) in std::mem::take(&mut rs.scope_spans).into_iter().enumerate() {
-            for span in ss.spans {
+            let encoded = matches!(ss.spans, Spans::Encoded(_));
+            for span in one_spans(ss.spans) {
+                debug_assert_eq!(dests[k], dest_of(&span.trace_id()));
                 let dest = dests[k];
                 k += 1;
                 let p = match parts.iter().position(|(d, _, _)| *d == dest) {
@@ -134,7 +197,7 @@ pub fn split(ring: &Ring, self_addr: &str, items: Vec<ResourceSpans>) -> Split {
                         parts.push((
                             dest,
                             usize::MAX,
-                            ResourceSpans {
+                            WireResourceSpans {
                                 resource: rs.resource.clone(),
                                 scope_spans: Vec::new(),
                                 schema_url: rs.schema_url.clone(),
@@ -145,29 +208,31 @@ pub fn split(ring: &Ring, self_addr: &str, items: Vec<ResourceSpans>) -> Split {
                 };
                 let (_, last_scope, part) = &mut parts[p];
                 if *last_scope != scope_idx {
-                    part.scope_spans.push(ScopeSpans {
+                    part.scope_spans.push(WireScopeSpans {
                         scope: ss.scope.clone(),
-                        spans: Vec::new(),
+                        spans: if encoded {
+                            Spans::Encoded(Vec::new())
+                        } else {
+                            Spans::Decoded(Vec::new())
+                        },
                         schema_url: ss.schema_url.clone(),
                     });
                     *last_scope = scope_idx;
                 }
                 if let Some(last) = part.scope_spans.last_mut() {
-                    last.spans.push(span);
+                    push_span(&mut last.spans, span);
                 }
             }
         }
         for (dest, _, part) in parts {
-            send(dest, part, &mut local);
+            send(dest, part, &mut out);
         }
     }
-    Split {
-        local,
-        remote: remote
-            .into_iter()
-            .map(|(i, v)| (members[i].addr_arc(), v))
-            .collect(),
-    }
+    out.remote = remote
+        .into_iter()
+        .map(|(i, v)| (members[i].addr_arc(), v))
+        .collect();
+    out
 }
 
 impl Dispatch {
@@ -231,13 +296,10 @@ impl Dispatch {
         view.enabled && view.ring.contains(addr)
     }
 
-    fn split(&self, items: Vec<ResourceSpans>) -> Split {
+    fn split(&self, items: Vec<WireResourceSpans>) -> Split {
         let view = self.view.borrow().clone();
         if !view.enabled || view.ring.is_empty() {
-            return Split {
-                local: items,
-                remote: Vec::new(),
-            };
+            return split(&Ring::default(), &self.self_addr, items);
         }
         self.prune(&view);
         match self.ring(&view) {
@@ -260,7 +322,10 @@ impl Dispatch {
         }
     }
 
-    fn forwarder(self: &Arc<Self>, addr: &Arc<str>) -> Option<mpsc::Sender<Batch<ResourceSpans>>> {
+    fn forwarder(
+        self: &Arc<Self>,
+        addr: &Arc<str>,
+    ) -> Option<mpsc::Sender<Batch<WireResourceSpans>>> {
         if self.closed.load(Ordering::SeqCst) {
             return None;
         }
@@ -300,6 +365,36 @@ impl Dispatch {
         }
     }
 
+    /// [`Dispatch::to_local`] for spans in either form: encoded ones are decoded.
+    async fn to_local_wire(&self, tenant: Arc<str>, items: Vec<WireResourceSpans>, charge: Charge) {
+        let mut out = Split::default();
+        let decoded = items
+            .into_iter()
+            .map(|rs| {
+                let (rs, bad) = rs.into_decoded();
+                out.undecodable += bad;
+                rs
+            })
+            .collect();
+        self.undecodable(&tenant, out.undecodable);
+        self.to_local(tenant, decoded, charge).await;
+    }
+
+    /// Counts spans a split could not decode for the sampler. Spans read by
+    /// [`super::wire::decode_request`] were checked to decode, so this stays at
+    /// zero unless that check and prost disagree.
+    fn undecodable(&self, tenant: &str, n: usize) {
+        if n > 0 {
+            self.metrics.dropped(
+                tenant,
+                crate::signal::Signal::Traces,
+                DropReason::Encode,
+                n,
+                "a span checked at receipt did not decode for the sampler",
+            );
+        }
+    }
+
     /// Routes one tenant batch. `reroute`: from a forwarder, which must not wait
     /// on another forwarder's queue (two forwarders waiting on each other would
     /// deadlock), so a full queue sends the spans to this replica's sampler.
@@ -308,11 +403,16 @@ impl Dispatch {
     async fn route(
         self: &Arc<Self>,
         tenant: Arc<str>,
-        items: Vec<ResourceSpans>,
+        items: Vec<WireResourceSpans>,
         reroute: bool,
         charge: Charge,
     ) {
-        let Split { local, remote } = self.split(items);
+        let Split {
+            local,
+            remote,
+            undecodable,
+        } = self.split(items);
+        self.undecodable(&tenant, undecodable);
         let mut charge = Some(charge);
         if !local.is_empty() {
             self.to_local(tenant.clone(), local, charge.take().unwrap_or_default())
@@ -325,7 +425,8 @@ impl Dispatch {
                 charge: charge.take().unwrap_or_default(),
             };
             let Some(tx) = self.forwarder(&addr) else {
-                self.to_local(batch.tenant, batch.items, batch.charge).await;
+                self.to_local_wire(batch.tenant, batch.items, batch.charge)
+                    .await;
                 continue;
             };
             let failed = if reroute {
@@ -342,7 +443,7 @@ impl Dispatch {
                     count_items(&b.items),
                     &format!("forward queue of {addr} is full or closed"),
                 );
-                self.to_local(b.tenant, b.items, b.charge).await;
+                self.to_local_wire(b.tenant, b.items, b.charge).await;
             }
         }
     }
@@ -406,12 +507,19 @@ impl Handoff {
         let Some(dispatch) = self.dispatch.upgrade() else {
             return frags;
         };
-        let Split { mut local, remote } = dispatch.split(frags);
+        let frags = frags.into_iter().map(WireResourceSpans::from).collect();
+        // Decoded spans stay decoded: nothing here can fail to decode.
+        let Split {
+            mut local, remote, ..
+        } = dispatch.split(frags);
+        let back = |items: Vec<WireResourceSpans>, local: &mut Vec<ResourceSpans>| {
+            local.extend(items.into_iter().map(|rs| rs.into_decoded().0));
+        };
         for (addr, items) in remote {
             let n = count_items(&items);
             let batch = Batch::new(tenant.clone(), items);
             let Some(tx) = dispatch.forwarder(&addr) else {
-                local.extend(batch.items);
+                back(batch.items, &mut local);
                 continue;
             };
             match tx.try_send(batch) {
@@ -426,7 +534,7 @@ impl Handoff {
                         .inc_by(n as u64);
                 }
                 Err(mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b)) => {
-                    local.extend(b.items)
+                    back(b.items, &mut local)
                 }
             }
         }
@@ -435,7 +543,7 @@ impl Handoff {
 }
 
 /// The router stage between the receivers and the sampler.
-pub async fn run_router(mut rx: QueueReceiver<ResourceSpans>, dispatch: Arc<Dispatch>) {
+pub async fn run_router(mut rx: QueueReceiver<WireResourceSpans>, dispatch: Arc<Dispatch>) {
     while let Some(batch) = rx.recv().await {
         dispatch
             .route(batch.tenant, batch.items, false, batch.charge)
@@ -445,7 +553,7 @@ pub async fn run_router(mut rx: QueueReceiver<ResourceSpans>, dispatch: Arc<Disp
 }
 
 struct Pending {
-    items: Vec<ResourceSpans>,
+    items: Vec<WireResourceSpans>,
     count: usize,
     deadline: Instant,
     /// Given back once the items are sent (or handed on).
@@ -454,7 +562,7 @@ struct Pending {
 
 async fn run_forwarder(
     addr: Arc<str>,
-    mut rx: mpsc::Receiver<Batch<ResourceSpans>>,
+    mut rx: mpsc::Receiver<Batch<WireResourceSpans>>,
     d: Arc<Dispatch>,
 ) {
     let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
@@ -468,7 +576,7 @@ async fn run_forwarder(
                     count_items(&b.items),
                     &format!("ring member {addr:?} is not a valid address: {e}"),
                 );
-                d.to_local(b.tenant, b.items, b.charge).await;
+                d.to_local_wire(b.tenant, b.items, b.charge).await;
             }
             return;
         }
@@ -575,13 +683,13 @@ async fn send(
     grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
     addr: &Arc<str>,
     tenant: Arc<str>,
-    items: Vec<ResourceSpans>,
+    items: Vec<WireResourceSpans>,
     count: usize,
 ) {
     // Encoded once, sent as bytes: a retry costs no re-encode. The body is the
-    // `ExportTraceServiceRequest` prost would encode, with each span's length
-    // computed once (export/tempo.rs).
-    let body = Bytes::from(crate::export::tempo::encode_request(&items));
+    // `ExportTraceServiceRequest` prost would encode; spans received encoded are
+    // copied as they came (ring/wire.rs).
+    let body = Bytes::from(super::wire::encode_request(&items));
     let started = Instant::now();
     let mut backoff = d.opts.retry_initial;
     loop {
@@ -601,7 +709,7 @@ async fn send(
                 d.metrics
                     .ring
                     .orphaned(&tenant, OrphanReason::Refused, count, &why);
-                d.to_local(tenant, items, Charge::none()).await;
+                d.to_local_wire(tenant, items, Charge::none()).await;
                 return;
             }
             Outcome::Busy => {
@@ -645,7 +753,7 @@ async fn send(
             _ = tokio::time::sleep(jittered) => {}
             _ = d.stop.cancelled() => {
                 d.metrics.ring.orphaned(&tenant, OrphanReason::Shutdown, count, "shutdown deadline passed while the owner was busy or unreachable");
-                d.to_local(tenant, items, Charge::none()).await;
+                d.to_local_wire(tenant, items, Charge::none()).await;
                 return;
             }
         }
@@ -705,6 +813,26 @@ impl Decoder for ResponseDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
+
+    /// [`split`] of decoded spans, the forwarded parts decoded to compare.
+    fn split(ring: &Ring, me: &str, items: Vec<ResourceSpans>) -> DecodedSplit {
+        let s = super::split(ring, me, items.into_iter().map(Into::into).collect());
+        assert_eq!(s.undecodable, 0);
+        DecodedSplit {
+            local: s.local,
+            remote: s
+                .remote
+                .into_iter()
+                .map(|(a, v)| (a, v.into_iter().map(|r| r.into_decoded().0).collect()))
+                .collect(),
+        }
+    }
+
+    struct DecodedSplit {
+        local: Vec<ResourceSpans>,
+        remote: Vec<(Arc<str>, Vec<ResourceSpans>)>,
+    }
 
     fn spans(trace_ids: &[u8]) -> ResourceSpans {
         ResourceSpans {

@@ -27,6 +27,7 @@ pub mod forward;
 pub mod hash;
 pub mod membership;
 pub mod peer;
+pub mod wire;
 pub mod wiring;
 
 use std::collections::HashSet;
@@ -121,6 +122,14 @@ pub struct View {
     pub trusted: HashSet<IpAddr>,
     /// Bumped on every change, so a forwarder can tell its routing is stale.
     pub generation: u64,
+}
+
+impl View {
+    /// Whether spans may be forwarded: receivers then keep spans encoded
+    /// ([`wire`]), so that those owned by a peer are never decoded here.
+    pub fn forwards(&self) -> bool {
+        self.enabled && !self.ring.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+
+use super::wire::WireResourceSpans;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +25,10 @@ use crate::telemetry::Metrics;
 
 pub struct Wiring {
     /// Where receivers put accepted trace batches (the router's input).
-    pub input: QueueSender<ResourceSpans>,
+    pub input: QueueSender<WireResourceSpans>,
+    /// The ring as this replica sees it: receivers keep spans encoded while it
+    /// is on ([`super::View::forwards`]).
+    pub view: watch::Receiver<Arc<View>>,
     /// The bound ring port; `None` without `--ring-listen`.
     pub addr: Option<SocketAddr>,
     pub peer_server: JoinHandle<()>,
@@ -90,7 +95,7 @@ pub async fn start(
     } = stops;
     let rs = &settings.ring;
     let (input, input_rx) =
-        queue::<ResourceSpans>(settings.queue_capacity, Signal::Traces, metrics.clone());
+        queue::<WireResourceSpans>(settings.queue_capacity, Signal::Traces, metrics.clone());
     let input = input.with_byte_budget(settings.queue_max_bytes);
     let Some(listen) = rs.ring_listen else {
         // No ring port: the router passes everything to the sampler (the view
@@ -98,7 +103,7 @@ pub async fn start(
         let (view_tx, view_rx) = watch::channel(Arc::new(View::default()));
         let dispatch = Dispatch::new(
             Arc::from(""),
-            view_rx,
+            view_rx.clone(),
             sampler,
             None,
             forward_options(settings),
@@ -111,6 +116,7 @@ pub async fn start(
         let membership = tokio::spawn(warn_if_ring_configured(routes, stop_admin, view_tx));
         return Ok(Wiring {
             input,
+            view: view_rx,
             addr: None,
             peer_server: tokio::spawn(async {}),
             router,
@@ -150,7 +156,7 @@ pub async fn start(
     let router = tokio::spawn(run_router(input_rx, dispatch));
 
     let peer = PeerReceiver {
-        view: view_rx,
+        view: view_rx.clone(),
         sampler,
         secret: secret.map(|s| Arc::from(s.as_str())),
         metrics: metrics.clone(),
@@ -183,6 +189,7 @@ pub async fn start(
     ));
     Ok(Wiring {
         input,
+        view: view_rx,
         addr: Some(addr),
         peer_server,
         router,
