@@ -689,7 +689,7 @@ async fn send(
     // Encoded once, sent as bytes: a retry costs no re-encode. The body is the
     // `ExportTraceServiceRequest` prost would encode; spans received encoded are
     // copied as they came (ring/wire.rs).
-    let body = Bytes::from(super::wire::encode_request(&items));
+    let body = super::wire::encode_request(&items);
     let started = Instant::now();
     let mut backoff = d.opts.retry_initial;
     loop {

@@ -144,7 +144,7 @@ fn byte_split(ring: &Ring, me: &str, body: &[u8]) -> (Vec<ResourceSpans>, Vec<(S
         s.local,
         s.remote
             .into_iter()
-            .map(|(a, v)| (a.to_string(), encode_request(&v)))
+            .map(|(a, v)| (a.to_string(), encode_request(&v).to_vec()))
             .collect(),
     )
 }
@@ -579,7 +579,7 @@ proptest! {
         prop_assert_eq!(s.local, old_local);
         for ((_, v), (_, old)) in s.remote.iter().zip(&old_remote) {
             prop_assert_eq!(
-                encode_request(v),
+                encode_request(v).to_vec(),
                 ExportTraceServiceRequest { resource_spans: old.clone() }.encode_to_vec()
             );
         }
