@@ -25,6 +25,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 struct Replica {
     child: Option<Child>,
     grpc: String,
+    http: String,
     admin: String,
     ring: String,
 }
@@ -85,6 +86,7 @@ impl Replica {
         Replica {
             child: Some(child),
             grpc: format!("http://{}", f["grpc"].as_str().unwrap()),
+            http: f["http"].as_str().unwrap().to_string(),
             admin: f["admin"].as_str().unwrap().to_string(),
             ring: f["ring"].as_str().unwrap().to_string(),
         }
@@ -765,4 +767,124 @@ async fn python_sdk_services_on_different_replicas_give_complete_kept_traces() {
         "python SDK: {TRACES} traces, {} kept complete, {forwarded} spans forwarded between replicas",
         expected.len()
     );
+}
+
+/// The request whose spans of traces `traces` (all spans of each) go to every
+/// owner; with `corrupt`, the name of one span owned by a peer of `me` is not
+/// UTF-8, so the whole request does not decode.
+fn request_for_all_owners(
+    traces: std::ops::Range<u64>,
+    ring: &Ring,
+    me: &str,
+    corrupt: bool,
+) -> Vec<u8> {
+    use prost::Message;
+    const MARKER: &str = "NOT-UTF-8-HERE";
+    let mut spans: Vec<Span> = traces
+        .clone()
+        .flat_map(|n| (0..SPANS_PER_TRACE).rev().map(move |k| span_of(n, k)))
+        .collect();
+    if corrupt {
+        let victim = spans
+            .iter_mut()
+            .find(|s| {
+                let id: [u8; 16] = s.trace_id[..].try_into().unwrap();
+                ring.owner(&id).unwrap().addr() != me
+            })
+            .unwrap();
+        victim.name = MARKER.into();
+    }
+    let mut body = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(resource(Some("shop"), "svc-0")),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    if corrupt {
+        let at = body
+            .windows(MARKER.len())
+            .position(|w| w == MARKER.as_bytes())
+            .unwrap();
+        body[at] = 0xff;
+    }
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_span_owned_by_a_peer_refuses_the_whole_request_with_the_full_decode_error() {
+    use prost::Message;
+    let s = setup(300).await;
+    let r0 = s.spawn_static();
+    let r1 = s.spawn_static();
+    let r2 = s.spawn_static();
+    s.set_peers(&[&r0, &r1, &r2]);
+    wait_members(&[&r0, &r1, &r2], 3).await;
+    let ring = Ring::new([r0.ring.as_str(), r1.ring.as_str(), r2.ring.as_str()]);
+
+    let bad = request_for_all_owners(0..60, &ring, &r0.ring, true);
+    let full = ExportTraceServiceRequest::decode(&bad[..])
+        .unwrap_err()
+        .to_string();
+    // OTLP/gRPC: refused as tonic's prost codec refuses an undecodable message.
+    let channel = tonic::transport::Endpoint::from_shared(r0.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let st = grpc
+        .unary(
+            tonic::Request::new(bytes::Bytes::from(bad.clone())),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            ),
+            mop_gateway::ring::forward::RawCodec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::Internal);
+    assert_eq!(st.message(), full);
+    // OTLP/HTTP: 400 with the decode error, as without the ring.
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/v1/traces", r0.http))
+        .header("content-type", "application/x-protobuf")
+        .body(bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let status =
+        mop_gateway::receiver::http::RpcStatus::decode(resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(status.message, format!("cannot decode request: {full}"));
+
+    // The same spans, well-formed: every kept trace arrives complete and once,
+    // so nothing of the refused requests was kept or forwarded.
+    let good = request_for_all_owners(0..60, &ring, &r0.ring, false);
+    grpc.ready().await.unwrap();
+    let st = grpc
+        .unary(
+            tonic::Request::new(bytes::Bytes::from(good)),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            ),
+            mop_gateway::ring::forward::RawCodec,
+        )
+        .await;
+    assert!(st.is_ok(), "{st:?}");
+    let expected = (0..60).filter(|n| expected_kept(*n)).count();
+    settle(
+        &s.tempo,
+        expected * SPANS_PER_TRACE as usize,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(assert_complete(&s.tempo, 0..60, &BTreeSet::new()), expected);
+    let forwarded = sum_metric(&[&r0], "mop_gateway_ring_forwarded_spans_total", &[]).await;
+    assert!(forwarded > 0.0, "r0 forwarded the spans its peers own");
 }

@@ -83,6 +83,9 @@ pub struct Split {
 }
 
 /// One span of a [`WireScopeSpans`], either form.
+// A transient item of the split's loop, moved once into its part; boxing the
+// decoded form would allocate once per span.
+#[allow(clippy::large_enum_variant)]
 enum OneSpan {
     Encoded(EncodedSpan),
     Decoded(Span),
@@ -690,6 +693,12 @@ async fn send(
     // `ExportTraceServiceRequest` prost would encode; spans received encoded are
     // copied as they came (ring/wire.rs).
     let body = super::wire::encode_request(&items);
+    // Spans received encoded are slices of the client requests they came in:
+    // kept through retries, they would hold those whole requests (other
+    // owners' spans included) for as long as this owner is busy. The body is
+    // all a retry needs; the fallbacks below read the items back from it.
+    drop(items);
+    let items = || items_of(d, &tenant, &body, count);
     let started = Instant::now();
     let mut backoff = d.opts.retry_initial;
     loop {
@@ -709,7 +718,8 @@ async fn send(
                 d.metrics
                     .ring
                     .orphaned(&tenant, OrphanReason::Refused, count, &why);
-                d.to_local_wire(tenant, items, Charge::none()).await;
+                d.to_local_wire(tenant.clone(), items(), Charge::none())
+                    .await;
                 return;
             }
             Outcome::Busy => {
@@ -740,12 +750,12 @@ async fn send(
             d.metrics
                 .ring
                 .orphaned(&tenant, OrphanReason::Unreachable, count, why);
-            d.route(tenant, items, true, Charge::none()).await;
+            d.route(tenant.clone(), items(), true, Charge::none()).await;
             return;
         }
         if !d.still_member(addr) {
             // The owner left the ring while we retried: route to the new owners.
-            d.route(tenant, items, true, Charge::none()).await;
+            d.route(tenant.clone(), items(), true, Charge::none()).await;
             return;
         }
         let jittered = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
@@ -753,11 +763,30 @@ async fn send(
             _ = tokio::time::sleep(jittered) => {}
             _ = d.stop.cancelled() => {
                 d.metrics.ring.orphaned(&tenant, OrphanReason::Shutdown, count, "shutdown deadline passed while the owner was busy or unreachable");
-                d.to_local_wire(tenant, items, Charge::none()).await;
+                d.to_local_wire(tenant.clone(), items(), Charge::none()).await;
                 return;
             }
         }
         backoff = (backoff * 2).min(d.opts.retry_max);
+    }
+}
+
+/// The items of a forward body this replica encoded (spans kept encoded).
+/// It decodes: its spans were checked on receipt, or encoded by prost. Were it
+/// not to, its spans are counted as dropped rather than lost silently.
+fn items_of(d: &Dispatch, tenant: &str, body: &Bytes, count: usize) -> Vec<WireResourceSpans> {
+    match super::wire::decode_request(body.clone()) {
+        Ok(items) => items,
+        Err(e) => {
+            d.metrics.dropped(
+                tenant,
+                crate::signal::Signal::Traces,
+                DropReason::Encode,
+                count,
+                &format!("a forward body this replica encoded does not decode: {e}"),
+            );
+            Vec::new()
+        }
     }
 }
 

@@ -33,7 +33,8 @@ fn span(trace: u8, i: usize) -> Span {
             kv("http.route", any_value::Value::StringValue("/x".into())),
             kv("n", any_value::Value::IntValue(i as i64)),
         ],
-        events: (i % 3 == 0)
+        events: i
+            .is_multiple_of(3)
             .then(|| span::Event {
                 name: "e".into(),
                 attributes: vec![kv("b", any_value::Value::BoolValue(true))],
@@ -41,7 +42,8 @@ fn span(trace: u8, i: usize) -> Span {
             })
             .into_iter()
             .collect(),
-        links: (i % 4 == 0)
+        links: i
+            .is_multiple_of(4)
             .then(|| span::Link {
                 trace_id: vec![9; 16],
                 span_id: vec![1; 8],
@@ -49,10 +51,12 @@ fn span(trace: u8, i: usize) -> Span {
             })
             .into_iter()
             .collect(),
-        status: (i % 2 == 0).then(|| opentelemetry_proto::tonic::trace::v1::Status {
-            code: status::StatusCode::Error as i32,
-            message: "boom".into(),
-        }),
+        status: i
+            .is_multiple_of(2)
+            .then(|| opentelemetry_proto::tonic::trace::v1::Status {
+                code: status::StatusCode::Error as i32,
+                message: "boom".into(),
+            }),
         ..Default::default()
     }
 }
