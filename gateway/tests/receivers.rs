@@ -562,3 +562,83 @@ async fn a_partial_batch_holding_half_the_byte_budget_is_sent_without_waiting() 
         spans_seen(&tempo.state.received()).len()
     );
 }
+
+/// The OTLP/gRPC trace service is the gateway's own (it hands its handler the
+/// request's bytes, for the ring): it must refuse as the generated servers of
+/// the other signals do.
+#[tokio::test]
+async fn grpc_trace_service_refuses_oversized_malformed_and_unknown_calls_as_the_generated_server_does()
+ {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+    use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    let tempo = fakes::tempo().await;
+    // No metrics backend: the size limit refuses before that matters.
+    let gw = start_gateway(&[tenant("team-a", &["shop"], false)], None, |s| {
+        s.tempo_url = Some(format!("http://{}/v1/traces", tempo.addr));
+        s.max_request_bytes = 4096;
+    })
+    .await;
+
+    let big = traces(vec![spans_from(Some("shop"), "big", 1, 200)]);
+    assert!(big.encoded_len() > 4096);
+    let mut client = TraceServiceClient::connect(gw.grpc_url()).await.unwrap();
+    let traces_st = client.export(big).await.unwrap_err();
+    let big_metrics = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![common::otlp::kv("x", &"y".repeat(5000))],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+    };
+    let mut metrics = MetricsServiceClient::connect(gw.grpc_url()).await.unwrap();
+    let metrics_st = metrics.export(big_metrics).await.unwrap_err();
+    assert_eq!(
+        traces_st.code(),
+        metrics_st.code(),
+        "{traces_st} / {metrics_st}"
+    );
+    assert_eq!(traces_st.code(), tonic::Code::OutOfRange, "{traces_st}");
+
+    let channel = tonic::transport::Endpoint::from_shared(gw.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let call = |path: &'static str, body: Vec<u8>| {
+        let mut grpc = grpc.clone();
+        async move {
+            grpc.ready().await.unwrap();
+            grpc.unary(
+                tonic::Request::new(bytes::Bytes::from(body)),
+                tonic::codegen::http::uri::PathAndQuery::from_static(path),
+                mop_gateway::ring::forward::RawCodec,
+            )
+            .await
+        }
+    };
+    let bad = vec![0x0a, 0x10, 0x01];
+    let full = ExportTraceServiceRequest::decode(&bad[..])
+        .unwrap_err()
+        .to_string();
+    let st = call(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        bad,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::Internal);
+    assert_eq!(st.message(), full);
+    let st = call(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Nope",
+        vec![],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::Unimplemented);
+    grpc.ready().await.unwrap();
+}
