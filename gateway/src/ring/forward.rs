@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -32,7 +32,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 
-use super::wire::{EncodedSpan, Spans, WireResourceSpans, WireScopeSpans};
+use super::wire::{Spans, WireResourceSpans, WireScopeSpans};
 use super::{OrphanReason, RetryLabels, RetryReason, Ring, TenantLabel, View};
 use crate::pipeline::{Batch, Charge, QueueReceiver, QueueSender};
 use crate::sampling::{TraceId, to_trace_id};
@@ -82,47 +82,17 @@ pub struct Split {
     pub undecodable: usize,
 }
 
-/// One span of a [`WireScopeSpans`], either form.
-// A transient item of the split's loop, moved once into its part; boxing the
-// decoded form would allocate once per span.
-#[allow(clippy::large_enum_variant)]
-enum OneSpan {
-    Encoded(EncodedSpan),
-    Decoded(Span),
-}
-
-impl OneSpan {
-    fn trace_id(&self) -> TraceId {
-        match self {
-            OneSpan::Encoded(s) => s.trace_id,
-            OneSpan::Decoded(s) => to_trace_id(&s.trace_id),
+/// Splits one scope's spans (of one form) by destination: one list per
+/// destination, in the order of their first span, each in input order.
+fn by_dest<T>(spans: Vec<T>, dests: &[usize]) -> Vec<(usize, Vec<T>)> {
+    let mut out: Vec<(usize, Vec<T>)> = Vec::new();
+    for (span, &dest) in spans.into_iter().zip(dests) {
+        match out.iter_mut().find(|(d, _)| *d == dest) {
+            Some((_, v)) => v.push(span),
+            None => out.push((dest, vec![span])),
         }
     }
-}
-
-fn one_spans(spans: Spans) -> Box<dyn Iterator<Item = OneSpan>> {
-    match spans {
-        Spans::Encoded(v) => Box::new(v.into_iter().map(OneSpan::Encoded)),
-        Spans::Decoded(v) => Box::new(v.into_iter().map(OneSpan::Decoded)),
-    }
-}
-
-fn push_span(spans: &mut Spans, span: OneSpan) {
-    match (spans, span) {
-        (Spans::Encoded(v), OneSpan::Encoded(s)) => v.push(s),
-        (Spans::Decoded(v), OneSpan::Decoded(s)) => v.push(s),
-        // A scope's parts keep its form (built below from the first span);
-        // never mixed, but converting is correct either way.
-        (Spans::Decoded(v), OneSpan::Encoded(s)) => {
-            if let Ok(d) = s.decode() {
-                v.push(d);
-            }
-        }
-        (Spans::Encoded(v), OneSpan::Decoded(s)) => v.push(EncodedSpan {
-            trace_id: to_trace_id(&s.trace_id),
-            bytes: s.encode_to_vec().into(),
-        }),
-    }
+    out
 }
 
 /// Splits `items` by the owner of each trace. Pure.
@@ -185,21 +155,30 @@ pub fn split(ring: &Ring, self_addr: &str, items: Vec<WireResourceSpans>) -> Spl
             send(first, rs, &mut out);
             continue;
         }
-        // (destination, input scope its last scope came from, its share of this resource)
-        let mut parts: Vec<(usize, usize, WireResourceSpans)> = Vec::new();
+        // (destination, its share of this resource)
+        let mut parts: Vec<(usize, WireResourceSpans)> = Vec::new();
         let mut k = 0;
-        for (scope_idx, ss) in std::mem::take(&mut rs.scope_spans).into_iter().enumerate() {
-            let encoded = matches!(ss.spans, Spans::Encoded(_));
-            for span in one_spans(ss.spans) {
-                debug_assert_eq!(dests[k], dest_of(&span.trace_id()));
-                let dest = dests[k];
-                k += 1;
-                let p = match parts.iter().position(|(d, _, _)| *d == dest) {
+        for ss in std::mem::take(&mut rs.scope_spans) {
+            let n = ss.spans.len();
+            let here = &dests[k..k + n];
+            k += n;
+            // A scope's share keeps the form its spans came in.
+            let shares: Vec<(usize, Spans)> = match ss.spans {
+                Spans::Encoded(v) => by_dest(v, here)
+                    .into_iter()
+                    .map(|(d, v)| (d, Spans::Encoded(v)))
+                    .collect(),
+                Spans::Decoded(v) => by_dest(v, here)
+                    .into_iter()
+                    .map(|(d, v)| (d, Spans::Decoded(v)))
+                    .collect(),
+            };
+            for (dest, spans) in shares {
+                let p = match parts.iter().position(|(d, _)| *d == dest) {
                     Some(p) => p,
                     None => {
                         parts.push((
                             dest,
-                            usize::MAX,
                             WireResourceSpans {
                                 resource: rs.resource.clone(),
                                 scope_spans: Vec::new(),
@@ -209,25 +188,14 @@ pub fn split(ring: &Ring, self_addr: &str, items: Vec<WireResourceSpans>) -> Spl
                         parts.len() - 1
                     }
                 };
-                let (_, last_scope, part) = &mut parts[p];
-                if *last_scope != scope_idx {
-                    part.scope_spans.push(WireScopeSpans {
-                        scope: ss.scope.clone(),
-                        spans: if encoded {
-                            Spans::Encoded(Vec::new())
-                        } else {
-                            Spans::Decoded(Vec::new())
-                        },
-                        schema_url: ss.schema_url.clone(),
-                    });
-                    *last_scope = scope_idx;
-                }
-                if let Some(last) = part.scope_spans.last_mut() {
-                    push_span(&mut last.spans, span);
-                }
+                parts[p].1.scope_spans.push(WireScopeSpans {
+                    scope: ss.scope.clone(),
+                    spans,
+                    schema_url: ss.schema_url.clone(),
+                });
             }
         }
-        for (dest, _, part) in parts {
+        for (dest, part) in parts {
             send(dest, part, &mut out);
         }
     }
@@ -842,7 +810,7 @@ impl Decoder for ResponseDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
+    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
 
     /// [`split`] of decoded spans, the forwarded parts decoded to compare.
     fn split(ring: &Ring, me: &str, items: Vec<ResourceSpans>) -> DecodedSplit {
