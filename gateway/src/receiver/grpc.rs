@@ -178,7 +178,7 @@ impl GrpcReceiver {
     /// The tonic router with all three services, gzip accepted.
     pub fn router(self, max_bytes: usize) -> tonic::service::Routes {
         let traces = TraceBytesServer {
-            receiver: self.clone(),
+            receiver: std::sync::Arc::new(self.clone()),
             max_bytes,
         };
         let metrics = MetricsServiceServer::new(self.clone())
@@ -201,7 +201,8 @@ const TRACE_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceSe
 /// handing the handler the request's bytes instead of the decoded message.
 #[derive(Debug, Clone)]
 struct TraceBytesServer {
-    receiver: GrpcReceiver,
+    /// Shared, not cloned per request (as the generated server holds it).
+    receiver: std::sync::Arc<GrpcReceiver>,
     max_bytes: usize,
 }
 
@@ -254,7 +255,7 @@ where
     }
 }
 
-struct ExportBytes(GrpcReceiver);
+struct ExportBytes(std::sync::Arc<GrpcReceiver>);
 
 impl tonic::server::UnaryService<Bytes> for ExportBytes {
     type Response = ExportTraceServiceResponse;
