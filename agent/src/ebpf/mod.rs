@@ -12,6 +12,15 @@ use aya::{
 };
 use tracing::{info, warn};
 
+/// Takes the map `name` out of the loaded object as the typed map `T`.
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(Error::MissingMap(name))?;
+    T::try_from(map).map_err(|source| Error::Map { name, source })
+}
+
 /// The compiled `agent-ebpf/sockets` program set.
 static SOCKETS_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockets.bpf.o"));
 
@@ -377,38 +386,10 @@ impl Programs {
                 false
             }
         };
-        let ring = RingBuf::try_from(
-            ebpf.take_map("mop_events")
-                .ok_or(Error::MissingMap("mop_events"))?,
-        )
-        .map_err(|source| Error::Map {
-            name: "mop_events",
-            source,
-        })?;
-        let tracked = HashMap::try_from(
-            ebpf.take_map("mop_tracked_pids")
-                .ok_or(Error::MissingMap("mop_tracked_pids"))?,
-        )
-        .map_err(|source| Error::Map {
-            name: "mop_tracked_pids",
-            source,
-        })?;
-        let tracked_bits = Array::try_from(
-            ebpf.take_map("mop_tracked_bits_user")
-                .ok_or(Error::MissingMap("mop_tracked_bits_user"))?,
-        )
-        .map_err(|source| Error::Map {
-            name: "mop_tracked_bits_user",
-            source,
-        })?;
-        let drops = PerCpuArray::try_from(
-            ebpf.take_map("mop_drops")
-                .ok_or(Error::MissingMap("mop_drops"))?,
-        )
-        .map_err(|source| Error::Map {
-            name: "mop_drops",
-            source,
-        })?;
+        let ring: RingBuf<_> = take_map(&mut ebpf, "mop_events")?;
+        let tracked: HashMap<_, _, _> = take_map(&mut ebpf, "mop_tracked_pids")?;
+        let tracked_bits: Array<_, _> = take_map(&mut ebpf, "mop_tracked_bits_user")?;
+        let drops: PerCpuArray<_, _> = take_map(&mut ebpf, "mop_drops")?;
         info!(
             programs = program_ids.len(),
             attach_mode = attach_mode.as_str(),
