@@ -41,11 +41,11 @@ pub fn read(text: &str) -> Option<RuleFile> {
         return None;
     }
     let mut ev = Events::new(text);
-    ev.expect(|e| matches!(e, Event::StreamStart))?;
-    ev.expect(|e| matches!(e, Event::DocumentStart(_, None)))?;
+    ev.next_is(|e| matches!(e, Event::StreamStart))?;
+    ev.next_is(|e| matches!(e, Event::DocumentStart(_, None)))?;
     let file = rule_file(&mut ev)?;
-    ev.expect(|e| matches!(e, Event::DocumentEnd))?;
-    ev.expect(|e| matches!(e, Event::StreamEnd))?;
+    ev.next_is(|e| matches!(e, Event::DocumentEnd))?;
+    ev.next_is(|e| matches!(e, Event::StreamEnd))?;
     Some(file)
 }
 
@@ -87,7 +87,7 @@ impl<'a> Events<'a> {
         }
     }
 
-    fn expect(&mut self, want: impl Fn(&Event<'a>) -> bool) -> Option<()> {
+    fn next_is(&mut self, want: impl Fn(&Event<'a>) -> bool) -> Option<()> {
         let (event, _) = self.next()?;
         want(&event).then_some(())
     }
