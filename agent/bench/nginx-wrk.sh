@@ -29,7 +29,14 @@
 # drain bursts lands in the served requests' latency.
 # MODES picks the modes (default "saturated fixed"; "rate" is an open-loop
 # fixed rate of half the capacity with h2load, RATE_CONNS connections, p99
-# from its per-request log); AGENT=path runs another
+# from its per-request log; "openloop" is the same rate with this
+# repository's own generator, agent/bench/openloop/openloop.c, pinned to
+# CPU 0 and busy-polling, nginx's worker pinned to CPU 1, whose cpuidle
+# states deeper than polling are disabled for the run and restored after:
+# on this VM waking a halted vCPU costs tens of microseconds, which buries
+# a 50 us budget (docs/performance.md, "Issue 16, session 25: latency at a
+# fixed rate"); the agent and the sink are not pinned; its capacity is its
+# own closed-loop run, OPENLOOP_CONNS connections); AGENT=path runs another
 # mop-agent binary; AGENTS="path1 path2 ..." runs each build after the same
 # baseline in every round, rotating which goes first (an A/B of builds; each
 # line is labelled with the binary's file name).
@@ -139,6 +146,7 @@ PY
 }
 run_wrk() { # mode -> prints "requests p99_us"
   [[ $1 == rate ]] && { run_rate; return; }
+  [[ $1 == openloop ]] && { run_openloop "$OPENLOOP_RATE"; return; }
   local extra=() conns=$CONNS
   [[ $1 == fixed ]] && extra=(-s "$TMP/fixed.lua") && conns=$FIXED_CONNS
   /usr/bin/time -f '%U %S' -o "$TMP/gen.time" \
@@ -165,6 +173,29 @@ lat = sorted(int(l.split("\t")[2]) for l in open(sys.argv[1]) if l.split("\t")[1
 print(len(lat), lat[int(len(lat) * 0.99)] if lat else 0)
 PY
 }
+OPENLOOP_CONNS=${OPENLOOP_CONNS:-50}
+IDLE_SAVED=() # "file=value" of CPU 1's cpuidle states, read before any run
+restore_idle() { for f in "${IDLE_SAVED[@]}"; do echo "${f#*=}" > "${f%%=*}"; done; }
+# Rate 0: closed loop, the capacity. Prints "completed p99_us" and leaves
+# the whole distribution in $TMP/openloop.out.
+run_openloop() {
+  local w
+  for w in $(pgrep -P "$NGINX_PID"); do taskset -pc 1 "$w" >/dev/null; done
+  for f in "${IDLE_SAVED[@]}"; do echo 1 > "${f%%=*}"; done
+  /usr/bin/time -f '%U %S' -o "$TMP/gen.time" \
+    taskset -c 0 "$TMP/openloop" 127.0.0.1 "$PORT" /api/items/42 "$OPENLOOP_CONNS" "$1" "$DUR" \
+    > "$TMP/openloop.out"
+  restore_idle
+  for w in $(pgrep -P "$NGINX_PID"); do taskset -pc 0-$(($(nproc) - 1)) "$w" >/dev/null; done
+  awk '{for (i = 1; i < NF; i++) v[$i] = $(i + 1)} END {print v["completed"], v["p99"]}' "$TMP/openloop.out"
+}
+if [[ " ${MODES:-saturated fixed} " == *" openloop "* ]]; then
+  gcc -O2 -Wall -o "$TMP/openloop" agent/bench/openloop/openloop.c
+  for f in /sys/devices/system/cpu/cpu1/cpuidle/state[1-9]/disable; do
+    [[ -w $f ]] && IDLE_SAVED+=("$f=$(cat "$f")")
+  done
+  trap 'restore_idle; cleanup' EXIT
+fi
 CAPACITY=()
 HZ=$(getconf CLK_TCK)
 gen_cpu() { awk '{print $1+$2}' "$TMP/gen.time"; } # seconds, of the last run_wrk
@@ -192,6 +223,13 @@ for mode in ${MODES:-saturated fixed}; do
     RATE_PER_CONN=$(python3 -c "import sys; c=[float(x) for x in sys.argv[1:]]; print(max(1, round(sum(c)/len(c)/$DUR/2/$RATE_CONNS)))" "${CAPACITY[@]}")
     echo "rate mode: h2load, $RATE_CONNS connections x $RATE_PER_CONN req/s = $((RATE_CONNS * RATE_PER_CONN)) req/s (half of the saturated capacity without the agent)"
   fi
+  if [[ $mode == openloop && -z "${OPENLOOP_RATE:-}" ]]; then
+    # Half of the generator's own closed-loop capacity without the agent,
+    # in the same placement.
+    read -r c _ < <(run_openloop 0)
+    OPENLOOP_RATE=$(python3 -c "print(round($c / $DUR / 2))")
+    echo "openloop mode: $OPENLOOP_CONNS connections, $OPENLOOP_RATE req/s (half of $(python3 -c "print(round($c / $DUR))") req/s, its closed-loop capacity without the agent)"
+  fi
   if [[ $mode == fixed && -z "$FIXED_CONNS" ]]; then
     # Half of the capacity measured without the agent (or, with no
     # saturated runs, of one short run now), at 1 ms per request per conn.
@@ -201,6 +239,7 @@ for mode in ${MODES:-saturated fixed}; do
   fi
   for r in $(seq "$ROUNDS"); do
     n0=$(nginx_cpu); read -r base base_p99 < <(run_wrk $mode); n1=$(nginx_cpu); g0=$(gen_cpu)
+    [[ $mode == openloop ]] && cp "$TMP/openloop.out" "$TMP/openloop.base"
     [[ $mode == saturated ]] && CAPACITY+=("$base")
     # With AGENTS, every build runs after the same baseline, the order
     # rotating by one each round (A B C, B C A, C A B, ...).
@@ -248,6 +287,10 @@ print(f"{mode:9} round {r}: without {base:9.0f} req  with {with_:9.0f} req  loss
       f"added {agent + (nginx1 - nginx0 + gen1 - gen0)*1e3:6.0f} ns/req  "
       f"exchanges {spans:.0f} kernel-drops {drops:.0f}")
 PY
+    if [[ $mode == openloop ]]; then
+      echo "    without the agent: $(cat "$TMP/openloop.base")"
+      echo "    with the agent:    $(cat "$TMP/openloop.out")"
+    fi
     echo "    load average after the run: $(cut -d' ' -f1-3 /proc/loadavg); agent page faults per 1000 requests: $(python3 -c "print(round(($f1-$f0)*1000/$with, 1))")"
     [[ -n "${PER_PROG:-}" ]] && prog_table "$TMP/progs0.json" "$TMP/progs1.json" "$with"
     done
