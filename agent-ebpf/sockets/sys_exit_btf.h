@@ -56,12 +56,6 @@ static __always_inline struct mop_active_io *mop_btf_slot(__u64 pid_tgid)
 	return bpf_map_lookup_elem(&mop_active_io, &pid_tgid);
 }
 
-static __always_inline bool mop_btf_compat(void)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
-	return task->thread_info.status & MOP_TS_COMPAT;
-}
-
 SEC("tp_btf/sys_exit")
 int BPF_PROG(mop_sys_exit, struct pt_regs *regs, long ret)
 {
@@ -131,11 +125,19 @@ int BPF_PROG(mop_sys_exit, struct pt_regs *regs, long ret)
 	 * above: it returns 0). */
 	if (ret <= 0 && io.syscall != MOP_SC_CONNECT)
 		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!mop_maybe_tracked(pid_tgid >> 32))
+	/* One helper call gives the ids and the compat flag: the ids are the
+	 * task's own fields (what bpf_get_current_pid_tgid returns), read
+	 * with plain loads. Each helper call is a real call and return here
+	 * (no inlining of these two on x86-64; return thunks on this CPU). */
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 tgid = task->tgid;
+	if (!mop_maybe_tracked(tgid))
 		return 0;
+	__u64 pid_tgid = ((__u64)tgid << 32) | (__u32)task->pid;
 	struct mop_active_io *slot = mop_btf_slot(pid_tgid);
-	if (!slot || mop_btf_compat())
+	/* TS_COMPAT: a 32-bit syscall, numbered by another table (the
+	 * syscall tracepoints skip those too). */
+	if (!slot || (task->thread_info.status & MOP_TS_COMPAT))
 		return 0;
 	/* The registers still hold the arguments: a syscall does not write
 	 * the caller's saved argument registers back, only ax (the result). */
