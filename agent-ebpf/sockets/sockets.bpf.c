@@ -26,6 +26,7 @@
 #include "maps/scratch.h"
 #include "maps/not_sockets.h"
 #include "maps/ssl_fds.h"
+#include "maps/wake.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -94,8 +95,22 @@ static __always_inline int mop_sock_tuple(__s32 fd, struct mop_tuple *t)
 	return 0;
 }
 
-static __always_inline long mop_output_flags(void)
+/* Wake the reader once wakeup_bytes wait. Asking the ring (a helper call,
+ * and a read of the consumer position userspace writes) is done only after
+ * this CPU emitted 1/64 of that since it last asked: the wake-up can come
+ * late by that much per CPU, which the reader's poll timer bounds anyway. */
+static __always_inline long mop_wake_flags(__u64 size)
 {
+	__u32 zero = 0;
+	__u64 *credit = bpf_map_lookup_elem(&mop_wake, &zero);
+	if (credit) {
+		__u64 c = *credit + size;
+		if (c < (wakeup_bytes >> 6)) {
+			*credit = c;
+			return BPF_RB_NO_WAKEUP;
+		}
+		*credit = 0;
+	}
 	if (bpf_ringbuf_query(&mop_events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
 		return BPF_RB_FORCE_WAKEUP;
 	return BPF_RB_NO_WAKEUP;
@@ -137,7 +152,8 @@ static __always_inline void mop_emit_header_only(__u64 pid_tgid, __s32 fd, __u8 
 	if (!e)
 		return;
 	mop_fill_header(e, pid_tgid, fd, kind, MOP_DIR_NONE, syscall, t);
-	if (bpf_ringbuf_output(&mop_events, e, MOP_EVENT_HEADER_SIZE, mop_output_flags()))
+	if (bpf_ringbuf_output(&mop_events, e, MOP_EVENT_HEADER_SIZE,
+			       mop_wake_flags(MOP_EVENT_HEADER_SIZE)))
 		mop_count_drop(MOP_DROP_RINGBUF_FULL);
 }
 
@@ -440,7 +456,7 @@ static __always_inline void mop_emit_data(__u64 pid_tgid, __s32 fd, const struct
 	__u64 size = got;
 	MOP_BOUND(size, 0x1fff);
 	size += MOP_EVENT_HEADER_SIZE;
-	if (bpf_ringbuf_output(&mop_events, e, size, mop_output_flags()))
+	if (bpf_ringbuf_output(&mop_events, e, size, mop_wake_flags(size)))
 		mop_count_drop(MOP_DROP_RINGBUF_FULL);
 }
 
