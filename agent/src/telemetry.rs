@@ -842,6 +842,9 @@ impl Metrics {
 }
 
 #[cfg(test)]
+mod golden;
+
+#[cfg(test)]
 mod tests {
     use std::net::IpAddr;
 
