@@ -271,7 +271,6 @@ pub struct Pipeline {
     /// shared by every span of that resource.
     resources: HashMap<(u32, Option<u16>), Arc<ResourceInfo>, foldhash::fast::RandomState>,
     scratch: telemetry::Scratch,
-    located: Vec<Located>,
     /// CLOCK_REALTIME − CLOCK_MONOTONIC, ns.
     offset: i128,
 }
@@ -283,7 +282,6 @@ impl Pipeline {
             resolver,
             resources: HashMap::default(),
             scratch: telemetry::Scratch::default(),
-            located: Vec::new(),
             offset: wall_offset_ns,
         }
     }
@@ -298,24 +296,36 @@ impl Pipeline {
         mut metrics: Option<&mut Metrics>,
     ) -> Result<usize, ebpf::event::Error> {
         let ev = Event::decode(record)?;
-        self.tracker.handle(&ev, &mut self.located);
-        let n = self.located.len();
-        for l in self.located.drain(..) {
+        let mut n = 0;
+        let Pipeline {
+            tracker,
+            resolver,
+            resources,
+            scratch,
+            offset,
+        } = self;
+        tracker.handle_with(&ev, |l: Located, conn| {
+            n += 1;
             let port = (l.role != crate::ebpf::event::Role::Client).then_some(l.tuple.local_port);
-            let resolver = &mut self.resolver;
-            let res = self
-                .resources
+            let res = resources
                 .entry((l.tgid, port))
                 .or_insert_with(|| Arc::new(resolver.resource(l.tgid, port, l.comm.as_str())));
-            let scratch = &mut self.scratch;
-            let offset = self.offset;
             let obs = batch.push_with(res, |out| {
-                telemetry::build(&l.exchange, &l.tuple, l.role, l.tls, offset, scratch, out)
+                telemetry::build(
+                    &l.exchange,
+                    &l.tuple,
+                    l.role,
+                    l.tls,
+                    *offset,
+                    conn,
+                    scratch,
+                    out,
+                )
             });
             if let (Some(o), Some(m)) = (obs, metrics.as_deref_mut()) {
                 m.record(res, o.metric, &scratch.series, o.seconds);
             }
-        }
+        });
         Ok(n)
     }
 

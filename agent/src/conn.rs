@@ -26,6 +26,10 @@ struct Conn {
     attempts: u8,
     last_ts: u64,
     seen: u64,
+    /// Kept for the span builder: the encoded span attributes that depend
+    /// only on the connection (`telemetry::build` fills it on the first
+    /// exchange; later spans copy the bytes).
+    span_attrs: Vec<u8>,
 }
 
 /// A task name (`comm`, at most 15 bytes), kept inline: it is copied into
@@ -124,14 +128,22 @@ impl Tracker {
         }
     }
 
+    /// Follows one event; what it completes lands in `out`.
     pub fn handle(&mut self, ev: &Event<'_>, out: &mut Vec<Located>) {
+        self.handle_with(ev, |l, _| out.push(l));
+    }
+
+    /// Follows one event and calls `f` with each exchange it completes and
+    /// its connection's `span_attrs` cache: no intermediate list, and the
+    /// cache needs no lookup of its own.
+    pub fn handle_with(&mut self, ev: &Event<'_>, mut f: impl FnMut(Located, &mut Vec<u8>)) {
         let key = (ev.tgid, ev.fd, ev.tls);
         self.seq += 1;
         match ev.kind {
             EventKind::Open => {
                 for tls in [false, true] {
                     if let Some(old) = self.conns.remove(&(ev.tgid, ev.fd, tls)) {
-                        self.flush(key.0, tls, old, ev.ts_ns, out);
+                        self.flush(key.0, tls, old, ev.ts_ns, &mut f);
                     }
                 }
                 if self.conns.len() >= self.max {
@@ -148,13 +160,14 @@ impl Tracker {
                         attempts: 0,
                         last_ts: ev.ts_ns,
                         seen: self.seq,
+                        span_attrs: Vec::new(),
                     },
                 );
             }
             EventKind::Close => {
                 for tls in [false, true] {
                     if let Some(c) = self.conns.remove(&(ev.tgid, ev.fd, tls)) {
-                        self.flush(key.0, tls, c, ev.ts_ns, out);
+                        self.flush(key.0, tls, c, ev.ts_ns, &mut f);
                     }
                 }
             }
@@ -197,6 +210,7 @@ impl Tracker {
                             attempts: 0,
                             last_ts: ev.ts_ns,
                             seen: self.seq,
+                            span_attrs: Vec::new(),
                         },
                     );
                 }
@@ -266,33 +280,46 @@ impl Tracker {
                     p.feed(from_client, seg, exchanges);
                 }
                 for exchange in exchanges.drain(..) {
-                    out.push(Located {
-                        tgid: key.0,
-                        comm: c.comm,
-                        tuple: c.tuple,
-                        role: c.role,
-                        tls: key.2,
-                        exchange,
-                    });
+                    f(
+                        Located {
+                            tgid: key.0,
+                            comm: c.comm,
+                            tuple: c.tuple,
+                            role: c.role,
+                            tls: key.2,
+                            exchange,
+                        },
+                        &mut c.span_attrs,
+                    );
                 }
             }
         }
     }
 
-    fn flush(&mut self, tgid: u32, tls: bool, mut c: Conn, ts: u64, out: &mut Vec<Located>) {
+    fn flush(
+        &mut self,
+        tgid: u32,
+        tls: bool,
+        mut c: Conn,
+        ts: u64,
+        f: &mut impl FnMut(Located, &mut Vec<u8>),
+    ) {
         if let Some(p) = c.parser.as_mut() {
             let mut exchanges = Vec::new();
             p.close(ts, &mut exchanges);
             self.stats.desyncs += p.desyncs();
             for exchange in exchanges {
-                out.push(Located {
-                    tgid,
-                    comm: c.comm,
-                    tuple: c.tuple,
-                    role: c.role,
-                    tls,
-                    exchange,
-                });
+                f(
+                    Located {
+                        tgid,
+                        comm: c.comm,
+                        tuple: c.tuple,
+                        role: c.role,
+                        tls,
+                        exchange,
+                    },
+                    &mut c.span_attrs,
+                );
             }
         }
     }

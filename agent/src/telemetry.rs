@@ -363,20 +363,36 @@ fn kv_int(out: &mut Vec<u8>, key: &str, v: i64) {
     wire::key_value(out, wire::span::ATTRIBUTES, key, wire::Value::Int(v));
 }
 
+/// Formats `ip` into `peer` unless it holds it already (`at`).
+fn peer_text(peer: &mut String, at: &mut Option<std::net::IpAddr>, ip: std::net::IpAddr) {
+    use std::fmt::Write as _;
+    if *at != Some(ip) {
+        peer.clear();
+        let _ = write!(peer, "{ip}");
+        *at = Some(ip);
+    }
+}
+
 /// Appends the span of one exchange to `out` (an encoded OTLP `Span`
 /// message) and returns its metric observation, whose series is left in
 /// `s.series`.
 /// `wall_offset_ns` converts the kernel's monotonic clock to Unix time.
+/// `conn` holds the encoded attributes that depend only on the connection
+/// (addresses, ports, transport): empty, they are written into it; the
+/// caller keeps it with the connection, so that its later spans copy them
+/// as bytes (the connection's tuple and role do not change once it has
+/// exchanges).
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     ex: &Exchange,
     tuple: &Tuple,
     role: Role,
     tls: bool,
     wall_offset_ns: i128,
+    conn: &mut Vec<u8>,
     s: &mut Scratch,
     out: &mut Vec<u8>,
 ) -> Option<Observation> {
-    use std::fmt::Write as _;
     let to_wall = |mono: u64| (i128::from(mono) + wall_offset_ns).max(0) as u64;
     let start = to_wall(ex.start_ns);
     let end = to_wall(ex.end_ns).max(start);
@@ -385,25 +401,24 @@ pub fn build(
     s.attrs.clear();
     s.series.clear();
     s.name.clear();
-    if s.peer_ip != Some(tuple.peer) {
-        s.peer.clear();
-        let _ = write!(s.peer, "{}", tuple.peer);
-        s.peer_ip = Some(tuple.peer);
+    if conn.is_empty() {
+        peer_text(&mut s.peer, &mut s.peer_ip, tuple.peer);
+        if server {
+            kv_str(conn, "client.address", &s.peer);
+            kv_int(conn, "client.port", i64::from(tuple.peer_port));
+            kv_int(conn, "server.port", i64::from(tuple.local_port));
+        } else {
+            kv_str(conn, "server.address", &s.peer);
+            kv_int(conn, "server.port", i64::from(tuple.peer_port));
+        }
+        kv_str(conn, "network.transport", "tcp");
     }
     let mut parent: Option<TraceParent> = None;
     let mut error = false;
     let observation;
     let a = &mut s.attrs;
+    a.extend_from_slice(conn);
     let mut num = itoa::Buffer::new();
-    if server {
-        kv_str(a, "client.address", &s.peer);
-        kv_int(a, "client.port", i64::from(tuple.peer_port));
-        kv_int(a, "server.port", i64::from(tuple.local_port));
-    } else {
-        kv_str(a, "server.address", &s.peer);
-        kv_int(a, "server.port", i64::from(tuple.peer_port));
-    }
-    kv_str(a, "network.transport", "tcp");
     let scheme = if tls { "https" } else { "http" };
     match &ex.detail {
         Detail::Http(h) => {
@@ -457,6 +472,7 @@ pub fn build(
                 parent = h.traceparent().and_then(TraceParent::parse);
             } else {
                 error = h.status >= 400 || h.status == 0;
+                peer_text(&mut s.peer, &mut s.peer_ip, tuple.peer);
                 s.text.clear();
                 s.text.push_str(scheme);
                 s.text.push_str("://");
@@ -505,7 +521,7 @@ pub fn build(
                     response_body_size: 0,
                 }),
             };
-            return build(&as_http, tuple, role, tls, wall_offset_ns, s, out);
+            return build(&as_http, tuple, role, tls, wall_offset_ns, conn, s, out);
         }
         Detail::Http2(h) => {
             let full = h.path.trim_start_matches('/');
@@ -1017,7 +1033,7 @@ mod tests {
         s: &mut Scratch,
     ) -> (Option<Observation>, Span, Vec<u8>) {
         let mut out = Vec::new();
-        let o = build(ex, &tuple(), role, false, off, s, &mut out);
+        let o = build(ex, &tuple(), role, false, off, &mut Vec::new(), s, &mut out);
         (o, Span::decode(&out[..]).unwrap(), out)
     }
 
@@ -1113,13 +1129,31 @@ mod tests {
             (Role::Server, "url.scheme", "https"),
         ] {
             let mut out = Vec::new();
-            build(&ex, &tuple(), role, true, 0, &mut s, &mut out);
+            build(
+                &ex,
+                &tuple(),
+                role,
+                true,
+                0,
+                &mut Vec::new(),
+                &mut s,
+                &mut out,
+            );
             let span = Span::decode(&out[..]).unwrap();
             assert_eq!(text(&span, key).as_deref(), Some(want));
         }
         // The RED series carries the scheme too.
         let mut out = Vec::new();
-        build(&ex, &tuple(), Role::Server, true, 0, &mut s, &mut out);
+        build(
+            &ex,
+            &tuple(),
+            Role::Server,
+            true,
+            0,
+            &mut Vec::new(),
+            &mut s,
+            &mut out,
+        );
         assert!(
             SeriesKey::attrs(s.series.as_bytes())
                 .contains(&("url.scheme".to_owned(), "https".to_owned()))

@@ -140,30 +140,41 @@ fn render() -> String {
                     end_ns: 2_500_000 + n as u64 * 7,
                     detail: detail.clone(),
                 };
-                let mut out = vec![0xee; n % 3];
-                let prefix = out.len();
-                let obs = build(
-                    &ex,
-                    &tuple,
-                    role,
-                    tls,
-                    1_700_000_000_000_000_000,
-                    &mut s,
-                    &mut out,
-                );
-                let bytes = &out[prefix..];
-                let mut span = Span::decode(bytes).unwrap();
-                // Field by field, the bytes are exactly prost's encoding.
-                assert_eq!(span.encode_to_vec(), bytes, "case {n}");
-                if span.parent_span_id.is_empty() {
-                    span.trace_id = vec![0; 16];
+                // Twice on one connection: the second span copies the
+                // connection's attributes that the first one encoded.
+                let mut conn = Vec::new();
+                let mut lines = Vec::new();
+                for _ in 0..2 {
+                    let mut out = vec![0xee; n % 3];
+                    let prefix = out.len();
+                    let obs = build(
+                        &ex,
+                        &tuple,
+                        role,
+                        tls,
+                        1_700_000_000_000_000_000,
+                        &mut conn,
+                        &mut s,
+                        &mut out,
+                    );
+                    let bytes = &out[prefix..];
+                    let mut span = Span::decode(bytes).unwrap();
+                    // Field by field, the bytes are exactly prost's encoding.
+                    assert_eq!(span.encode_to_vec(), bytes, "case {n}");
+                    if span.parent_span_id.is_empty() {
+                        span.trace_id = vec![0; 16];
+                    }
+                    span.span_id = vec![0; 8];
+                    lines.push(format!(
+                        "{n} {role:?} tls={tls}: {span:?} | series {:?} | {obs:?}",
+                        SeriesKey::attrs(s.series.as_bytes())
+                    ));
                 }
-                span.span_id = vec![0; 8];
-                let _ = writeln!(
-                    text,
-                    "{n} {role:?} tls={tls}: {span:?} | series {:?} | {obs:?}",
-                    SeriesKey::attrs(s.series.as_bytes())
+                assert_eq!(
+                    lines[0], lines[1],
+                    "case {n}: the connection's cached attributes"
                 );
+                let _ = writeln!(text, "{}", lines[0]);
             }
         }
     }
