@@ -185,9 +185,7 @@ impl Framing {
     /// header. A later header of the same name wins, as before.
     fn header(&mut self, name: &[u8], value: &[u8]) -> bool {
         if name.eq_ignore_ascii_case(b"content-length") {
-            self.length = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
+            self.length = content_length(value);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             let v = value.trim_ascii_end();
             self.chunked = v.len() >= 7 && v[v.len() - 7..].eq_ignore_ascii_case(b"chunked");
@@ -196,6 +194,20 @@ impl Framing {
         }
         true
     }
+}
+
+/// A `Content-Length` value: what `str::trim` and `u64`'s `parse` make
+/// of it. Plain digits — what servers send — are read directly; the
+/// UTF-8 check, the trim and the general parse were ~150 instructions of
+/// every response (callgrind, session 25).
+fn content_length(value: &[u8]) -> Option<u64> {
+    // Up to 19 digits cannot overflow a u64.
+    if (1..=19).contains(&value.len()) && value.iter().all(u8::is_ascii_digit) {
+        return Some(value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
+    }
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
 fn body_mode(request: bool, head_request: bool, status: u16, f: Framing) -> BodyMode {

@@ -383,3 +383,19 @@ proptest::proptest! {
         proptest::prop_assert_eq!(first_control(&b), want);
     }
 }
+
+proptest::proptest! {
+    /// The digits-only shortcut for `Content-Length` reads what the
+    /// general UTF-8 + trim + parse path reads, overflow included.
+    #[test]
+    fn content_length_matches_trim_and_parse(
+        v in proptest::prop_oneof![
+            "[0-9]{0,22}",
+            "[ \t+]?[0-9]{0,20}[ \t]?",
+            "[0-9a\u{a0}\u{3000} +-]{0,8}",
+        ]
+    ) {
+        let want = v.trim().parse::<u64>().ok();
+        proptest::prop_assert_eq!(content_length(v.as_bytes()), want);
+    }
+}
