@@ -53,9 +53,9 @@ fn event(kind: EventKind, fd: i32, ts: u64, dir: Option<Direction>, data: &[u8])
             role: Role::Server,
         },
         comm: if kind == EventKind::Data {
-            "".into()
+            b""
         } else {
-            "nginx".into()
+            b"nginx"
         },
     }
     .encode()

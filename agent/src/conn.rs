@@ -41,6 +41,12 @@ pub struct Comm {
 }
 
 impl Comm {
+    /// From the kernel's bytes, invalid UTF-8 replaced (the kernel copies
+    /// whatever the task named itself).
+    pub fn from_bytes(b: &[u8]) -> Comm {
+        Comm::new(&String::from_utf8_lossy(b))
+    }
+
     pub fn new(s: &str) -> Comm {
         let mut c = Comm::default();
         // Cut at a character boundary so that as_str() stays valid UTF-8.
@@ -152,7 +158,7 @@ impl Tracker {
                 self.conns.insert(
                     key,
                     Conn {
-                        comm: Comm::new(&ev.comm),
+                        comm: Comm::from_bytes(ev.comm),
                         tuple: ev.tuple,
                         role: ev.tuple.role,
                         parser: None,
@@ -183,7 +189,7 @@ impl Tracker {
                         self.evict_oldest();
                     }
                     let plain = self.conns.get(&(ev.tgid, ev.fd, false));
-                    let comm = plain.map_or_else(|| Comm::new(&ev.comm), |p| p.comm);
+                    let comm = plain.map_or_else(|| Comm::from_bytes(ev.comm), |p| p.comm);
                     // MySQL switches to TLS inside its handshake, after the
                     // greeting that identified it: the TLS stream goes on
                     // with the protocol the cleartext one found.
@@ -356,7 +362,7 @@ mod tests {
         let mut out = Vec::new();
         let mut open = sample();
         open.kind = EventKind::Open;
-        open.comm = "psql".into();
+        open.comm = b"psql";
         t.handle(&open, &mut out);
         // PostgreSQL's SSLRequest in the clear, then its answer.
         let mut ssl_req = sample();
@@ -391,6 +397,10 @@ mod tests {
         assert_eq!(Comm::new("abcdefghijklmnopq").as_str(), "abcdefghijklmnop");
         // 15 ASCII bytes then a 2-byte character: cut before it.
         assert_eq!(Comm::new("abcdefghijklmnoé").as_str(), "abcdefghijklmno");
+        // The kernel's bytes: invalid UTF-8 is replaced, as decoding did
+        // before the check moved here.
+        assert_eq!(Comm::from_bytes(b"ng\xffinx").as_str(), "ng\u{fffd}inx");
+        assert_eq!(Comm::from_bytes(b"").as_str(), "");
     }
 
     #[test]

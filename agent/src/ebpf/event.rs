@@ -107,8 +107,10 @@ pub struct Event<'a> {
     pub total_len: u32,
     pub data: &'a [u8],
     pub tuple: Tuple,
-    /// The task's name (`comm`), at most 15 bytes; empty on data events.
-    pub comm: std::borrow::Cow<'a, str>,
+    /// The task's name (`comm`) as the kernel wrote it, at most 15 bytes
+    /// and not checked as UTF-8 (`conn::Comm` does that, once per
+    /// connection); empty on data events.
+    pub comm: &'a [u8],
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -192,7 +194,7 @@ impl<'a> Event<'a> {
         let comm_raw = &b[comm_at..comm_at + 16];
         let comm_len = comm_raw.iter().position(|c| *c == 0).unwrap_or(16);
         Ok(Event {
-            comm: String::from_utf8_lossy(&comm_raw[..comm_len]),
+            comm: &comm_raw[..comm_len],
             ts_ns: u64_at(b, offset_of!(RawEventHeader, ts_ns)),
             tgid: u32_at(b, offset_of!(RawEventHeader, tgid)),
             tid: u32_at(b, offset_of!(RawEventHeader, tid)),
@@ -286,7 +288,7 @@ impl Event<'_> {
         };
         let c = offset_of!(RawEventHeader, comm);
         let n = e.comm.len().min(15);
-        b[c..c + n].copy_from_slice(&e.comm.as_bytes()[..n]);
+        b[c..c + n].copy_from_slice(&e.comm[..n]);
         b[HEADER_SIZE..].copy_from_slice(e.data);
         b
     }
@@ -308,7 +310,7 @@ pub(crate) mod tests {
             tls: false,
             total_len: 100,
             data: b"GET / HTTP/1.1\r\n",
-            comm: "nginx".into(),
+            comm: b"nginx",
             tuple: Tuple {
                 local: IpAddr::from([127, 0, 0, 1]),
                 local_port: 8080,
