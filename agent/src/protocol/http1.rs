@@ -413,10 +413,22 @@ impl Stream {
         self.seg_start = true;
     }
 
+    /// Drops the first `n` buffered bytes. Usually they are all of them
+    /// (a head or body that ended with its segment): then a `clear`, not
+    /// a `drain`, whose drop was ~100 instructions per request (callgrind,
+    /// session 25).
+    fn discard(&mut self, n: usize) {
+        if n >= self.buf.len() {
+            self.buf.clear();
+        } else {
+            self.buf.drain(..n);
+        }
+    }
+
     /// Consumes up to `n` bytes, known bytes first, then the gap.
     fn consume(&mut self, n: u64) -> u64 {
         let from_buf = (self.buf.len() as u64).min(n);
-        self.buf.drain(..from_buf as usize);
+        self.discard(from_buf as usize);
         let from_gap = self.gap.min(n - from_buf);
         self.gap -= from_gap;
         from_buf + from_gap
@@ -472,7 +484,7 @@ impl Stream {
                     let ts = *self.head_ts.get_or_insert(self.ts);
                     return match self.parse_head(head_request) {
                         Ok(Some((head, n, mode))) => {
-                            self.buf.drain(..n);
+                            self.discard(n);
                             self.head_ts = None;
                             self.body_bytes = 0;
                             self.state = match mode {
