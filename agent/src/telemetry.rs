@@ -181,9 +181,48 @@ fn is_identifier(seg: &str) -> bool {
     is_uuid || hexish || token
 }
 
-/// The attributes of one metric series as a canonical byte key: each key
-/// and value as a little-endian `u16` length and its bytes, in the fixed
-/// order `build` emits them. Looked up by borrowed bytes, so recording an
+/// The attribute keys the span builder gives RED series, written into a
+/// [`SeriesKey`] as their index: the key names were ~80 of a series key's
+/// ~110 bytes, copied, hashed and compared for every observation.
+const SERIES_KEYS: [&str; 15] = [
+    "http.request.method",
+    "network.protocol.version",
+    "http.response.status_code",
+    "http.route",
+    "url.scheme",
+    "server.address",
+    "server.port",
+    "error.type",
+    "rpc.system",
+    "rpc.service",
+    "rpc.method",
+    "rpc.grpc.status_code",
+    "db.system.name",
+    "db.operation.name",
+    OVERFLOW_ATTR,
+];
+/// A key not in [`SERIES_KEYS`]: its text follows.
+const TEXT_KEY: u8 = 0xff;
+
+/// The index of `k` in [`SERIES_KEYS`]. Inlined: the builder's keys are
+/// literals, so the comparisons fold away at its call sites.
+#[inline(always)]
+fn series_key_id(k: &str) -> Option<u8> {
+    let mut i = 0;
+    while i < SERIES_KEYS.len() {
+        if SERIES_KEYS[i].len() == k.len() && SERIES_KEYS[i] == k {
+            return Some(i as u8);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The attributes of one metric series as a canonical byte key, in the
+/// fixed order `build` emits them: each key as its index in
+/// [`SERIES_KEYS`] (one byte) or, for another key, [`TEXT_KEY`] and its
+/// text; each value (and such a key's text) as a little-endian `u16`
+/// length and its bytes. Looked up by borrowed bytes, so recording an
 /// observation of an existing series allocates nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct SeriesKey(Vec<u8>);
@@ -193,12 +232,22 @@ impl SeriesKey {
         self.0.clear();
     }
 
+    fn push_text(&mut self, s: &str) {
+        let s = &s.as_bytes()[..s.len().min(usize::from(u16::MAX))];
+        self.0.extend_from_slice(&(s.len() as u16).to_le_bytes());
+        self.0.extend_from_slice(s);
+    }
+
+    #[inline(always)]
     pub fn push(&mut self, k: &str, v: &str) {
-        for s in [k, v] {
-            let s = &s.as_bytes()[..s.len().min(usize::from(u16::MAX))];
-            self.0.extend_from_slice(&(s.len() as u16).to_le_bytes());
-            self.0.extend_from_slice(s);
+        match series_key_id(k) {
+            Some(id) => self.0.push(id),
+            None => {
+                self.0.push(TEXT_KEY);
+                self.push_text(k);
+            }
         }
+        self.push_text(v);
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -207,14 +256,24 @@ impl SeriesKey {
 
     /// The (key, value) pairs of an encoded key.
     pub fn attrs(mut b: &[u8]) -> Vec<(String, String)> {
-        let take = |b: &mut &[u8]| -> Option<String> {
+        let text = |b: &mut &[u8]| -> Option<String> {
             let n = usize::from(u16::from_le_bytes([*b.first()?, *b.get(1)?]));
             let s = b.get(2..2 + n)?;
             *b = &b[2 + n..];
             Some(String::from_utf8_lossy(s).into_owned())
         };
+        let key = |b: &mut &[u8]| -> Option<String> {
+            let (&id, rest) = b.split_first()?;
+            *b = rest;
+            match SERIES_KEYS.get(usize::from(id)) {
+                Some(k) => Some((*k).to_owned()),
+                None => text(b),
+            }
+        };
         let mut out = Vec::new();
-        while let (Some(k), Some(v)) = (take(&mut b), take(&mut b)) {
+        while let Some(k) = key(&mut b)
+            && let Some(v) = text(&mut b)
+        {
             out.push((k, v));
         }
         out
@@ -1206,6 +1265,37 @@ mod tests {
                 assert!(span.status.is_some());
             }
         }
+    }
+
+    #[test]
+    fn series_keys_decode_to_what_was_pushed() {
+        let long = "v".repeat(70_000);
+        let pairs = [
+            ("http.route", "/a/{id}"),
+            ("k", "1"),
+            ("error.type", ""),
+            (OVERFLOW_ATTR, "true"),
+            ("", "x"),
+            ("db.operation.name", long.as_str()),
+        ];
+        let mut k = SeriesKey::default();
+        for (a, b) in pairs {
+            k.push(a, b);
+        }
+        let got = SeriesKey::attrs(k.as_bytes());
+        let want: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), b[..b.len().min(65_535)].to_owned()))
+            .collect();
+        assert_eq!(got, want);
+        // Every known key is one byte; an equal set gives equal bytes.
+        let mut a = SeriesKey::default();
+        a.push("http.route", "/x");
+        assert_eq!(a.as_bytes(), [3, 2, 0, b'/', b'x']);
+        for (i, key) in SERIES_KEYS.iter().enumerate() {
+            assert_eq!(series_key_id(key), Some(i as u8));
+        }
+        assert_eq!(series_key_id("http.rout"), None);
     }
 
     fn series(k: &str, v: &str) -> SeriesKey {
