@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::{
     config::Config,
-    conn::{Located, Tracker},
+    conn::{Site, Tracker},
     ebpf::{self, LoadOptions, Programs, event::Event, probe},
     export::{self, Exporter, SpanBatch, SpanSender},
     process::{self, Resolver, ResourceInfo},
@@ -304,7 +304,7 @@ impl Pipeline {
             scratch,
             offset,
         } = self;
-        tracker.handle_with(&ev, |l: Located, conn| {
+        tracker.handle_with(&ev, |l: &Site, exchange, conn| {
             n += 1;
             let port = (l.role != crate::ebpf::event::Role::Client).then_some(l.tuple.local_port);
             let res = resources
@@ -312,14 +312,7 @@ impl Pipeline {
                 .or_insert_with(|| Arc::new(resolver.resource(l.tgid, port, l.comm.as_str())));
             let obs = batch.push_with(res, |out| {
                 telemetry::build(
-                    &l.exchange,
-                    &l.tuple,
-                    l.role,
-                    l.tls,
-                    *offset,
-                    conn,
-                    scratch,
-                    out,
+                    exchange, &l.tuple, l.role, l.tls, *offset, conn, scratch, out,
                 )
             });
             if let (Some(o), Some(m)) = (obs, metrics.as_deref_mut()) {
