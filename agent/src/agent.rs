@@ -262,6 +262,9 @@ impl TlsHooks {
     }
 }
 
+/// A resource's process and, for a server, its local port.
+type ResourceKey = (u32, Option<u16>);
+
 /// What happens to each ring-buffer record, separated from the ring so that
 /// `benches/pipeline.rs` measures exactly the reader's work per record.
 pub struct Pipeline {
@@ -269,7 +272,9 @@ pub struct Pipeline {
     resolver: Resolver,
     /// One Arc per (process, local port): built once per rescan period,
     /// shared by every span of that resource.
-    resources: HashMap<(u32, Option<u16>), Arc<ResourceInfo>, foldhash::fast::RandomState>,
+    resources: HashMap<ResourceKey, Arc<ResourceInfo>, foldhash::fast::RandomState>,
+    /// The resource of the last span: consecutive spans mostly share it.
+    last: Option<(ResourceKey, Arc<ResourceInfo>)>,
     scratch: telemetry::Scratch,
     /// CLOCK_REALTIME − CLOCK_MONOTONIC, ns.
     offset: i128,
@@ -281,6 +286,7 @@ impl Pipeline {
             tracker,
             resolver,
             resources: HashMap::default(),
+            last: None,
             scratch: telemetry::Scratch::default(),
             offset: wall_offset_ns,
         }
@@ -301,15 +307,23 @@ impl Pipeline {
             tracker,
             resolver,
             resources,
+            last,
             scratch,
             offset,
         } = self;
         tracker.handle_with(&ev, |l: &Site, exchange, conn| {
             n += 1;
             let port = (l.role != crate::ebpf::event::Role::Client).then_some(l.tuple.local_port);
-            let res = resources
-                .entry((l.tgid, port))
-                .or_insert_with(|| Arc::new(resolver.resource(l.tgid, port, l.comm.as_str())));
+            let key = (l.tgid, port);
+            let res = match last {
+                Some((k, r)) if *k == key => r,
+                _ => {
+                    let r = resources.entry(key).or_insert_with(|| {
+                        Arc::new(resolver.resource(l.tgid, port, l.comm.as_str()))
+                    });
+                    &mut last.insert((key, r.clone())).1
+                }
+            };
             let obs = batch.push_with(res, |out| {
                 telemetry::build(
                     exchange, &l.tuple, l.role, l.tls, *offset, conn, scratch, out,
@@ -327,6 +341,7 @@ impl Pipeline {
     pub fn forget_resources(&mut self) {
         self.resolver.prune();
         self.resources.clear();
+        self.last = None;
     }
 
     pub fn tracker(&self) -> &Tracker {
