@@ -407,6 +407,16 @@ fn route_template_into(target: &str, out: &mut String) {
     out.push_str(&target[copied..end]);
 }
 
+/// A span attribute whose key and value are both literals, encoded at
+/// compile time (`wire::key_value_const`).
+macro_rules! const_attr {
+    ($key:literal, $value:literal) => {{
+        const B: [u8; 8 + $key.len() + $value.len()] =
+            wire::key_value_const(wire::span::ATTRIBUTES, $key, $value);
+        &B
+    }};
+}
+
 #[inline(always)]
 fn kv_str(out: &mut Vec<u8>, key: &str, v: &str) {
     wire::key_value(
@@ -490,8 +500,12 @@ pub fn build(
                 None => (target, None),
             };
             kv_str(a, "http.request.method", method);
-            kv_str(a, "network.protocol.name", "http");
-            kv_str(a, "network.protocol.version", h.version);
+            a.extend_from_slice(const_attr!("network.protocol.name", "http"));
+            match h.version {
+                "1.1" => a.extend_from_slice(const_attr!("network.protocol.version", "1.1")),
+                "1.0" => a.extend_from_slice(const_attr!("network.protocol.version", "1.0")),
+                v => kv_str(a, "network.protocol.version", v),
+            }
             if h.status > 0 {
                 kv_int(a, "http.response.status_code", i64::from(h.status));
             }
@@ -510,7 +524,11 @@ pub fn build(
             }
             if server {
                 error = h.status >= 500 || h.status == 0;
-                kv_str(a, "url.scheme", scheme);
+                a.extend_from_slice(if tls {
+                    const_attr!("url.scheme", "https")
+                } else {
+                    const_attr!("url.scheme", "http")
+                });
                 kv_str(a, "url.path", path);
                 if let Some(q) = query {
                     kv_str(a, "url.query", q);
@@ -586,11 +604,11 @@ pub fn build(
             let full = h.path.trim_start_matches('/');
             let (service, method) = full.rsplit_once('/').unwrap_or((full, ""));
             s.name.push_str(full);
-            kv_str(a, "rpc.system", "grpc");
+            a.extend_from_slice(const_attr!("rpc.system", "grpc"));
             kv_str(a, "rpc.service", service);
             kv_str(a, "rpc.method", method);
-            kv_str(a, "network.protocol.name", "http");
-            kv_str(a, "network.protocol.version", "2");
+            a.extend_from_slice(const_attr!("network.protocol.name", "http"));
+            a.extend_from_slice(const_attr!("network.protocol.version", "2"));
             // A reset stream or a missing status is reported as UNKNOWN (2).
             let code = h.grpc_status.unwrap_or(2);
             kv_int(a, "rpc.grpc.status_code", code);
@@ -626,7 +644,7 @@ pub fn build(
         }
         Detail::Redis(r) => {
             s.name.push_str(&r.command);
-            kv_str(a, "db.system.name", "redis");
+            a.extend_from_slice(const_attr!("db.system.name", "redis"));
             kv_str(a, "db.operation.name", &r.command);
             s.series.push("db.system.name", "redis");
             s.series.push("db.operation.name", &r.command);
