@@ -485,14 +485,28 @@ pub fn build(
     let mut parent: Option<TraceParent> = None;
     let mut error = false;
     let observation;
-    let a = &mut s.attrs;
-    a.extend_from_slice(conn);
     let mut num = itoa::Buffer::new();
     let scheme = if tls { "https" } else { "http" };
     match &ex.detail {
         Detail::Http(h) => {
+            // The name, parent and error are known before any attribute,
+            // so the span's head is written first and the attributes go
+            // straight into `out`, not through `s.attrs` (a copy of ~330
+            // bytes per span).
             let (method, target) = (h.method(), h.target());
             route_template_into(target, &mut s.route);
+            s.name.push_str(method);
+            if server {
+                error = h.status >= 500 || h.status == 0;
+                s.name.push(' ');
+                s.name.push_str(&s.route);
+                parent = h.traceparent().and_then(TraceParent::parse);
+            } else {
+                error = h.status >= 400 || h.status == 0;
+            }
+            let flags = span_head(out, parent, &s.name, server, start, end);
+            let a = &mut *out;
+            a.extend_from_slice(conn);
             // Byte searches: the char-pattern `split_once`/`split` were
             // ~250 instructions per span (callgrind, session 25).
             let (path, query) = match target.bytes().position(|b| b == b'?') {
@@ -523,7 +537,6 @@ pub fn build(
                 s.series.push("http.response.status_code", status_str);
             }
             if server {
-                error = h.status >= 500 || h.status == 0;
                 a.extend_from_slice(if tls {
                     const_attr!("url.scheme", "https")
                 } else {
@@ -541,14 +554,9 @@ pub fn build(
                         .map_or(host, |i| &host[..i]);
                     kv_str(a, "server.address", name);
                 }
-                s.name.push_str(method);
-                s.name.push(' ');
-                s.name.push_str(&s.route);
                 s.series.push("http.route", &s.route);
                 s.series.push("url.scheme", scheme);
-                parent = h.traceparent().and_then(TraceParent::parse);
             } else {
-                error = h.status >= 400 || h.status == 0;
                 peer_text(&mut s.peer, &mut s.peer_ip, tuple.peer);
                 s.text.clear();
                 s.text.push_str(scheme);
@@ -556,7 +564,6 @@ pub fn build(
                 s.text.push_str(h.host().unwrap_or(&s.peer));
                 s.text.push_str(target);
                 kv_str(a, "url.full", &s.text);
-                s.name.push_str(method);
                 s.series.push("server.address", &s.peer);
                 s.series
                     .push("server.port", itoa::Buffer::new().format(tuple.peer_port));
@@ -570,7 +577,8 @@ pub fn build(
                 kv_str(a, "error.type", et);
                 s.series.push("error.type", et);
             }
-            observation = Some(Observation {
+            span_tail(out, error, flags);
+            return Some(Observation {
                 metric: if server {
                     "http.server.request.duration"
                 } else {
@@ -601,6 +609,8 @@ pub fn build(
             return build(&as_http, tuple, role, tls, wall_offset_ns, conn, s, out);
         }
         Detail::Http2(h) => {
+            let a = &mut s.attrs;
+            a.extend_from_slice(conn);
             let full = h.path.trim_start_matches('/');
             let (service, method) = full.rsplit_once('/').unwrap_or((full, ""));
             s.name.push_str(full);
@@ -643,6 +653,8 @@ pub fn build(
             });
         }
         Detail::Redis(r) => {
+            let a = &mut s.attrs;
+            a.extend_from_slice(conn);
             s.name.push_str(&r.command);
             a.extend_from_slice(const_attr!("db.system.name", "redis"));
             kv_str(a, "db.operation.name", &r.command);
@@ -660,6 +672,8 @@ pub fn build(
             });
         }
         Detail::Postgres(p) | Detail::MySql(p) => {
+            let a = &mut s.attrs;
+            a.extend_from_slice(conn);
             let system = match &ex.detail {
                 Detail::MySql(_) => "mysql",
                 _ => "postgresql",
@@ -692,7 +706,22 @@ pub fn build(
             });
         }
     }
-    // The span, fields in tag order as prost writes them.
+    let flags = span_head(out, parent, &s.name, server, start, end);
+    out.extend_from_slice(&s.attrs);
+    span_tail(out, error, flags);
+    observation
+}
+
+/// The span's fields before its attributes, in tag order as prost writes
+/// them; returns the flags for [`span_tail`].
+fn span_head(
+    out: &mut Vec<u8>,
+    parent: Option<TraceParent>,
+    name: &str,
+    server: bool,
+    start: u64,
+    end: u64,
+) -> u32 {
     let (trace_id, parent_id, flags) = match parent {
         Some(tp) => (tp.trace_id, Some(tp.span_id), u32::from(tp.flags)),
         None => (random_bytes::<16>(), None, 1),
@@ -702,7 +731,7 @@ pub fn build(
     if let Some(p) = parent_id {
         wire::bytes(out, wire::span::PARENT_SPAN_ID, &p);
     }
-    wire::bytes(out, wire::span::NAME, s.name.as_bytes());
+    wire::bytes(out, wire::span::NAME, name.as_bytes());
     let kind = if server {
         SpanKind::Server
     } else {
@@ -711,12 +740,15 @@ pub fn build(
     wire::varint(out, wire::span::KIND, kind as u64);
     wire::fixed64(out, wire::span::START, start);
     wire::fixed64(out, wire::span::END, end);
-    out.extend_from_slice(&s.attrs);
+    flags
+}
+
+/// The span's fields after its attributes.
+fn span_tail(out: &mut Vec<u8>, error: bool, flags: u32) {
     if error {
         wire::status(out, StatusCode::Error as i32);
     }
     wire::fixed32(out, wire::span::FLAGS, flags);
-    observation
 }
 
 /// The OTLP resource of a process (+ port) as the gateway expects it.
