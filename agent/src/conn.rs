@@ -207,123 +207,151 @@ impl Tracker {
                 let Some(direction) = ev.direction else {
                     return;
                 };
-                if !self.conns.contains_key(&key) {
-                    // The first plaintext of a TLS connection, or its OPEN
-                    // event was lost (ring buffer full): the data event
-                    // carries the tuple, so start from it.
-                    if self.conns.len() >= self.max {
-                        self.evict_oldest();
-                    }
-                    let plain = self.conns.get(&(ev.tgid, ev.fd, false));
-                    let comm = plain.map_or_else(|| Comm::from_bytes(ev.comm), |p| p.comm);
-                    // MySQL switches to TLS inside its handshake, after the
-                    // greeting that identified it: the TLS stream goes on
-                    // with the protocol the cleartext one found.
-                    let (role, protocol) = match plain {
-                        Some(p)
-                            if ev.tls
-                                && matches!(
-                                    p.protocol,
-                                    Some(Protocol::MySql | Protocol::MySqlCommand)
-                                ) =>
-                        {
-                            (p.role, Some(Protocol::MySql))
-                        }
-                        _ => (ev.tuple.role, None),
-                    };
-                    self.conns.insert(
+                if let Some(c) = self.conns.get_mut(&key) {
+                    // One lookup for the usual event of a known connection.
+                    Self::data(
+                        c,
+                        self.seq,
+                        ev,
+                        direction,
                         key,
-                        Conn {
-                            comm,
-                            tuple: ev.tuple,
-                            role,
-                            parser: protocol.map(new_parser),
-                            protocol,
-                            attempts: 0,
-                            last_ts: ev.ts_ns,
-                            seen: self.seq,
-                            span_attrs: Vec::new(),
-                        },
+                        &mut self.stats,
+                        &mut self.exchanges,
+                        &mut f,
                     );
-                }
-                let seq = self.seq;
-                let Some(c) = self.conns.get_mut(&key) else {
                     return;
-                };
-                c.seen = seq;
-                c.last_ts = ev.ts_ns;
-                if c.parser.is_none() {
-                    if c.attempts >= DETECT_ATTEMPTS {
-                        return;
+                }
+                // The first plaintext of a TLS connection, or its OPEN
+                // event was lost (ring buffer full): the data event
+                // carries the tuple, so start from it.
+                if self.conns.len() >= self.max {
+                    self.evict_oldest();
+                }
+                let plain = self.conns.get(&(ev.tgid, ev.fd, false));
+                let comm = plain.map_or_else(|| Comm::from_bytes(ev.comm), |p| p.comm);
+                // MySQL switches to TLS inside its handshake, after the
+                // greeting that identified it: the TLS stream goes on
+                // with the protocol the cleartext one found.
+                let (role, protocol) = match plain {
+                    Some(p)
+                        if ev.tls
+                            && matches!(
+                                p.protocol,
+                                Some(Protocol::MySql | Protocol::MySqlCommand)
+                            ) =>
+                    {
+                        (p.role, Some(Protocol::MySql))
                     }
-                    // Detect from whichever side sent a recognisable request;
-                    // for a connection of unknown role this also settles it.
-                    let sender_is_us = direction == Direction::Egress;
-                    let client_side = match c.role {
-                        Role::Server => direction == Direction::Ingress,
-                        Role::Client => direction == Direction::Egress,
-                        Role::Unknown => true,
-                    };
-                    let detected = if client_side {
-                        c.attempts += 1;
-                        protocol::detect(ev.data)
-                    } else {
-                        None
-                    };
-                    // MySQL's server speaks first; its clients may send their
-                    // first packet in pieces (header, then body).
-                    let server_first = if detected.is_none() {
-                        protocol::detect_server_greeting(ev.data)
-                    } else {
-                        None
-                    };
-                    match detected.or(server_first) {
-                        Some(p) => {
-                            if c.role == Role::Unknown {
-                                // The sender of a request is the client, of
-                                // a greeting the server.
-                                let sender_is_client = server_first.is_none();
-                                c.role = if sender_is_us == sender_is_client {
-                                    Role::Client
-                                } else {
-                                    Role::Server
-                                };
-                            }
-                            c.parser = Some(new_parser(p));
-                            c.protocol = Some(p);
-                        }
-                        None if !client_side => return,
-                        None => {
-                            if c.attempts == DETECT_ATTEMPTS {
-                                self.stats.undetected += 1;
-                            }
-                            return;
-                        }
-                    }
-                }
-                let from_client = protocol::from_client(direction, c.role != Role::Client);
-                let seg = Segment {
-                    ts_ns: ev.ts_ns,
-                    data: ev.data,
-                    gap: u64::from(ev.total_len).saturating_sub(ev.data.len() as u64),
+                    _ => (ev.tuple.role, None),
                 };
-                let exchanges = &mut self.exchanges;
-                if let Some(p) = c.parser.as_mut() {
-                    p.feed(from_client, seg, exchanges);
-                }
-                let site = Site {
-                    tgid: key.0,
-                    comm: c.comm,
-                    tuple: c.tuple,
-                    role: c.role,
-                    tls: key.2,
-                };
-                for exchange in exchanges.iter() {
-                    f(&site, exchange, &mut c.span_attrs);
-                }
-                exchanges.clear();
+                let c = self.conns.entry(key).or_insert(Conn {
+                    comm,
+                    tuple: ev.tuple,
+                    role,
+                    parser: protocol.map(new_parser),
+                    protocol,
+                    attempts: 0,
+                    last_ts: ev.ts_ns,
+                    seen: self.seq,
+                    span_attrs: Vec::new(),
+                });
+                Self::data(
+                    c,
+                    self.seq,
+                    ev,
+                    direction,
+                    key,
+                    &mut self.stats,
+                    &mut self.exchanges,
+                    &mut f,
+                );
             }
         }
+    }
+
+    /// A data event of the known connection `c`.
+    #[allow(clippy::too_many_arguments)]
+    fn data(
+        c: &mut Conn,
+        seq: u64,
+        ev: &Event<'_>,
+        direction: Direction,
+        key: (u32, i32, bool),
+        stats: &mut Stats,
+        exchanges: &mut Vec<Exchange>,
+        f: &mut impl FnMut(&Site, &Exchange, &mut Vec<u8>),
+    ) {
+        c.seen = seq;
+        c.last_ts = ev.ts_ns;
+        if c.parser.is_none() {
+            if c.attempts >= DETECT_ATTEMPTS {
+                return;
+            }
+            // Detect from whichever side sent a recognisable request;
+            // for a connection of unknown role this also settles it.
+            let sender_is_us = direction == Direction::Egress;
+            let client_side = match c.role {
+                Role::Server => direction == Direction::Ingress,
+                Role::Client => direction == Direction::Egress,
+                Role::Unknown => true,
+            };
+            let detected = if client_side {
+                c.attempts += 1;
+                protocol::detect(ev.data)
+            } else {
+                None
+            };
+            // MySQL's server speaks first; its clients may send their
+            // first packet in pieces (header, then body).
+            let server_first = if detected.is_none() {
+                protocol::detect_server_greeting(ev.data)
+            } else {
+                None
+            };
+            match detected.or(server_first) {
+                Some(p) => {
+                    if c.role == Role::Unknown {
+                        // The sender of a request is the client, of
+                        // a greeting the server.
+                        let sender_is_client = server_first.is_none();
+                        c.role = if sender_is_us == sender_is_client {
+                            Role::Client
+                        } else {
+                            Role::Server
+                        };
+                    }
+                    c.parser = Some(new_parser(p));
+                    c.protocol = Some(p);
+                }
+                None if !client_side => return,
+                None => {
+                    if c.attempts == DETECT_ATTEMPTS {
+                        stats.undetected += 1;
+                    }
+                    return;
+                }
+            }
+        }
+        let from_client = protocol::from_client(direction, c.role != Role::Client);
+        let seg = Segment {
+            ts_ns: ev.ts_ns,
+            data: ev.data,
+            gap: u64::from(ev.total_len).saturating_sub(ev.data.len() as u64),
+        };
+        if let Some(p) = c.parser.as_mut() {
+            p.feed(from_client, seg, exchanges);
+        }
+        let site = Site {
+            tgid: key.0,
+            comm: c.comm,
+            tuple: c.tuple,
+            role: c.role,
+            tls: key.2,
+        };
+        for exchange in exchanges.iter() {
+            f(&site, exchange, &mut c.span_attrs);
+        }
+        exchanges.clear();
     }
 
     fn flush(
