@@ -59,17 +59,9 @@ const PATHS: [&str; 4] = [
 /// and checks one server span per syscall form; returns the agent's mode and
 /// its `/metrics` page.
 async fn every_form_captured(attach: Attach) -> (AttachMode, String) {
-    let python = require("python3", "python3");
     let curl = require("curl", "curl");
     let sink = OtlpSink::start().await;
-    let port = free_port();
-    let _server = Proc::spawn(
-        "python3 (syscall forms)",
-        Command::new(python)
-            .args(["-c", SERVER])
-            .arg(port.to_string()),
-    );
-    wait_listening(port, Duration::from_secs(10));
+    let (_server, port) = start_python_server("python3 (syscall forms)", SERVER);
     let mut cfg = config(&sink, &[port]);
     cfg.capture.attach = attach;
     cfg.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
@@ -168,17 +160,22 @@ while True:
     c.close()
 "#;
 
-fn start_iov_server() -> (Proc, u16) {
+/// Runs `script` with a free port as its argument, once it listens.
+fn start_python_server(name: &'static str, script: &str) -> (Proc, u16) {
     let python = require("python3", "python3");
     let port = free_port();
     let server = Proc::spawn(
-        "python3 (writev of N buffers)",
+        name,
         Command::new(python)
-            .args(["-c", IOV_SERVER])
+            .args(["-c", script])
             .arg(port.to_string()),
     );
     wait_listening(port, Duration::from_secs(10));
     (server, port)
+}
+
+fn start_iov_server() -> (Proc, u16) {
+    start_python_server("python3 (writev of N buffers)", IOV_SERVER)
 }
 
 fn iov_server_span(port: u16) -> impl Fn(&GotSpan) -> bool {
