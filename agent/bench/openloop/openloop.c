@@ -148,7 +148,7 @@ int main(int argc, char **argv)
 		open_conn(ep, &cs[i]);
 		idle[nidle++] = i;
 	}
-	size_t cap = (size_t)((rate > 0 ? rate : 200000) * (secs + 1)) + 16;
+	size_t cap = (size_t)((rate > 0 ? rate : 100000) * (secs + 1)) + 16;
 	int64_t *lat = malloc(cap * sizeof(int64_t));
 	if (!lat)
 		die("malloc");
@@ -218,6 +218,12 @@ int main(int argc, char **argv)
 				continue;
 			if (c->counted) {
 				completed++;
+				if (nlat == cap) {
+					cap *= 2;
+					lat = realloc(lat, cap * sizeof(int64_t));
+					if (!lat)
+						die("realloc");
+				}
 				lat[nlat++] = got - c->due;
 			}
 			c->busy = 0;
