@@ -68,21 +68,26 @@ pub struct TraceParent {
     pub flags: u8,
 }
 
-fn hex_into(s: &str, out: &mut [u8]) -> Option<()> {
-    if s.len() != out.len() * 2 {
-        return None;
-    }
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(())
-}
-
 impl TraceParent {
+    /// W3C Trace Context `traceparent`: version "-" trace-id "-" parent-id
+    /// "-" flags, lowercase hex only, 55 bytes; a version after 00 may add
+    /// fields behind another '-' (Trace Context §4.3, "Versioning of
+    /// traceparent"). The OTel SDKs read it the same way
+    /// (opentelemetry-go propagation/trace_context.go:
+    /// `^[0-9a-f]{2}-[a-f0-9]{32}-[a-f0-9]{16}-[a-f0-9]{2}(?:-.*)?$`, version
+    /// ff and all-zero ids refused).
     pub fn parse(s: &str) -> Option<TraceParent> {
-        let mut parts = s.trim().split('-');
-        let (v, t, p, f) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if v.len() != 2 || v == "ff" || (v == "00" && parts.next().is_some()) {
+        let b = s.trim().as_bytes();
+        if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+            return None;
+        }
+        let (v, t, p, f) = (&b[..2], &b[3..35], &b[36..52], &b[53..55]);
+        if v == b"ff" || (b.len() > 55 && (v == b"00" || b[55] != b'-')) {
+            return None;
+        }
+        // Checked first: the decoder would also take uppercase.
+        let lower_hex = |x: &[u8]| x.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+        if !(lower_hex(v) && lower_hex(t) && lower_hex(p) && lower_hex(f)) {
             return None;
         }
         let mut tp = TraceParent {
@@ -90,10 +95,10 @@ impl TraceParent {
             span_id: [0; 8],
             flags: 0,
         };
-        hex_into(t, &mut tp.trace_id)?;
-        hex_into(p, &mut tp.span_id)?;
         let mut fl = [0u8; 1];
-        hex_into(f, &mut fl)?;
+        const_hex::decode_to_slice(t, &mut tp.trace_id).ok()?;
+        const_hex::decode_to_slice(p, &mut tp.span_id).ok()?;
+        const_hex::decode_to_slice(f, &mut fl).ok()?;
         tp.flags = fl[0];
         if tp.trace_id == [0; 16] || tp.span_id == [0; 8] {
             return None;
@@ -1121,6 +1126,32 @@ mod tests {
         assert!(
             TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x")
                 .is_none()
+        );
+        // A later version may carry more fields; a bad separator is refused.
+        let v1 = TraceParent::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what");
+        assert_eq!(v1.map(|t| t.flags), Some(1));
+        assert!(
+            TraceParent::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x")
+                .is_none()
+        );
+        assert!(
+            TraceParent::parse("0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_none()
+        );
+        // Only lowercase hex digits (from_str_radix took "+f" and "AB").
+        assert!(
+            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-+1").is_none()
+        );
+        assert!(
+            TraceParent::parse("00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_none()
+        );
+        assert!(
+            TraceParent::parse("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01").is_none()
+        );
+        assert!(
+            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00F067AA0BA902B7-01").is_none()
+        );
+        assert!(
+            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g").is_none()
         );
     }
 
